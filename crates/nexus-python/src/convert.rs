@@ -1,0 +1,159 @@
+//! Python values to core values: property keys, sizes, host arrays, JSON.
+
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::Value;
+
+use nexus::property::{property_name, PathItem};
+use nexus::DataType;
+
+use crate::errors::IntoPyResult;
+
+fn is_enum_member(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_instance_of::<PyInt>() && !obj.is_exact_instance_of::<PyInt>() && obj.hasattr("name").unwrap_or(false)
+}
+
+/// A property key: a name, a `nexus.property` member, or a path list mixing
+/// names, members and integer indexes.
+pub fn property_path(key: &Bound<'_, PyAny>) -> PyResult<Vec<PathItem>> {
+    if key.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err("property key must be a str, a nexus.property member or a list, got bool"));
+    }
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(vec![PathItem::Key(s.extract::<String>()?)]);
+    }
+    if key.is_instance_of::<PyInt>() {
+        let id: i64 = key.extract()?;
+        return Ok(vec![PathItem::Key(property_name(id).py()?.to_string())]);
+    }
+    if key.is_instance_of::<PyList>() || key.is_instance_of::<PyTuple>() {
+        let mut path = Vec::new();
+        for item in key.try_iter()? {
+            let item = item?;
+            if let Ok(s) = item.cast::<PyString>() {
+                path.push(PathItem::Key(s.extract::<String>()?));
+            } else if item.is_instance_of::<PyBool>() {
+                return Err(PyTypeError::new_err("property path items must be str, int or nexus.property members, got bool"));
+            } else if is_enum_member(&item) {
+                let id: i64 = item.extract()?;
+                path.push(PathItem::Key(property_name(id).py()?.to_string()));
+            } else if item.is_instance_of::<PyInt>() {
+                let i: i64 = item.extract()?;
+                let i = usize::try_from(i).map_err(|_| PyValueError::new_err(format!("property path index {i} is negative")))?;
+                path.push(PathItem::Index(i));
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "property path items must be str, int or nexus.property members, got {}",
+                    item.get_type().name()?
+                )));
+            }
+        }
+        if path.is_empty() {
+            return Err(PyValueError::new_err("property path is empty"));
+        }
+        return Ok(path);
+    }
+    Err(PyTypeError::new_err(format!(
+        "property key must be a str, a nexus.property member or a list of keys and indexes, got {}",
+        key.get_type().name()?
+    )))
+}
+
+/// An integer that is not a bool (Python's bool is an int subclass).
+pub fn strict_int(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!("{what} must be an int, got {}", obj.get_type().name()?)));
+    }
+    obj.extract::<i64>().map_err(|_| PyValueError::new_err(format!("{what} {} is out of range", obj.repr().map(|r| r.to_string()).unwrap_or_default())))
+}
+
+/// An int or a sequence of 1-3 ints (launch sizes).
+pub fn dims(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
+    if obj.is_instance_of::<PyInt>() {
+        return Ok(vec![strict_int(obj, what)?]);
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        return obj.try_iter()?.map(|x| strict_int(&x?, what)).collect();
+    }
+    Err(PyTypeError::new_err(format!("{what} must be an int or a list of 1 to 3 ints, got {}", obj.get_type().name()?)))
+}
+
+/// A host array as raw bytes: its address, its size and element type.
+pub struct HostView {
+    pub ptr: usize,
+    pub len: usize,
+    pub data_type: DataType,
+}
+
+/// Any buffer-protocol object (numpy arrays first) as a C-contiguous numpy
+/// array; `writable` also requires the array to accept writes.
+pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allow_copy: bool) -> PyResult<(Bound<'py, PyAny>, HostView)> {
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = if obj.cast::<PyUntypedArray>().is_ok() {
+        obj.clone()
+    } else {
+        // bytes, bytearray, memoryview, array.array, ...: view without copying.
+        np.call_method1("asarray", (obj,)).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be a numpy array or an object with the buffer protocol, got {}",
+                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ))
+        })?
+    };
+    let mut arr = arr;
+    {
+        let a = arr.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
+        if !a.is_c_contiguous() {
+            if !allow_copy {
+                return Err(PyValueError::new_err(format!("{what} must be C-contiguous (got strides {:?})", a.strides())));
+            }
+            arr = np.call_method1("ascontiguousarray", (a,))?;
+        }
+    }
+    let a = arr.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
+    if writable && !arr.getattr("flags")?.getattr("writeable")?.extract::<bool>()? {
+        return Err(PyValueError::new_err(format!("{what} is read-only; pass a writable array")));
+    }
+    let itemsize: usize = arr.getattr("itemsize")?.extract()?;
+    let len = a.len() * itemsize;
+    let dtype_name: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
+    // SAFETY: reading the data pointer field of a live numpy array.
+    let ptr = unsafe { (*a.as_array_ptr()).fields.data } as usize;
+    let view = HostView { ptr, len, data_type: DataType::from_numpy_name(&dtype_name) };
+    Ok((arr, view))
+}
+
+/// A JSON value as plain Python objects.
+pub fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let d = PyDict::new(py);
+            for (k, item) in map {
+                d.set_item(k, json_to_py(py, item)?)?;
+            }
+            d.into_any()
+        }
+    })
+}

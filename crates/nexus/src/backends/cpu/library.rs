@@ -1,0 +1,133 @@
+//! CPU kernel libraries: shared objects opened with the system loader, and
+//! the built-in kernels compiled into nexus itself.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::launch::{KernelFn, LaunchContext};
+use crate::error::{Error, Result, Status};
+use crate::hal;
+
+enum Origin {
+    SharedObject { _lib: Arc<libloading::Library>, path: PathBuf },
+    Builtin,
+}
+
+pub struct CpuLibrary {
+    origin: Arc<Origin>,
+}
+
+pub struct CpuKernel {
+    name: String,
+    pub(super) func: KernelFn,
+    /// Arguments the kernel reads, where known (builtins); checked at encode.
+    pub(super) arity: Option<usize>,
+    // Keeps the shared object mapped while the kernel exists.
+    _origin: Arc<Origin>,
+}
+
+impl CpuLibrary {
+    pub fn open(source: &hal::LibrarySource) -> Result<Self> {
+        match source {
+            hal::LibrarySource::File(path) => Self::open_file(path),
+            hal::LibrarySource::Bytes(bytes) => Self::open_bytes(bytes),
+            hal::LibrarySource::Builtin => Ok(CpuLibrary { origin: Arc::new(Origin::Builtin) }),
+        }
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::new(Status::InvalidLibrary, format!("library file does not exist: '{}'", path.display())));
+        }
+        if !path.is_file() {
+            return Err(Error::new(Status::InvalidLibrary, format!("library path is not a file: '{}'", path.display())));
+        }
+        // An absolute path keeps the loader from searching LD_LIBRARY_PATH.
+        let path = path.canonicalize().map_err(|e| {
+            Error::new(Status::InvalidLibrary, format!("cannot resolve library path '{}': {e}", path.display()))
+        })?;
+        // SAFETY: loading runs the library's initialisers; loading a kernel
+        // library is exactly what the user asked for.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| {
+            Error::new(
+                Status::InvalidLibrary,
+                format!("'{}' is not a loadable CPU kernel library (shared object): {e}", path.display()),
+            )
+        })?;
+        Ok(CpuLibrary { origin: Arc::new(Origin::SharedObject { _lib: Arc::new(lib), path }) })
+    }
+
+    fn open_bytes(bytes: &[u8]) -> Result<Self> {
+        // The system loader only opens files: stage the image in a private temp file.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = std::env::temp_dir().join(format!("nexus-lib-{}-{n}.so", std::process::id()));
+        std::fs::write(&tmp, bytes)
+            .map_err(|e| Error::new(Status::InvalidLibrary, format!("cannot stage library bytes in '{}': {e}", tmp.display())))?;
+        let lib = Self::open_file(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        lib
+    }
+}
+
+impl hal::Library for CpuLibrary {
+    fn properties(&self) -> Value {
+        match &*self.origin {
+            Origin::SharedObject { path, .. } => json!({"Type": "shared_object", "Path": path.display().to_string()}),
+            Origin::Builtin => json!({"Type": "builtin", "Kernels": BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()}),
+        }
+    }
+
+    fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
+        let (func, arity) = match &*self.origin {
+            Origin::SharedObject { _lib, path } => {
+                // SAFETY: the symbol is used as a function of the kernel ABI;
+                // a library exporting that name promises this signature.
+                let sym = unsafe { _lib.get::<KernelFn>(name.as_bytes()) }.map_err(|_| {
+                    Error::new(Status::InvalidKernel, format!("kernel '{name}' not found in library '{}'", path.display()))
+                })?;
+                (*sym, None)
+            }
+            Origin::Builtin => BUILTINS.iter().find(|(n, _, _)| *n == name).map(|(_, f, a)| (*f, Some(*a))).ok_or_else(|| {
+                let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
+                Error::new(Status::InvalidKernel, format!("kernel '{name}' not found in the builtin library (kernels: {})", names.join(", ")))
+            })?,
+        };
+        Ok(Arc::new(CpuKernel { name: name.to_string(), func, arity, _origin: self.origin.clone() }))
+    }
+}
+
+impl hal::Kernel for CpuKernel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn properties(&self) -> Value {
+        json!({"Name": self.name, "MaxThreadsPerGroup": 1 << 20, "SharedMemory": 0})
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Kernels compiled into nexus, written to the same ABI as users' kernels:
+/// (name, entry point, argument count).
+const BUILTINS: &[(&str, KernelFn, usize)] = &[("add_vectors", add_vectors, 3), ("empty", empty, 0)];
+
+/// `c[i] = a[i] + b[i]` over float32 buffers, i < grid_size[0].
+unsafe extern "C" fn add_vectors(args: *mut *mut c_void, launch: *const LaunchContext) {
+    let l = &*launch;
+    let a = *(*args.add(0) as *const *const f32);
+    let b = *(*args.add(1) as *const *const f32);
+    let c = *(*args.add(2) as *const *mut f32);
+    let start = l.group_id[0] as usize * l.group_size[0] as usize;
+    let end = (start + l.group_size[0] as usize).min(l.grid_size[0] as usize);
+    for i in start..end {
+        *c.add(i) = *a.add(i) + *b.add(i);
+    }
+}
+
+unsafe extern "C" fn empty(_args: *mut *mut c_void, _launch: *const LaunchContext) {}

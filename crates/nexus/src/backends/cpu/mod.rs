@@ -1,0 +1,73 @@
+//! The CPU runtime: always present, the embedded default.
+//!
+//! Kernels are C functions in shared objects (ABI in `launch.rs`), one call
+//! per work-group, groups spread over a lazily started thread pool.
+
+mod launch;
+mod library;
+mod memory;
+mod schedule;
+mod sync;
+mod sysinfo;
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::hal;
+use crate::types::EventType;
+
+pub use launch::LaunchContext;
+
+/// Largest scratch (group-shared) memory a CPU kernel may ask for.
+pub const MAX_SCRATCH_BYTES: usize = 16 << 20;
+
+pub struct CpuApi;
+
+impl hal::Api for CpuApi {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn properties(&self) -> Value {
+        json!({"Name": "cpu", "Version": env!("CARGO_PKG_VERSION"), "Threads": launch::thread_count()})
+    }
+
+    fn devices(&self) -> Result<Vec<Arc<dyn hal::Device>>> {
+        Ok(vec![Arc::new(CpuDevice { properties: OnceLock::new(), default_stream: Arc::new(OnceLock::new()) })])
+    }
+}
+
+pub struct CpuDevice {
+    properties: OnceLock<Value>,
+    default_stream: Arc<OnceLock<sync::CpuStream>>,
+}
+
+impl hal::Device for CpuDevice {
+    fn properties(&self) -> Value {
+        self.properties.get_or_init(|| sysinfo::cpu_properties(launch::thread_count())).clone()
+    }
+
+    fn allocate(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {
+        Ok(Arc::new(memory::CpuBuffer::new(size)?))
+    }
+
+    fn load_library(&self, source: &hal::LibrarySource) -> Result<Arc<dyn hal::Library>> {
+        Ok(Arc::new(library::CpuLibrary::open(source)?))
+    }
+
+    fn create_event(&self, _event_type: EventType) -> Result<Arc<dyn hal::Event>> {
+        // One timeline implementation serves all three event types on the CPU.
+        Ok(Arc::new(sync::CpuEvent::default()))
+    }
+
+    fn create_stream(&self) -> Result<Arc<dyn hal::Stream>> {
+        Ok(Arc::new(sync::CpuStream::new()))
+    }
+
+    fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone())?;
+        Ok(Arc::new(schedule::CpuScheduleHandle(Arc::new(sched))))
+    }
+}

@@ -1,0 +1,106 @@
+//! Encoded CPU schedules: argument packs built once, replayed many times.
+
+use std::sync::{Arc, OnceLock};
+
+use super::launch::{self, ArgPack, KernelFn};
+use super::library::CpuKernel;
+use super::sync::CpuStream;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::types::LaunchDims;
+
+enum CpuOp {
+    Launch { func: KernelFn, args: ArgPack, dims: LaunchDims, scratch: usize },
+    Signal { event: Arc<dyn hal::Event>, value: u64 },
+    Wait { event: Arc<dyn hal::Event>, value: u64 },
+}
+
+pub struct CpuSchedule {
+    ops: Vec<CpuOp>,
+    /// Keeps kernels (their libraries) and buffers alive while encoded.
+    _keep: Vec<hal::Op>,
+    has_waits: bool,
+    default_stream: Arc<OnceLock<CpuStream>>,
+}
+
+impl CpuSchedule {
+    pub fn encode(ops: Vec<hal::Op>, default_stream: Arc<OnceLock<CpuStream>>) -> Result<Self> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in &ops {
+            out.push(match op {
+                hal::Op::Launch { kernel, args, dims, shared_memory } => {
+                    let k = kernel.as_any().downcast_ref::<CpuKernel>().ok_or_else(|| {
+                        Error::new(Status::InvalidKernel, format!("kernel '{}' does not belong to the CPU runtime", kernel.name()))
+                    })?;
+                    if let Some(n) = k.arity {
+                        if args.len() < n {
+                            return Err(Error::new(
+                                Status::InvalidArgument,
+                                format!("kernel '{}' takes {n} arguments, the command sets {}", kernel.name(), args.len()),
+                            ));
+                        }
+                    }
+                    let values: Vec<Vec<u8>> = args
+                        .iter()
+                        .map(|a| match a {
+                            hal::Arg::Buffer(b) => b.address().to_ne_bytes().to_vec(),
+                            hal::Arg::Scalar(s) => s.bytes(),
+                        })
+                        .collect();
+                    if *shared_memory as usize > super::MAX_SCRATCH_BYTES {
+                        return Err(Error::new(
+                            Status::InvalidSize,
+                            format!("shared_memory {} exceeds the CPU limit of {} bytes", shared_memory, super::MAX_SCRATCH_BYTES),
+                        ));
+                    }
+                    CpuOp::Launch { func: k.func, args: ArgPack::new(&values), dims: *dims, scratch: *shared_memory as usize }
+                }
+                hal::Op::Signal { event, value } => CpuOp::Signal { event: event.clone(), value: *value },
+                hal::Op::Wait { event, value } => CpuOp::Wait { event: event.clone(), value: *value },
+            });
+        }
+        let has_waits = out.iter().any(|o| matches!(o, CpuOp::Wait { .. }));
+        Ok(CpuSchedule { ops: out, _keep: ops, has_waits, default_stream })
+    }
+
+    /// Runs the operations in order on the calling thread.
+    pub fn execute(&self) -> Result<()> {
+        for op in &self.ops {
+            match op {
+                CpuOp::Launch { func, args, dims, scratch } => {
+                    debug_assert!(args.len() <= hal::MAX_KERNEL_ARGS);
+                    launch::launch(*func, args, dims, *scratch)?
+                }
+                CpuOp::Signal { event, value } => event.signal(*value)?,
+                CpuOp::Wait { event, value } => {
+                    event.wait(*value, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `hal::Schedule` lives on an `Arc` so streams can hold the job.
+pub struct CpuScheduleHandle(pub Arc<CpuSchedule>);
+
+impl hal::Schedule for CpuScheduleHandle {
+    fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
+        let sched = &self.0;
+        let stream: &CpuStream = match stream {
+            // Fast path: nothing to wait for and the caller waits anyway, so
+            // run on the caller's thread with no hand-off.
+            None if blocking && !sched.has_waits => return sched.execute(),
+            None => sched.default_stream.get_or_init(CpuStream::new),
+            Some(s) => s
+                .as_any()
+                .downcast_ref::<CpuStream>()
+                .ok_or_else(|| Error::new(Status::InvalidStream, "stream does not belong to the CPU runtime"))?,
+        };
+        let ticket = stream.submit(sched.clone())?;
+        if blocking {
+            stream.wait_for(ticket)?;
+        }
+        Ok(())
+    }
+}

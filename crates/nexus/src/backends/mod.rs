@@ -1,0 +1,12 @@
+//! Backends, one module each. Only `registry` names them.
+
+pub mod cpu;
+
+use crate::hal;
+
+/// Every runtime nexus knows, in listing order (accelerators first, the CPU
+/// last). `None` marks a runtime this build has no backend for yet: it is
+/// still found by name, with zero devices.
+pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
+    vec![("cuda", None), ("hip", None), ("metal", None), ("cpu", Some(Box::new(cpu::CpuApi)))]
+}

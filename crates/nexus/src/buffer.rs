@@ -1,0 +1,101 @@
+//! Buffers: device memory with a size and an element type.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::device::Device;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::property::Properties;
+use crate::types::DataType;
+
+/// Largest buffer nexus accepts before asking the runtime (catches sizes
+/// that are negative numbers seen as unsigned, and other absurd requests).
+pub const MAX_BUFFER_BYTES: u64 = 1 << 48;
+
+pub(crate) struct BufferShared {
+    pub device: Device,
+    pub hal: Arc<dyn hal::Buffer>,
+    pub data_type: DataType,
+}
+
+#[derive(Clone)]
+pub struct Buffer {
+    pub(crate) inner: Arc<BufferShared>,
+}
+
+impl Buffer {
+    pub(crate) fn allocate(device: &Device, size: i64, data_type: DataType) -> Result<Buffer> {
+        if size <= 0 || size as u64 > MAX_BUFFER_BYTES {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("buffer size {size} on device {} is invalid (must be 1..={MAX_BUFFER_BYTES} bytes)", device.label()),
+            ));
+        }
+        let hal = device.hal().allocate(size as usize)?;
+        Ok(Buffer { inner: Arc::new(BufferShared { device: device.clone(), hal, data_type }) })
+    }
+
+    pub fn size(&self) -> usize {
+        self.inner.hal.size()
+    }
+
+    pub fn data_type(&self) -> DataType {
+        self.inner.data_type
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The address kernels receive (a host pointer on the CPU, a device pointer on a GPU).
+    pub fn address(&self) -> u64 {
+        self.inner.hal.address()
+    }
+
+    /// Host to buffer, from offset 0; `src` may be shorter than the buffer.
+    pub fn write(&self, src: &[u8]) -> Result<()> {
+        if src.len() > self.size() {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("cannot write {} bytes into a buffer of {} bytes", src.len(), self.size()),
+            ));
+        }
+        self.inner.hal.write(0, src)
+    }
+
+    /// Buffer to host: fills `dst`, which must hold at least the buffer's size.
+    pub fn read(&self, dst: &mut [u8]) -> Result<()> {
+        if dst.len() < self.size() {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("destination holds {} bytes, the buffer has {} bytes", dst.len(), self.size()),
+            ));
+        }
+        let n = self.size();
+        self.inner.hal.read(0, &mut dst[..n])
+    }
+
+    pub fn properties(&self) -> Properties {
+        let dt = self.data_type();
+        Properties::new(
+            self.label(),
+            json!({
+                "Size": self.size(),
+                "DataType": dt.numpy_name(),
+                "Count": if dt.size() > 0 { self.size() / dt.size() } else { self.size() },
+                "Device": self.inner.device.label(),
+                "Runtime": self.inner.device.runtime_name(),
+            }),
+        )
+    }
+
+    pub fn label(&self) -> String {
+        format!("Buffer({} bytes, {}) on {}", self.size(), self.data_type().numpy_name(), self.inner.device.label())
+    }
+
+    pub(crate) fn hal(&self) -> &Arc<dyn hal::Buffer> {
+        &self.inner.hal
+    }
+}

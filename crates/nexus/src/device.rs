@@ -1,0 +1,127 @@
+//! A device and what is created on it.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use serde_json::Value;
+
+use crate::buffer::Buffer;
+use crate::database;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::library::Library;
+use crate::property::Properties;
+use crate::schedule::Schedule;
+use crate::sync::{Event, EventShared, Stream};
+use crate::types::{DataType, EventType};
+
+pub(crate) struct DeviceShared {
+    pub runtime: &'static str,
+    pub index: usize,
+    pub hal: Arc<dyn hal::Device>,
+    pub name: String,
+    events: Mutex<Vec<Weak<EventShared>>>,
+}
+
+/// One device of a runtime. Cheap to clone; clones are the same device.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceShared>,
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Device {
+    pub(crate) fn new(runtime: &'static str, index: usize, hal: Arc<dyn hal::Device>) -> Self {
+        let name = hal.properties().get("Name").and_then(Value::as_str).unwrap_or("unnamed").to_string();
+        Device { inner: Arc::new(DeviceShared { runtime, index, hal, name, events: Mutex::new(Vec::new()) }) }
+    }
+
+    pub fn runtime_name(&self) -> &'static str {
+        self.inner.runtime
+    }
+
+    pub fn index(&self) -> usize {
+        self.inner.index
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// "cpu:0 'AMD EPYC ...'" — how messages name this device.
+    pub fn label(&self) -> String {
+        format!("{}:{} '{}'", self.inner.runtime, self.inner.index, self.inner.name)
+    }
+
+    /// Live properties only.
+    pub fn properties(&self) -> Properties {
+        let mut root = self.inner.hal.properties();
+        if let Value::Object(map) = &mut root {
+            map.insert("Runtime".into(), Value::from(self.inner.runtime));
+            map.insert("ID".into(), Value::from(self.inner.index));
+        }
+        Properties::new(format!("Device {}", self.label()), root)
+    }
+
+    /// Live properties merged over the device database entry of this device.
+    pub fn info(&self) -> Properties {
+        let live = self.properties();
+        database::merge_live(&live)
+    }
+
+    pub fn create_buffer(&self, size: i64, data_type: DataType) -> Result<Buffer> {
+        Buffer::allocate(self, size, data_type)
+    }
+
+    pub fn create_buffer_from(&self, bytes: &[u8], data_type: DataType) -> Result<Buffer> {
+        let buf = Buffer::allocate(self, bytes.len() as i64, data_type)?;
+        buf.write(bytes)?;
+        Ok(buf)
+    }
+
+    /// A copy of `buffer` on this device (through the host where no faster path exists).
+    pub fn copy_buffer(&self, buffer: &Buffer) -> Result<Buffer> {
+        let mut staging = vec![0u8; buffer.size()];
+        buffer.read(&mut staging)?;
+        self.create_buffer_from(&staging, buffer.data_type())
+    }
+
+    pub fn load_library(&self, source: hal::LibrarySource) -> Result<Library> {
+        if let hal::LibrarySource::Bytes(b) = &source {
+            if b.is_empty() {
+                return Err(Error::new(Status::InvalidLibrary, "library bytes are empty"));
+            }
+        }
+        Library::load(self, source)
+    }
+
+    pub fn create_event(&self, event_type: EventType) -> Result<Event> {
+        let event = Event::create(self, event_type)?;
+        let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.retain(|w| w.strong_count() > 0);
+        events.push(Arc::downgrade(&event.inner));
+        Ok(event)
+    }
+
+    /// Events created on this device that are still alive.
+    pub fn events(&self) -> Vec<Event> {
+        let events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.iter().filter_map(Weak::upgrade).map(|inner| Event { inner }).collect()
+    }
+
+    pub fn create_schedule(&self) -> Schedule {
+        Schedule::new(self)
+    }
+
+    pub fn create_stream(&self) -> Result<Stream> {
+        Stream::create(self)
+    }
+
+    pub(crate) fn hal(&self) -> &Arc<dyn hal::Device> {
+        &self.inner.hal
+    }
+}

@@ -1,0 +1,115 @@
+//! The backend trait family: what a runtime must provide.
+//!
+//! Each backend (`backends/cpu`, `backends/cuda`, ...) is one module that
+//! implements these traits; the object model in the crate root talks to
+//! runtimes only through them and never names a backend. Validation of user
+//! input (sizes, argument counts, finalized commands, device matching)
+//! happens above this layer, so implementations may assume well-formed
+//! requests and only report what the hardware or driver refuses.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::types::{EventType, LaunchDims, Scalar};
+
+/// Most kernel arguments one command takes, on every runtime.
+pub const MAX_KERNEL_ARGS: usize = 64;
+
+/// One runtime (driver API): enumerates its devices.
+pub trait Api: Send + Sync {
+    /// Lower-case runtime name: "cpu", "cuda", ...
+    fn name(&self) -> &'static str;
+    /// Live properties of the runtime itself (driver version, ...).
+    fn properties(&self) -> Value;
+    /// The devices present. A missing driver is `Ok(vec![])`, never an error
+    /// that stops the other runtimes from being listed.
+    fn devices(&self) -> Result<Vec<Arc<dyn Device>>>;
+}
+
+/// Where a library's code comes from.
+#[derive(Clone, Debug)]
+pub enum LibrarySource {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+    /// The kernels every runtime ships (used by the self-check).
+    Builtin,
+}
+
+pub trait Device: Send + Sync {
+    /// Live properties read from the OS or driver.
+    fn properties(&self) -> Value;
+    /// Device memory of `size` bytes (size > 0, validated above).
+    fn allocate(&self, size: usize) -> Result<Arc<dyn Buffer>>;
+    fn load_library(&self, source: &LibrarySource) -> Result<Arc<dyn Library>>;
+    fn create_event(&self, event_type: EventType) -> Result<Arc<dyn Event>>;
+    fn create_stream(&self) -> Result<Arc<dyn Stream>>;
+    /// Turns a validated list of operations into something that can be run
+    /// many times without re-encoding.
+    fn encode(&self, ops: Vec<Op>) -> Result<Arc<dyn Schedule>>;
+}
+
+pub trait Buffer: Send + Sync {
+    fn size(&self) -> usize;
+    /// Host to buffer; `offset + src.len() <= size` is checked above.
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()>;
+    /// Buffer to host; `offset + dst.len() <= size` is checked above.
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// The address a kernel receives for this buffer.
+    fn address(&self) -> u64;
+    fn as_any(&self) -> &dyn Any;
+}
+
+pub trait Library: Send + Sync {
+    fn properties(&self) -> Value;
+    /// The named kernel; a miss is `Status::InvalidKernel` naming it.
+    fn kernel(&self, name: &str) -> Result<Arc<dyn Kernel>>;
+}
+
+pub trait Kernel: Send + Sync {
+    fn name(&self) -> &str;
+    fn properties(&self) -> Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A 64-bit timeline: `signal(v)` sets it, `wait(v)` blocks until it is >= v.
+pub trait Event: Send + Sync {
+    fn signal(&self, value: u64) -> Result<()>;
+    fn value(&self) -> u64;
+    /// `Ok(true)` once reached, `Ok(false)` when `timeout` expired first.
+    fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// An in-order queue of work.
+pub trait Stream: Send + Sync {
+    /// Blocks until everything submitted so far is done.
+    fn synchronize(&self) -> Result<()>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A kernel argument after validation.
+#[derive(Clone)]
+pub enum Arg {
+    Buffer(Arc<dyn Buffer>),
+    Scalar(Scalar),
+}
+
+/// One validated operation of a schedule.
+#[derive(Clone)]
+pub enum Op {
+    Launch { kernel: Arc<dyn Kernel>, args: Vec<Arg>, dims: LaunchDims, shared_memory: u32 },
+    Signal { event: Arc<dyn Event>, value: u64 },
+    Wait { event: Arc<dyn Event>, value: u64 },
+}
+
+/// An encoded schedule.
+pub trait Schedule: Send + Sync {
+    /// Runs every operation in order. `stream == None` means the device's
+    /// default stream; `blocking` returns only when all of it is done.
+    fn run(&self, stream: Option<&dyn Stream>, blocking: bool) -> Result<()>;
+}

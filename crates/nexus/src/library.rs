@@ -1,0 +1,92 @@
+//! Kernel libraries and their kernels.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::hal;
+use crate::property::Properties;
+
+struct LibraryShared {
+    device: Device,
+    hal: Arc<dyn hal::Library>,
+    origin: String,
+}
+
+#[derive(Clone)]
+pub struct Library {
+    inner: Arc<LibraryShared>,
+}
+
+impl Library {
+    pub(crate) fn load(device: &Device, source: hal::LibrarySource) -> Result<Library> {
+        let origin = match &source {
+            hal::LibrarySource::File(p) => p.display().to_string(),
+            hal::LibrarySource::Bytes(b) => format!("<{} bytes>", b.len()),
+            hal::LibrarySource::Builtin => "<builtin>".to_string(),
+        };
+        let hal = device.hal().load_library(&source)?;
+        Ok(Library { inner: Arc::new(LibraryShared { device: device.clone(), hal, origin }) })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    pub fn kernel(&self, name: &str) -> Result<Kernel> {
+        let hal = self.inner.hal.kernel(name)?;
+        Ok(Kernel { inner: Arc::new(KernelShared { library: self.clone(), hal }) })
+    }
+
+    pub fn properties(&self) -> Properties {
+        let mut root = self.inner.hal.properties();
+        if let Value::Object(map) = &mut root {
+            map.insert("Device".into(), Value::from(self.inner.device.label()));
+            map.entry("Path").or_insert_with(|| Value::from(self.inner.origin.clone()));
+        }
+        Properties::new(format!("Library '{}'", self.inner.origin), root)
+    }
+}
+
+struct KernelShared {
+    library: Library,
+    hal: Arc<dyn hal::Kernel>,
+}
+
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<KernelShared>,
+}
+
+impl Kernel {
+    pub fn name(&self) -> &str {
+        self.inner.hal.name()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.inner.library.device()
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.inner.library
+    }
+
+    pub fn properties(&self) -> Properties {
+        let mut root = self.inner.hal.properties();
+        if let Value::Object(map) = &mut root {
+            map.insert("Name".into(), Value::from(self.name()));
+            map.insert("Device".into(), Value::from(self.device().label()));
+        }
+        Properties::new(format!("Kernel '{}'", self.name()), root)
+    }
+
+    pub(crate) fn hal(&self) -> &Arc<dyn hal::Kernel> {
+        &self.inner.hal
+    }
+}

@@ -1,0 +1,115 @@
+//! Events (64-bit timelines) and streams (in-order queues).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::device::Device;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::property::Properties;
+use crate::types::EventType;
+
+pub(crate) struct EventShared {
+    pub device: Device,
+    pub hal: Arc<dyn hal::Event>,
+    pub event_type: EventType,
+}
+
+#[derive(Clone)]
+pub struct Event {
+    pub(crate) inner: Arc<EventShared>,
+}
+
+impl Event {
+    pub(crate) fn create(device: &Device, event_type: EventType) -> Result<Event> {
+        let hal = device.hal().create_event(event_type)?;
+        Ok(Event { inner: Arc::new(EventShared { device: device.clone(), hal, event_type }) })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.inner.event_type
+    }
+
+    pub fn signal(&self, value: u64) -> Result<()> {
+        self.inner.hal.signal(value)
+    }
+
+    pub fn value(&self) -> u64 {
+        self.inner.hal.value()
+    }
+
+    /// Blocks until the timeline reaches `value`; `Status::Timeout` after `timeout`.
+    pub fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<()> {
+        if self.inner.hal.wait(value, timeout)? {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Status::Timeout,
+                format!(
+                    "{}: timed out after {:.3} s waiting for value {value} (current value {})",
+                    self.label(),
+                    timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
+                    self.value()
+                ),
+            ))
+        }
+    }
+
+    /// Like `wait`, but returns `Ok(false)` on timeout instead of an error.
+    pub fn wait_for(&self, value: u64, timeout: Duration) -> Result<bool> {
+        self.inner.hal.wait(value, Some(timeout))
+    }
+
+    pub fn label(&self) -> String {
+        format!("Event({}) on {}", self.event_type().name(), self.inner.device.label())
+    }
+
+    pub fn properties(&self) -> Properties {
+        Properties::new(
+            self.label(),
+            json!({"EventType": self.event_type().name(), "Value": self.value(), "Device": self.inner.device.label()}),
+        )
+    }
+
+    pub(crate) fn hal(&self) -> &Arc<dyn hal::Event> {
+        &self.inner.hal
+    }
+
+    pub fn same_as(&self, other: &Event) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct Stream {
+    device: Device,
+    hal: Arc<dyn hal::Stream>,
+}
+
+impl Stream {
+    pub(crate) fn create(device: &Device) -> Result<Stream> {
+        Ok(Stream { device: device.clone(), hal: device.hal().create_stream()? })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.hal.synchronize()
+    }
+
+    pub fn properties(&self) -> Properties {
+        Properties::new(format!("Stream on {}", self.device.label()), json!({"Device": self.device.label()}))
+    }
+
+    pub(crate) fn hal(&self) -> &Arc<dyn hal::Stream> {
+        &self.hal
+    }
+}

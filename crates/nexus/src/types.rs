@@ -1,0 +1,190 @@
+//! Small value types shared by the object model and the backends.
+
+use crate::error::{Error, Result, Status};
+
+/// How an event is used; every runtime accepts all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum EventType {
+    /// Signalled and waited on by any stream or the host.
+    Shared = 0,
+    /// A simple completion notification.
+    Signal = 1,
+    /// Kernel-completion fence.
+    Fence = 2,
+}
+
+impl EventType {
+    pub const ALL: &'static [EventType] = &[EventType::Shared, EventType::Signal, EventType::Fence];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Shared => "Shared",
+            EventType::Signal => "Signal",
+            EventType::Fence => "Fence",
+        }
+    }
+
+    pub fn from_code(code: i64) -> Result<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| *t as i64 == code)
+            .ok_or_else(|| Error::new(Status::InvalidValue, format!("unknown event_type {code} (valid: 0 Shared, 1 Signal, 2 Fence)")))
+    }
+}
+
+macro_rules! data_types {
+    ($($name:ident = $value:expr, $size:expr, $numpy:expr);* $(;)?) => {
+        /// Element types of buffers and scalar kernel arguments.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(i32)]
+        pub enum DataType { $($name = $value),* }
+
+        impl DataType {
+            pub const ALL: &'static [DataType] = &[$(DataType::$name),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(DataType::$name => stringify!($name)),* }
+            }
+            /// Bytes per element (0 for `Undefined`).
+            pub fn size(self) -> usize {
+                match self { $(DataType::$name => $size),* }
+            }
+            /// The numpy dtype name (`float32`, ...).
+            pub fn numpy_name(self) -> &'static str {
+                match self { $(DataType::$name => $numpy),* }
+            }
+        }
+    };
+}
+
+data_types! {
+    Undefined = 0, 0, "undefined";
+    F32 = 1, 4, "float32";
+    F16 = 2, 2, "float16";
+    BF16 = 3, 2, "bfloat16";
+    F64 = 4, 8, "float64";
+    I32 = 5, 4, "int32";
+    U32 = 6, 4, "uint32";
+    I64 = 7, 8, "int64";
+    U64 = 8, 8, "uint64";
+    I16 = 9, 2, "int16";
+    U16 = 10, 2, "uint16";
+    I8 = 11, 1, "int8";
+    U8 = 12, 1, "uint8";
+    Bool = 13, 1, "bool";
+}
+
+impl DataType {
+    pub fn from_code(code: i64) -> Result<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| *t as i64 == code)
+            .ok_or_else(|| Error::new(Status::InvalidValue, format!("unknown data_type {code}")))
+    }
+
+    /// From a numpy dtype name; unknown names map to `Undefined` (raw bytes).
+    pub fn from_numpy_name(name: &str) -> Self {
+        Self::ALL.iter().copied().find(|t| t.numpy_name() == name).unwrap_or(DataType::Undefined)
+    }
+}
+
+/// A scalar kernel argument, stored in its exact width.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    I32(i32),
+    U32(u32),
+    I64(i64),
+    U64(u64),
+    F32(f32),
+    F64(f64),
+}
+
+impl Scalar {
+    /// Native-endian bytes, as a kernel reads them.
+    pub fn bytes(&self) -> Vec<u8> {
+        match *self {
+            Scalar::I32(v) => v.to_ne_bytes().to_vec(),
+            Scalar::U32(v) => v.to_ne_bytes().to_vec(),
+            Scalar::I64(v) => v.to_ne_bytes().to_vec(),
+            Scalar::U64(v) => v.to_ne_bytes().to_vec(),
+            Scalar::F32(v) => v.to_ne_bytes().to_vec(),
+            Scalar::F64(v) => v.to_ne_bytes().to_vec(),
+        }
+    }
+
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Scalar::I32(_) => DataType::I32,
+            Scalar::U32(_) => DataType::U32,
+            Scalar::I64(_) => DataType::I64,
+            Scalar::U64(_) => DataType::U64,
+            Scalar::F32(_) => DataType::F32,
+            Scalar::F64(_) => DataType::F64,
+        }
+    }
+}
+
+/// Launch shape: work-items per group and total work-items, per axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchDims {
+    pub group: [u32; 3],
+    pub grid: [u32; 3],
+}
+
+impl LaunchDims {
+    /// Validates sizes (each axis >= 1) as DESIGN.md decides.
+    pub fn new(group: &[i64], grid: &[i64]) -> Result<Self> {
+        Ok(LaunchDims { group: axes("group_size", group)?, grid: axes("grid_size", grid)? })
+    }
+
+    /// Groups per axis: ceil(grid / group).
+    pub fn groups(&self) -> [u32; 3] {
+        let mut g = [1u32; 3];
+        for a in 0..3 {
+            g[a] = self.grid[a].div_ceil(self.group[a]);
+        }
+        g
+    }
+
+    pub fn total_groups(&self) -> u64 {
+        self.groups().iter().map(|&g| g as u64).product()
+    }
+
+    pub fn threads_per_group(&self) -> u64 {
+        self.group.iter().map(|&g| g as u64).product()
+    }
+}
+
+fn axes(what: &str, v: &[i64]) -> Result<[u32; 3]> {
+    if v.is_empty() || v.len() > 3 {
+        return Err(Error::new(Status::InvalidSize, format!("{what} must have 1 to 3 axes, got {}", v.len())));
+    }
+    let mut out = [1u32; 3];
+    for (a, &n) in v.iter().enumerate() {
+        if n <= 0 || n > u32::MAX as i64 {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("{what} axis {a} is {n}; it must be between 1 and {}", u32::MAX),
+            ));
+        }
+        out[a] = n as u32;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dims() {
+        let d = LaunchDims::new(&[32], &[1000]).unwrap();
+        assert_eq!(d.groups(), [32, 1, 1]);
+        assert!(LaunchDims::new(&[0], &[10]).is_err());
+        assert!(LaunchDims::new(&[1, 1, 1, 1], &[10]).is_err());
+        assert!(LaunchDims::new(&[4], &[-3]).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+"""Well-known property names as int enums: ``info.get_str(nexus.property.Architecture)``."""
+
+from enum import IntEnum
+
+
+class Property(IntEnum):
+    Name = 0
+    Vendor = 1
+    Type = 2
+    Architecture = 3
+    Version = 4
+    ID = 5
+    Runtime = 6
+    Device = 7
+    Size = 8
+    DataType = 9
+    Count = 10
+    Status = 11
+    Arguments = 12
+    Kernels = 13
+    Path = 14
+    Value = 15
+    EventType = 16
+    GroupSize = 17
+    GridSize = 18
+    SharedMemory = 19
+    MaxThreadsPerGroup = 20
+    Registers = 21
+    ComputeUnits = 22
+    MemorySize = 23
+    ClockMHz = 24
+    L1Size = 25
+    L2Size = 26
+    L3Size = 27
+    WarpSize = 28
+    MaxGroupMemory = 29
+    PCIBusID = 30
+    UUID = 31
+    ComputeCapability = 32
+    Commands = 33
+    Source = 34
+    ReleaseYear = 35
+    FabricationProcess = 36
+    CoreSubsystem = 37
+    MemorySubsystem = 38
+    SupportedMemoryTypes = 39
+    MemoryTypes = 40
+    KernelModel = 41
+    SpecializedHardware = 42
+    Limits = 43
+    Sources = 44
+    Threads = 45
+    Stream = 46
+
+
+# Members at module level, so `nexus.property.X` works and type checkers see it.
+Name = Property.Name
+Vendor = Property.Vendor
+Type = Property.Type
+Architecture = Property.Architecture
+Version = Property.Version
+ID = Property.ID
+Runtime = Property.Runtime
+Device = Property.Device
+Size = Property.Size
+DataType = Property.DataType
+Count = Property.Count
+Status = Property.Status
+Arguments = Property.Arguments
+Kernels = Property.Kernels
+Path = Property.Path
+Value = Property.Value
+EventType = Property.EventType
+GroupSize = Property.GroupSize
+GridSize = Property.GridSize
+SharedMemory = Property.SharedMemory
+MaxThreadsPerGroup = Property.MaxThreadsPerGroup
+Registers = Property.Registers
+ComputeUnits = Property.ComputeUnits
+MemorySize = Property.MemorySize
+ClockMHz = Property.ClockMHz
+L1Size = Property.L1Size
+L2Size = Property.L2Size
+L3Size = Property.L3Size
+WarpSize = Property.WarpSize
+MaxGroupMemory = Property.MaxGroupMemory
+PCIBusID = Property.PCIBusID
+UUID = Property.UUID
+ComputeCapability = Property.ComputeCapability
+Commands = Property.Commands
+Source = Property.Source
+ReleaseYear = Property.ReleaseYear
+FabricationProcess = Property.FabricationProcess
+CoreSubsystem = Property.CoreSubsystem
+MemorySubsystem = Property.MemorySubsystem
+SupportedMemoryTypes = Property.SupportedMemoryTypes
+MemoryTypes = Property.MemoryTypes
+KernelModel = Property.KernelModel
+SpecializedHardware = Property.SpecializedHardware
+Limits = Property.Limits
+Sources = Property.Sources
+Threads = Property.Threads
+Stream = Property.Stream
