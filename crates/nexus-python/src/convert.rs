@@ -95,13 +95,20 @@ pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allo
     let arr = if obj.cast::<PyUntypedArray>().is_ok() {
         obj.clone()
     } else {
-        // bytes, bytearray, memoryview, array.array, ...: view without copying.
-        np.call_method1("asarray", (obj,)).map_err(|_| {
+        // bytes, bytearray, memoryview, array.array, ...: a view of the same
+        // memory (a memoryview keeps read-only sources read-only). Sources
+        // without the buffer protocol (lists) are converted when allowed.
+        let type_error = || {
             PyTypeError::new_err(format!(
                 "{what} must be a numpy array or an object with the buffer protocol, got {}",
                 obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
             ))
-        })?
+        };
+        match py.import("builtins")?.getattr("memoryview")?.call1((obj,)) {
+            Ok(view) => np.call_method1("asarray", (view,)).map_err(|_| type_error())?,
+            Err(_) if allow_copy && !obj.is_none() => np.call_method1("asarray", (obj,)).map_err(|_| type_error())?,
+            Err(_) => return Err(type_error()),
+        }
     };
     let mut arr = arr;
     {

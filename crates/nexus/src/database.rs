@@ -35,19 +35,26 @@ pub fn entries() -> &'static BTreeMap<String, Value> {
 
 /// An entry by file stem or bare architecture name; `None` when unknown.
 pub fn lookup(name: &str) -> Option<Properties> {
-    let db = entries();
-    let (stem, v) = db.get_key_value(name).or_else(|| {
-        db.iter().find(|(_, v)| v.get("Architecture").and_then(Value::as_str).is_some_and(|a| a.eq_ignore_ascii_case(name)))
-    })?;
+    let (stem, v) = lookup_entry(name)?;
     Some(Properties::new(format!("device info '{stem}'"), v.clone()))
+}
+
+fn lookup_entry(name: &str) -> Option<(&'static String, &'static Value)> {
+    let db = entries();
+    db.get_key_value(name).or_else(|| {
+        db.iter().find(|(_, v)| v.get("Architecture").and_then(Value::as_str).is_some_and(|a| a.eq_ignore_ascii_case(name)))
+    })
 }
 
 /// The device's live properties over its database entry (live values win).
 pub fn merge_live(live: &Properties) -> Properties {
     let arch = live.root().get("Architecture").and_then(Value::as_str).unwrap_or_default();
-    let Some(entry) = lookup(arch) else { return live.clone() };
-    let mut merged = entry.root().clone();
+    let Some((stem, entry)) = lookup_entry(arch) else { return live.clone() };
+    let mut merged = entry.clone();
     overlay(&mut merged, live.root());
+    if let Value::Object(map) = &mut merged {
+        map.insert("DatabaseEntry".into(), Value::from(stem.as_str()));
+    }
     Properties::new(live.owner().to_string(), merged)
 }
 

@@ -1,0 +1,288 @@
+//! The driver API as `crate::Result`s: every call is checked, and a failure
+//! carries the CUDA error name (`cuGetErrorName`), its description and what
+//! nexus was doing. The unsafe raw calls live here; the modules above use
+//! these wrappers (and the few typed handles they return).
+
+use std::ffi::{c_int, c_void, CStr, CString};
+use std::time::{Duration, Instant};
+
+use super::sys::{self, *};
+use crate::error::{Error, Result, Status};
+
+/// "CUDA_ERROR_OUT_OF_MEMORY (out of memory)".
+pub fn error_name(d: &Driver, code: CUresult) -> String {
+    let mut name: *const std::ffi::c_char = std::ptr::null();
+    let mut desc: *const std::ffi::c_char = std::ptr::null();
+    // SAFETY: the driver writes pointers to static strings (or leaves null).
+    unsafe {
+        (d.cuGetErrorName)(code, &mut name);
+        (d.cuGetErrorString)(code, &mut desc);
+    }
+    let s = |p: *const std::ffi::c_char| {
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: non-null, NUL-terminated static string from the driver.
+            Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        }
+    };
+    match (s(name), s(desc)) {
+        (Some(n), Some(d)) => format!("{n} ({d})"),
+        (Some(n), None) => n,
+        _ => format!("CUDA error {code}"),
+    }
+}
+
+fn status_of(code: CUresult) -> Status {
+    match code {
+        CUDA_ERROR_OUT_OF_MEMORY => Status::OutOfMemory,
+        CUDA_ERROR_INVALID_IMAGE
+        | CUDA_ERROR_NO_BINARY_FOR_GPU
+        | CUDA_ERROR_INVALID_PTX
+        | CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+        | CUDA_ERROR_JIT_COMPILER_NOT_FOUND => Status::InvalidLibrary,
+        CUDA_ERROR_NOT_FOUND => Status::InvalidKernel,
+        _ => Status::DriverError,
+    }
+}
+
+/// `Ok` for CUDA_SUCCESS, else an error naming the call's purpose.
+pub fn check(d: &Driver, code: CUresult, what: impl FnOnce() -> String) -> Result<()> {
+    if code == CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::new(status_of(code), format!("CUDA: {} failed: {}", what(), error_name(d, code))))
+    }
+}
+
+pub fn init(d: &Driver) -> Result<()> {
+    // SAFETY: plain driver call.
+    check(d, unsafe { (d.cuInit)(0) }, || "cuInit".into())
+}
+
+pub fn driver_version(d: &Driver) -> Result<i32> {
+    let mut v = 0;
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDriverGetVersion)(&mut v) }, || "cuDriverGetVersion".into())?;
+    Ok(v)
+}
+
+pub fn device_count(d: &Driver) -> Result<i32> {
+    let mut n = 0;
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDeviceGetCount)(&mut n) }, || "cuDeviceGetCount".into())?;
+    Ok(n)
+}
+
+pub fn device_get(d: &Driver, ordinal: i32) -> Result<CUdevice> {
+    let mut dev = 0;
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDeviceGet)(&mut dev, ordinal) }, || format!("cuDeviceGet({ordinal})"))?;
+    Ok(dev)
+}
+
+pub fn device_name(d: &Driver, dev: CUdevice) -> Result<String> {
+    let mut buf = [0 as std::ffi::c_char; 256];
+    // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
+    check(d, unsafe { (d.cuDeviceGetName)(buf.as_mut_ptr(), buf.len() as c_int, dev) }, || "cuDeviceGetName".into())?;
+    // SAFETY: NUL-terminated within the buffer.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+pub fn device_total_mem(d: &Driver, dev: CUdevice) -> Result<usize> {
+    let mut n = 0usize;
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDeviceTotalMem_v2)(&mut n, dev) }, || "cuDeviceTotalMem".into())?;
+    Ok(n)
+}
+
+pub fn device_attribute(d: &Driver, dev: CUdevice, attr: c_int) -> Result<i32> {
+    let mut v = 0;
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDeviceGetAttribute)(&mut v, attr, dev) }, || format!("cuDeviceGetAttribute({attr})"))?;
+    Ok(v)
+}
+
+pub fn device_pci_bus_id(d: &Driver, dev: CUdevice) -> Result<String> {
+    let mut buf = [0 as std::ffi::c_char; 64];
+    // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
+    check(d, unsafe { (d.cuDeviceGetPCIBusId)(buf.as_mut_ptr(), buf.len() as c_int, dev) }, || "cuDeviceGetPCIBusId".into())?;
+    // SAFETY: NUL-terminated within the buffer.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it.
+pub fn device_uuid(d: &Driver, dev: CUdevice) -> Result<String> {
+    let f = d.cuDeviceGetUuid.ok_or_else(|| Error::new(Status::NotSupported, "cuDeviceGetUuid is missing"))?;
+    let mut b = [0u8; 16];
+    // SAFETY: CUuuid is 16 bytes.
+    check(d, unsafe { f(b.as_mut_ptr(), dev) }, || "cuDeviceGetUuid".into())?;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("GPU-{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat()))
+}
+
+pub fn primary_ctx_retain(d: &Driver, dev: CUdevice) -> Result<CUcontext> {
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local.
+    check(d, unsafe { (d.cuDevicePrimaryCtxRetain)(&mut ctx, dev) }, || "cuDevicePrimaryCtxRetain".into())?;
+    Ok(ctx)
+}
+
+pub fn ctx_set_current(d: &Driver, ctx: CUcontext) -> Result<()> {
+    // SAFETY: ctx is a retained primary context.
+    check(d, unsafe { (d.cuCtxSetCurrent)(ctx) }, || "cuCtxSetCurrent".into())
+}
+
+pub fn mem_alloc(d: &Driver, size: usize) -> Result<CUdeviceptr> {
+    let mut p = 0;
+    // SAFETY: out-pointer to a local; a context is current.
+    check(d, unsafe { (d.cuMemAlloc_v2)(&mut p, size) }, || format!("cuMemAlloc of {size} bytes"))?;
+    Ok(p)
+}
+
+/// Pinned host memory, mapped into the device address space.
+pub fn mem_host_alloc(d: &Driver, size: usize, flags: u32) -> Result<*mut c_void> {
+    let mut p = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local; a context is current.
+    check(d, unsafe { (d.cuMemHostAlloc)(&mut p, size, flags) }, || format!("cuMemHostAlloc of {size} bytes"))?;
+    Ok(p)
+}
+
+pub fn mem_host_device_pointer(d: &Driver, host: *mut c_void) -> Result<CUdeviceptr> {
+    let mut p = 0;
+    // SAFETY: host is pinned, mapped memory from cuMemHostAlloc.
+    check(d, unsafe { (d.cuMemHostGetDevicePointer_v2)(&mut p, host, 0) }, || "cuMemHostGetDevicePointer".into())?;
+    Ok(p)
+}
+
+/// Whether `[ptr, ptr+len)` lies inside one page-locked host allocation
+/// (cuMemHostAlloc / cuMemHostRegister, by nexus, CuPy, torch, ...).
+pub fn is_pinned_host(d: &Driver, ptr: *const u8, len: usize) -> bool {
+    let addr = ptr as u64;
+    let mut kind: u32 = 0;
+    // SAFETY: querying attributes of an address never dereferences it.
+    let r = unsafe { (d.cuPointerGetAttribute)(&mut kind as *mut u32 as *mut c_void, POINTER_ATTRIBUTE_MEMORY_TYPE, addr) };
+    if r != CUDA_SUCCESS || kind != MEMORYTYPE_HOST {
+        return false;
+    }
+    let mut start: u64 = 0;
+    let mut size: usize = 0;
+    // SAFETY: as above.
+    let r1 = unsafe { (d.cuPointerGetAttribute)(&mut start as *mut u64 as *mut c_void, POINTER_ATTRIBUTE_RANGE_START_ADDR, addr) };
+    // SAFETY: as above.
+    let r2 = unsafe { (d.cuPointerGetAttribute)(&mut size as *mut usize as *mut c_void, POINTER_ATTRIBUTE_RANGE_SIZE, addr) };
+    r1 == CUDA_SUCCESS && r2 == CUDA_SUCCESS && addr >= start && addr + len as u64 <= start + size as u64
+}
+
+/// The device ordinal owning a device pointer, if the driver knows it.
+pub fn pointer_device_ordinal(d: &Driver, addr: u64) -> Option<i32> {
+    let mut ord: c_int = -1;
+    // SAFETY: querying attributes of an address never dereferences it.
+    let r = unsafe { (d.cuPointerGetAttribute)(&mut ord as *mut c_int as *mut c_void, POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr) };
+    (r == CUDA_SUCCESS).then_some(ord)
+}
+
+pub fn stream_create(d: &Driver) -> Result<CUstream> {
+    let mut s = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local; a context is current.
+    check(d, unsafe { (d.cuStreamCreate)(&mut s, STREAM_NON_BLOCKING) }, || "cuStreamCreate".into())?;
+    Ok(s)
+}
+
+pub fn event_create(d: &Driver) -> Result<CUevent> {
+    let mut e = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local; a context is current.
+    check(d, unsafe { (d.cuEventCreate)(&mut e, EVENT_DISABLE_TIMING) }, || "cuEventCreate".into())?;
+    Ok(e)
+}
+
+/// Waits by polling `query` (CUDA_ERROR_NOT_READY = keep waiting): a short
+/// spin for low latency, then sleeps that grow up to `MAX_SLEEP`, so a long
+/// wait costs little CPU. `Ok(false)` when `timeout` expired first.
+pub fn poll_until(d: &Driver, what: &str, timeout: Option<Duration>, mut query: impl FnMut() -> CUresult) -> Result<bool> {
+    const SPIN: Duration = Duration::from_micros(100);
+    const MAX_SLEEP: Duration = Duration::from_micros(200);
+    let start = Instant::now();
+    let mut sleep = Duration::from_micros(5);
+    loop {
+        match query() {
+            CUDA_SUCCESS => return Ok(true),
+            CUDA_ERROR_NOT_READY => {}
+            code => return check(d, code, || what.to_string()).map(|_| true),
+        }
+        let elapsed = start.elapsed();
+        if timeout.is_some_and(|t| elapsed >= t) {
+            return Ok(false);
+        }
+        if elapsed < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(MAX_SLEEP);
+    }
+}
+
+pub fn stream_wait(d: &Driver, stream: CUstream) -> Result<()> {
+    // SAFETY: stream is a live stream handle of a current context.
+    poll_until(d, "cuStreamQuery (waiting for a stream)", None, || unsafe { (d.cuStreamQuery)(stream) }).map(|_| ())
+}
+
+pub fn event_wait(d: &Driver, event: CUevent) -> Result<()> {
+    // SAFETY: event is a live event handle.
+    poll_until(d, "cuEventQuery (waiting for a copy)", None, || unsafe { (d.cuEventQuery)(event) }).map(|_| ())
+}
+
+/// A module from an image (PTX text NUL-terminated, cubin or fatbin); the
+/// JIT's error log goes into the error message.
+pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
+    let mut module = std::ptr::null_mut();
+    let mut log = vec![0u8; 16 * 1024];
+    let mut opts = [JIT_ERROR_LOG_BUFFER, JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
+    let mut vals = [log.as_mut_ptr() as *mut c_void, log.len() as *mut c_void];
+    // SAFETY: the image outlives the call; options point at live storage.
+    let r = unsafe { (d.cuModuleLoadDataEx)(&mut module, image.as_ptr() as *const c_void, 2, opts.as_mut_ptr(), vals.as_mut_ptr()) };
+    if r != CUDA_SUCCESS {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let text = String::from_utf8_lossy(&log[..end]).trim().to_string();
+        let mut e = check(d, r, || "cuModuleLoadData".into()).unwrap_err();
+        if !text.is_empty() {
+            e.message = format!("{}\nJIT log:\n{text}", e.message);
+        }
+        return Err(e);
+    }
+    Ok(module)
+}
+
+pub fn module_get_function(d: &Driver, module: CUmodule, name: &str) -> Result<CUfunction> {
+    let c = CString::new(name).map_err(|_| Error::new(Status::InvalidKernel, format!("kernel name {name:?} contains NUL")))?;
+    let mut f = std::ptr::null_mut();
+    // SAFETY: module is loaded; name is NUL-terminated.
+    let r = unsafe { (d.cuModuleGetFunction)(&mut f, module, c.as_ptr()) };
+    if r == CUDA_ERROR_NOT_FOUND {
+        return Err(Error::new(
+            Status::InvalidKernel,
+            format!("kernel '{name}' not found in the CUDA module (C++ kernels need extern \"C\" to keep their name)"),
+        ));
+    }
+    check(d, r, || format!("cuModuleGetFunction('{name}')"))?;
+    Ok(f)
+}
+
+pub fn func_attribute(d: &Driver, f: CUfunction, attr: c_int) -> Result<i32> {
+    let mut v = 0;
+    // SAFETY: f is a live function handle.
+    check(d, unsafe { (d.cuFuncGetAttribute)(&mut v, attr, f) }, || format!("cuFuncGetAttribute({attr})"))?;
+    Ok(v)
+}
+
+pub fn nvrtc_error(n: &sys::Nvrtc, code: nvrtcResult) -> String {
+    // SAFETY: returns a static string.
+    let p = unsafe { (n.nvrtcGetErrorString)(code) };
+    if p.is_null() {
+        format!("NVRTC error {code}")
+    } else {
+        // SAFETY: static NUL-terminated string.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}

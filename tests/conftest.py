@@ -1,0 +1,57 @@
+"""Shared fixtures: every test that takes `device` runs on every device present."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+import nexus
+import nexus.cpu
+
+KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
+
+
+def _device_ids() -> list[tuple[str, int]]:
+    return [(r.get_name(), i) for r in nexus.get_runtimes() for i in range(len(r.get_devices()))]
+
+
+@pytest.fixture(params=_device_ids(), ids=lambda p: f"{p[0]}{p[1]}")
+def device(request: pytest.FixtureRequest) -> nexus.Device:
+    name, index = request.param
+    return nexus.get_runtime(name).get_device(index)
+
+
+@pytest.fixture(scope="session")
+def cpu_device() -> nexus.Device:
+    return nexus.get_runtime("cpu").get_device(0)
+
+
+_built: dict[str, str] = {}
+
+
+def library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
+    """The test library `stem` for this device's runtime: C built for the CPU, CUDA source for CUDA."""
+    runtime = device.get_property_str("Runtime")
+    if runtime == "cpu":
+        if stem not in _built:
+            _built[stem] = nexus.cpu.build_library(KERNELS / f"{stem}.c", tmp_dir / f"{stem}.so")
+        return _built[stem]
+    if runtime == "cuda":
+        return str(KERNELS / f"{stem}.cu")
+    pytest.skip(f"no test kernels for runtime {runtime}")
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("kernels")
+
+
+@pytest.fixture
+def kernels(device: nexus.Device, build_dir: pathlib.Path) -> nexus.Library:
+    return device.load_library(library_path(device, "kernels", build_dir))
+
+
+@pytest.fixture
+def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
+    return library_path(device, "spec_kernel", build_dir)

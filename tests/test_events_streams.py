@@ -1,0 +1,146 @@
+"""Events, streams and asynchronous runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import nexus
+
+
+def vadd_command(schedule: nexus.Schedule, kernels: nexus.Library, a, b, c, n: int) -> nexus.Command:
+    cmd = schedule.create_command(kernels.get_kernel("vadd"))
+    cmd.set_buffer(0, a)
+    cmd.set_buffer(1, b)
+    cmd.set_buffer(2, c)
+    cmd.set_arg(3, n)
+    cmd.finalize(256, n)
+    return cmd
+
+
+@pytest.mark.parametrize("event_type", list(nexus.event_type.EventType))
+def test_event_types_signal_and_wait(device: nexus.Device, event_type: nexus.event_type.EventType) -> None:
+    ev = device.create_event(event_type)
+    assert ev.get_value() == 0
+    ev.signal(5)
+    ev.wait(5)
+    ev.wait(3)  # already past: returns at once
+    assert ev.get_value() == 5
+    assert ev.get_property_str("EventType") == event_type.name
+
+
+def test_wait_times_out(device: nexus.Device) -> None:
+    ev = device.create_event()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="value 1"):
+        ev.wait(1, timeout=0.2)
+    assert time.monotonic() - start >= 0.19
+
+
+def test_get_events_lists_live_events(device: nexus.Device) -> None:
+    evs = [device.create_event() for _ in range(3)]
+    evs[1].signal(7)
+    values = sorted(e.get_value() for e in device.get_events())
+    assert 7 in values and len(values) >= 3
+
+
+def test_nonblocking_run_waits_in_stream_order(device: nexus.Device, kernels: nexus.Library) -> None:
+    n = 4096
+    a = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    ab = device.create_buffer(a)
+    cb = device.create_buffer(np.zeros(n, np.float32))
+    go, done = device.create_event(), device.create_event()
+    schedule = device.create_schedule()
+    schedule.create_wait_command(go, 1)
+    vadd_command(schedule, kernels, ab, ab, cb, n)
+    schedule.create_signal_command(done, 1)
+    assert schedule.run(blocking=False) == nexus.status.NXS_Success
+    # The stream is held by the wait command: the kernel cannot have run.
+    with pytest.raises(TimeoutError):
+        done.wait(1, timeout=0.1)
+    go.signal(1)
+    done.wait(1, timeout=30)
+    out = np.empty(n, np.float32)
+    cb.copy(out)
+    np.testing.assert_array_equal(out, 2 * a)
+
+
+def test_two_stream_pipeline(device: nexus.Device, kernels: nexus.Library) -> None:
+    """Stream B consumes what stream A produced, ordered by an event only."""
+    n = 100_000
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(n, dtype=np.float32)
+    xb = device.create_buffer(x)
+    mid = device.create_buffer(np.zeros(n, np.float32))
+    out = device.create_buffer(np.zeros(n, np.float32))
+    stream_a, stream_b = device.create_stream(), device.create_stream()
+    ready, finished = device.create_event(), device.create_event()
+
+    consumer = device.create_schedule()
+    consumer.create_wait_command(ready, 1)
+    vadd_command(consumer, kernels, mid, xb, out, n)  # out = 2x + x
+    consumer.create_signal_command(finished, 1)
+
+    producer = device.create_schedule()
+    vadd_command(producer, kernels, xb, xb, mid, n)  # mid = 2x
+    producer.create_signal_command(ready, 1)
+
+    consumer.run(stream_b, blocking=False)  # queued first, waits for A
+    producer.run(stream_a, blocking=False)
+    finished.wait(1, timeout=30)
+    got = np.empty(n, np.float32)
+    out.copy(got)
+    np.testing.assert_array_equal(got, 2 * x + x)
+    stream_a.synchronize()
+    stream_b.synchronize()
+
+
+def test_timeline_values_across_many_runs(device: nexus.Device, kernels: nexus.Library) -> None:
+    n = 256
+    a = device.create_buffer(np.ones(n, np.float32))
+    c = device.create_buffer(np.zeros(n, np.float32))
+    ev = device.create_event()
+    stream = device.create_stream()
+    for i in range(1, 51):
+        s = device.create_schedule()
+        vadd_command(s, kernels, a, a, c, n)
+        s.create_signal_command(ev, i)
+        s.run(stream, blocking=False)
+    ev.wait(50, timeout=30)
+    assert ev.get_value() == 50
+
+
+def test_blocking_wait_releases_the_gil(device: nexus.Device) -> None:
+    ev = device.create_event()
+    counter = [0]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            counter[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        with pytest.raises(TimeoutError):
+            ev.wait(1, timeout=0.3)
+        before = counter[0]
+        time.sleep(0)
+        with pytest.raises(TimeoutError):
+            ev.wait(1, timeout=0.3)
+        assert counter[0] > before  # the other thread ran while we waited
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_signal_from_another_thread(device: nexus.Device) -> None:
+    ev = device.create_event()
+    t = threading.Timer(0.05, lambda: ev.signal(3))
+    t.start()
+    ev.wait(3, timeout=10)
+    t.join()
+    assert ev.get_value() == 3
