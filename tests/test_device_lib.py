@@ -137,7 +137,7 @@ def _mutate_source_without_url(d):
 
 
 def _mutate_bad_vendor(d):
-    d["Vendor"] = "Nvidia Corp"
+    d["Vendor"] = ""
 
 
 def _mutate_bad_scope(d):

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::Value;
 
-use nexus::property::{property_name, PathItem};
+use nexus::property::{parse_path, property_name, PathItem};
 use nexus::DataType;
 
 use crate::errors::IntoPyResult;
@@ -22,7 +22,12 @@ pub fn property_path(key: &Bound<'_, PyAny>) -> PyResult<Vec<PathItem>> {
         return Err(PyTypeError::new_err("property key must be a str, a nexus.property member or a list, got bool"));
     }
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(vec![PathItem::Key(s.extract::<String>()?)]);
+        let s = s.extract::<String>()?;
+        // "MemorySubsystem.MemoryTypes[1].Size": a whole path as text.
+        if s.contains(['.', '[', ']']) {
+            return parse_path(&s).py();
+        }
+        return Ok(vec![PathItem::Key(s)]);
     }
     if key.is_instance_of::<PyInt>() {
         let id: i64 = key.extract()?;

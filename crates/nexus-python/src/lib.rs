@@ -3,6 +3,8 @@
 
 mod convert;
 mod errors;
+mod logging;
+mod interop;
 mod objects;
 mod properties;
 
@@ -27,10 +29,8 @@ fn get_runtime(name: &str) -> PyResult<PyRuntime> {
 #[pyfunction]
 fn get_device_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    for (name, _) in nexus::database::entries() {
-        if let Some(p) = nexus::database::lookup(name) {
-            d.set_item(name, PyProperties { inner: p })?;
-        }
+    for (name, entry) in nexus::database::entries() {
+        d.set_item(name, PyProperties { inner: nexus::database::entry_properties(entry) })?;
     }
     Ok(d)
 }
@@ -65,6 +65,7 @@ fn _enum_tables(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 #[pymodule]
 fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add("Error", m.py().get_type::<errors::Error>())?;
     m.add_class::<PyRuntime>()?;
     m.add_class::<PyDevice>()?;

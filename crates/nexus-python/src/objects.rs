@@ -76,6 +76,9 @@ pub fn create_buffer_on(device: &nexus::Device, data: &Bound<'_, PyAny>, data_ty
         let buf = py.detach(|| device.create_buffer(size, dt)).py()?;
         return Ok(PyBuffer { inner: buf });
     }
+    if let Some(buf) = crate::interop::try_import(device, data, data_type)? {
+        return Ok(buf);
+    }
     if data.is_instance_of::<PyFloat>() || data.is_instance_of::<PyString>() || data.is_none() {
         return Err(PyTypeError::new_err(format!(
             "create_buffer takes a size in bytes (int) or an array, got {}",
@@ -213,11 +216,23 @@ impl PyBuffer {
     fn get_device(&self) -> PyDevice {
         PyDevice { inner: self.inner.device().clone() }
     }
+    /// Frees the memory now; later use raises `nexus.Error` (NXS_Released).
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+        self.inner.release();
+        false
+    }
     fn __len__(&self) -> usize {
         self.inner.size()
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.{}>", self.inner.label())
+        let state = if self.inner.is_released() { " released" } else { "" };
+        format!("<nexus.{}{state}>", self.inner.label())
     }
 }
 
@@ -246,6 +261,17 @@ impl PyLibrary {
             return Err(PyValueError::new_err(format!("kernel name {name:?} is not a valid symbol name")));
         }
         Ok(PyKernel { inner: self.inner.kernel(&name).py()? })
+    }
+    /// Drops the library; kernels already taken from it stay usable.
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+        self.inner.release();
+        false
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Library '{}' on {}>", self.inner.origin(), self.inner.device().label())
@@ -344,15 +370,29 @@ impl PyEvent {
                 "{}: timed out after {} s waiting for value {v} (current value {})",
                 self.inner.label(),
                 timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-                self.inner.value()
+                self.inner.value().py()?
             )))
         }
     }
-    fn get_value(&self) -> u64 {
-        self.inner.value()
+    fn get_value(&self) -> PyResult<u64> {
+        self.inner.value().py()
+    }
+    /// Drops the event now; later use raises `nexus.Error` (NXS_Released).
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+        self.inner.release();
+        false
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.{} value={}>", self.inner.label(), self.inner.value())
+        match self.inner.value() {
+            Ok(v) => format!("<nexus.{} value={v}>", self.inner.label()),
+            Err(_) => format!("<nexus.{} released>", self.inner.label()),
+        }
     }
 }
 
@@ -373,6 +413,17 @@ impl PyStream {
     fn synchronize(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         py.detach(|| self.inner.synchronize()).py()?;
         Ok(success(py))
+    }
+    /// Drops the stream; work already queued still completes.
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+        self.inner.release();
+        false
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Stream on {}>", self.inner.device().label())
@@ -416,6 +467,17 @@ impl PySchedule {
         let stream = stream.map(|s| s.inner.clone());
         py.detach(|| self.inner.run(stream.as_ref(), blocking)).py()?;
         Ok(success(py))
+    }
+    /// Drops the commands and encoded form now; later runs raise.
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+        self.inner.release();
+        false
     }
     fn __len__(&self) -> usize {
         self.inner.commands().len()

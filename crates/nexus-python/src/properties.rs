@@ -90,6 +90,10 @@ impl PyProperties {
     fn get_flt_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
         self.inner.get_flt_vec(&property_path(key)?).py()
     }
+    /// Where the value at `key` came from: "live" or "database '<name>'".
+    fn get_source(&self, key: &Bound<'_, PyAny>) -> PyResult<String> {
+        self.inner.source(&property_path(key)?).py()
+    }
     /// The value at `key` as plain Python data (dict, list, str, int, float).
     fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, self.inner.get(&property_path(key)?).py()?)

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::device::Device;
 use crate::error::{Error, Result, Status};
 use crate::hal;
+use crate::handle::Handle;
 use crate::property::Properties;
 use crate::types::DataType;
 
@@ -16,7 +17,8 @@ pub const MAX_BUFFER_BYTES: u64 = 1 << 48;
 
 pub(crate) struct BufferShared {
     pub device: Device,
-    pub hal: Arc<dyn hal::Buffer>,
+    hal: Handle<dyn hal::Buffer>,
+    size: usize,
     pub data_type: DataType,
 }
 
@@ -34,11 +36,17 @@ impl Buffer {
             ));
         }
         let hal = device.hal().allocate(size as usize)?;
-        Ok(Buffer { inner: Arc::new(BufferShared { device: device.clone(), hal, data_type }) })
+        Ok(Buffer::from_hal(device, hal, data_type))
+    }
+
+    /// A buffer over memory a backend already holds (allocated or wrapped).
+    pub(crate) fn from_hal(device: &Device, hal: Arc<dyn hal::Buffer>, data_type: DataType) -> Buffer {
+        let size = hal.size();
+        Buffer { inner: Arc::new(BufferShared { device: device.clone(), hal: Handle::new(hal), size, data_type }) }
     }
 
     pub fn size(&self) -> usize {
-        self.inner.hal.size()
+        self.inner.size
     }
 
     pub fn data_type(&self) -> DataType {
@@ -50,8 +58,8 @@ impl Buffer {
     }
 
     /// The address kernels receive (a host pointer on the CPU, a device pointer on a GPU).
-    pub fn address(&self) -> u64 {
-        self.inner.hal.address()
+    pub fn address(&self) -> Result<u64> {
+        Ok(self.hal()?.address())
     }
 
     /// Host to buffer, from offset 0; `src` may be shorter than the buffer.
@@ -62,7 +70,7 @@ impl Buffer {
                 format!("cannot write {} bytes into a buffer of {} bytes", src.len(), self.size()),
             ));
         }
-        self.inner.hal.write(0, src)
+        self.hal()?.write(0, src)
     }
 
     /// Buffer to host: fills `dst`, which must hold at least the buffer's size.
@@ -74,7 +82,7 @@ impl Buffer {
             ));
         }
         let n = self.size();
-        self.inner.hal.read(0, &mut dst[..n])
+        self.hal()?.read(0, &mut dst[..n])
     }
 
     pub fn properties(&self) -> Properties {
@@ -87,6 +95,7 @@ impl Buffer {
                 "Count": if dt.size() > 0 { self.size() / dt.size() } else { self.size() },
                 "Device": self.inner.device.label(),
                 "Runtime": self.inner.device.runtime_name(),
+                "Released": self.is_released(),
             }),
         )
     }
@@ -95,7 +104,17 @@ impl Buffer {
         format!("Buffer({} bytes, {}) on {}", self.size(), self.data_type().numpy_name(), self.inner.device.label())
     }
 
-    pub(crate) fn hal(&self) -> &Arc<dyn hal::Buffer> {
-        &self.inner.hal
+    pub(crate) fn hal(&self) -> Result<Arc<dyn hal::Buffer>> {
+        self.inner.hal.get(|| self.label())
+    }
+
+    /// Frees the memory now (work already queued keeps it until done);
+    /// later use raises `Status::Released`.
+    pub fn release(&self) {
+        self.inner.hal.release()
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.inner.hal.is_released()
     }
 }

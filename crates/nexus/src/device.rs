@@ -83,6 +83,22 @@ impl Device {
         Ok(buf)
     }
 
+    /// A buffer over device memory another library owns (a CUDA tensor of
+    /// torch or CuPy), with no copy; `owner` stays alive as long as the buffer.
+    pub fn wrap_device_memory(
+        &self,
+        address: u64,
+        size: usize,
+        data_type: DataType,
+        owner: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Buffer> {
+        if size == 0 {
+            return Err(Error::new(Status::InvalidSize, format!("cannot wrap 0 bytes of memory on device {}", self.label())));
+        }
+        let hal = self.inner.hal.wrap_device_memory(address, size, owner)?;
+        Ok(Buffer::from_hal(self, hal, data_type))
+    }
+
     /// A copy of `buffer` on this device (through the host where no faster path exists).
     pub fn copy_buffer(&self, buffer: &Buffer) -> Result<Buffer> {
         let mut staging = vec![0u8; buffer.size()];

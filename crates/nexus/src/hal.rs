@@ -51,6 +51,20 @@ pub trait Device: Send + Sync {
     /// Turns a validated list of operations into something that can be run
     /// many times without re-encoding.
     fn encode(&self, ops: Vec<Op>) -> Result<Arc<dyn Schedule>>;
+    /// A buffer over device memory something else owns (zero-copy interop,
+    /// e.g. a torch or CuPy CUDA tensor); `owner` lives as long as the buffer.
+    fn wrap_device_memory(&self, address: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Result<Arc<dyn Buffer>> {
+        let _ = (address, size, owner);
+        Err(crate::error::Error::new(crate::error::Status::NotSupported, "this runtime cannot wrap foreign device memory"))
+    }
+    /// Blocks until the work queued on the device's default stream is done.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The backend's own device type, for backend-specific helpers.
+    fn as_any_device(&self) -> Option<&dyn Any> {
+        None
+    }
 }
 
 pub trait Buffer: Send + Sync {

@@ -17,6 +17,7 @@ pub mod types;
 
 mod buffer;
 mod device;
+mod handle;
 mod library;
 mod runtime;
 mod schedule;

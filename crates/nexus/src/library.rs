@@ -7,11 +7,12 @@ use serde_json::Value;
 use crate::device::Device;
 use crate::error::Result;
 use crate::hal;
+use crate::handle::Handle;
 use crate::property::Properties;
 
 struct LibraryShared {
     device: Device,
-    hal: Arc<dyn hal::Library>,
+    hal: Handle<dyn hal::Library>,
     origin: String,
 }
 
@@ -28,11 +29,16 @@ impl Library {
             hal::LibrarySource::Builtin => "<builtin>".to_string(),
         };
         let hal = device.hal().load_library(&source)?;
-        Ok(Library { inner: Arc::new(LibraryShared { device: device.clone(), hal, origin }) })
+        Ok(Library { inner: Arc::new(LibraryShared { device: device.clone(), hal: Handle::new(hal), origin }) })
     }
 
     pub fn device(&self) -> &Device {
         &self.inner.device
+    }
+
+    /// Drops the library; kernels already taken from it stay usable.
+    pub fn release(&self) {
+        self.inner.hal.release()
     }
 
     pub fn origin(&self) -> &str {
@@ -40,12 +46,15 @@ impl Library {
     }
 
     pub fn kernel(&self, name: &str) -> Result<Kernel> {
-        let hal = self.inner.hal.kernel(name)?;
+        let hal = self.inner.hal.get(|| format!("Library '{}'", self.inner.origin))?.kernel(name)?;
         Ok(Kernel { inner: Arc::new(KernelShared { library: self.clone(), hal }) })
     }
 
     pub fn properties(&self) -> Properties {
-        let mut root = self.inner.hal.properties();
+        let mut root = match self.inner.hal.get(String::new) {
+            Ok(hal) => hal.properties(),
+            Err(_) => serde_json::json!({"Released": true}),
+        };
         if let Value::Object(map) = &mut root {
             map.insert("Device".into(), Value::from(self.inner.device.label()));
             map.entry("Path").or_insert_with(|| Value::from(self.inner.origin.clone()));

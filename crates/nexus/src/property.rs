@@ -68,6 +68,57 @@ impl From<usize> for PathItem {
     }
 }
 
+/// Parses a textual path: names separated by `.`, each optionally followed
+/// by `[index]` groups, e.g. `MemorySubsystem.MemoryTypes[1].Size`.
+pub fn parse_path(text: &str) -> Result<Vec<PathItem>> {
+    let bad = |pos: usize, why: &str| {
+        Error::new(Status::InvalidValue, format!("malformed property path {text:?}: {why} at offset {pos}"))
+    };
+    let bytes = text.as_bytes();
+    let mut path = Vec::new();
+    let mut i = 0;
+    let mut expect_name = true;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' => {
+                let close = text[i..].find(']').map(|j| i + j).ok_or_else(|| bad(i, "'[' without ']'"))?;
+                let digits = &text[i + 1..close];
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad(i + 1, "an index must be decimal digits"));
+                }
+                let index = digits.parse::<usize>().map_err(|_| bad(i + 1, "index is too large"))?;
+                if path.is_empty() {
+                    return Err(bad(i, "a path starts with a name"));
+                }
+                path.push(PathItem::Index(index));
+                i = close + 1;
+                expect_name = false;
+            }
+            b'.' => {
+                if expect_name {
+                    return Err(bad(i, "empty name"));
+                }
+                expect_name = true;
+                i += 1;
+            }
+            b']' => return Err(bad(i, "']' without '['")),
+            _ => {
+                if !expect_name {
+                    return Err(bad(i, "expected '.' or '['"));
+                }
+                let end = text[i..].find(['.', '[', ']']).map(|j| i + j).unwrap_or(text.len());
+                path.push(PathItem::Key(text[i..end].to_string()));
+                i = end;
+                expect_name = false;
+            }
+        }
+    }
+    if expect_name {
+        return Err(bad(text.len(), "the path ends where a name is expected"));
+    }
+    Ok(path)
+}
+
 fn show_path(path: &[PathItem]) -> String {
     let parts: Vec<String> = path.iter().map(|p| p.to_string()).collect();
     format!("[{}]", parts.join(", "))
@@ -78,12 +129,33 @@ fn show_path(path: &[PathItem]) -> String {
 pub struct Properties {
     owner: Arc<str>,
     root: Arc<Value>,
+    /// Where values come from, highest precedence first (label, tree);
+    /// empty for properties with one source.
+    layers: Arc<Vec<(String, Value)>>,
 }
 
 impl Properties {
     /// `owner` names the object in error messages (`"Device 'CPU'"`).
     pub fn new(owner: impl Into<Arc<str>>, root: Value) -> Self {
-        Properties { owner: owner.into(), root: Arc::new(root) }
+        Properties { owner: owner.into(), root: Arc::new(root), layers: Arc::new(Vec::new()) }
+    }
+
+    /// Properties merged from several sources (`layers`, highest precedence
+    /// first), so `source(path)` can say where each value came from.
+    pub fn layered(owner: impl Into<Arc<str>>, root: Value, layers: Vec<(String, Value)>) -> Self {
+        Properties { owner: owner.into(), root: Arc::new(root), layers: Arc::new(layers) }
+    }
+
+    /// Where the value at `path` came from: a layer's label ("live",
+    /// "database 'nvidia-gpu-sm_90'"), or "live" for single-source properties.
+    pub fn source(&self, path: &[PathItem]) -> Result<String> {
+        self.get(path)?;
+        for (label, tree) in self.layers.iter() {
+            if walk(tree, path).is_some() {
+                return Ok(label.clone());
+            }
+        }
+        Ok(if self.layers.is_empty() { "live".to_string() } else { "derived".to_string() })
     }
 
     pub fn owner(&self) -> &str {
@@ -181,8 +253,17 @@ impl Properties {
     /// The sub-tree at `path` as its own `Properties`.
     pub fn subtree(&self, path: &[PathItem]) -> Result<Properties> {
         let v = self.get(path)?.clone();
-        Ok(Properties { owner: self.owner.clone(), root: Arc::new(v) })
+        Ok(Properties { owner: self.owner.clone(), root: Arc::new(v), layers: Arc::new(Vec::new()) })
     }
+}
+
+/// The value at `path` under `root`, if any.
+fn walk<'a>(root: &'a Value, path: &[PathItem]) -> Option<&'a Value> {
+    path.iter().try_fold(root, |node, item| match (node, item) {
+        (Value::Object(map), PathItem::Key(k)) => map.get(k),
+        (Value::Array(items), PathItem::Index(i)) => items.get(*i),
+        _ => None,
+    })
 }
 
 fn as_int(v: &Value) -> Option<i64> {
@@ -244,6 +325,18 @@ mod tests {
         assert!(e.message.contains("2 items"), "{}", e.message);
         let e = p.get_int(&["Name".into()]).unwrap_err();
         assert!(e.message.contains("string, not an integer"), "{}", e.message);
+    }
+
+    #[test]
+    fn textual_paths() {
+        let p = parse_path("MemorySubsystem.MemoryTypes[1].Size").unwrap();
+        assert_eq!(p, vec!["MemorySubsystem".into(), "MemoryTypes".into(), 1.into(), "Size".into()]);
+        assert_eq!(parse_path("A[0][2]").unwrap(), vec!["A".into(), 0.into(), 2.into()]);
+        for bad in ["", ".", "a.", ".a", "a..b", "a[", "a[]", "a[x]", "a]", "[1]", "a[1]b", "a[-1]", "a[99999999999999999999999]"] {
+            let e = parse_path(bad).unwrap_err();
+            assert_eq!(e.status, Status::InvalidValue, "{bad}");
+            assert!(e.message.contains("malformed property path"), "{}", e.message);
+        }
     }
 
     #[test]

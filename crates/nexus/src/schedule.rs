@@ -154,8 +154,8 @@ impl Command {
     /// The validated operation this command encodes to.
     fn to_op(&self) -> Result<hal::Op> {
         match &self.inner.kind {
-            CommandKind::Signal { event, value } => Ok(hal::Op::Signal { event: event.hal().clone(), value: *value }),
-            CommandKind::Wait { event, value } => Ok(hal::Op::Wait { event: event.hal().clone(), value: *value }),
+            CommandKind::Signal { event, value } => Ok(hal::Op::Signal { event: event.hal()?, value: *value }),
+            CommandKind::Wait { event, value } => Ok(hal::Op::Wait { event: event.hal()?, value: *value }),
             CommandKind::Kernel(kernel) => {
                 let st = lock(&self.inner.state);
                 let dims = st.dims.ok_or_else(|| {
@@ -166,7 +166,9 @@ impl Command {
                     .iter()
                     .enumerate()
                     .map(|(i, a)| match a {
-                        Some(ArgValue::Buffer(b)) => Ok(hal::Arg::Buffer(b.hal().clone())),
+                        Some(ArgValue::Buffer(b)) => Ok(hal::Arg::Buffer(
+                            b.hal().map_err(|e| Error::new(e.status, format!("{}: argument {i}: {}", self.label(), e.message)))?,
+                        )),
                         Some(ArgValue::Scalar(s)) => Ok(hal::Arg::Scalar(*s)),
                         None => Err(Error::new(Status::InvalidArgument, format!("{}: argument {i} is not set", self.label()))),
                     })
@@ -224,6 +226,8 @@ impl Command {
 
 struct Encoded {
     revision: u64,
+    /// `handle::release_epoch()` when encoded: a release since means re-validate.
+    releases: u64,
     schedule: Arc<dyn hal::Schedule>,
 }
 
@@ -233,6 +237,7 @@ struct ScheduleShared {
     revision: Arc<AtomicU64>,
     encoded: Mutex<Option<Encoded>>,
     runs: AtomicU64,
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// A recorded list of commands for one device.
@@ -250,6 +255,7 @@ impl Schedule {
                 revision: Arc::new(AtomicU64::new(1)),
                 encoded: Mutex::new(None),
                 runs: AtomicU64::new(0),
+                released: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -304,10 +310,16 @@ impl Schedule {
     fn encoded(&self) -> Result<Arc<dyn hal::Schedule>> {
         let mut enc = lock(&self.inner.encoded);
         let revision = self.inner.revision.load(Ordering::Acquire);
+        let releases = crate::handle::release_epoch();
         if let Some(e) = enc.as_ref() {
-            if e.revision == revision {
+            if e.revision == revision && e.releases == releases {
                 return Ok(e.schedule.clone());
             }
+        }
+        // Drop the old encoding first, so released memory it held goes now.
+        *enc = None;
+        if self.inner.released.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Released, format!("Schedule on {} was released", self.device().label())));
         }
         let ops = {
             let cmds = lock(&self.inner.commands);
@@ -317,7 +329,7 @@ impl Schedule {
             cmds.iter().map(Command::to_op).collect::<Result<Vec<_>>>()?
         };
         let schedule = self.device().hal().encode(ops)?;
-        *enc = Some(Encoded { revision, schedule: schedule.clone() });
+        *enc = Some(Encoded { revision, releases, schedule: schedule.clone() });
         Ok(schedule)
     }
 
@@ -333,7 +345,17 @@ impl Schedule {
         }
         let encoded = self.encoded()?;
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        encoded.run(stream.map(|s| &**s.hal()), blocking)
+        match stream {
+            Some(s) => encoded.run(Some(&*s.hal()?), blocking),
+            None => encoded.run(None, blocking),
+        }
+    }
+
+    /// Drops the commands and the encoded form now; later runs raise.
+    pub fn release(&self) {
+        self.inner.released.store(true, Ordering::Release);
+        lock(&self.inner.commands).clear();
+        *lock(&self.inner.encoded) = None;
     }
 
     pub fn properties(&self) -> Properties {

@@ -8,12 +8,13 @@ use serde_json::json;
 use crate::device::Device;
 use crate::error::{Error, Result, Status};
 use crate::hal;
+use crate::handle::Handle;
 use crate::property::Properties;
 use crate::types::EventType;
 
 pub(crate) struct EventShared {
     pub device: Device,
-    pub hal: Arc<dyn hal::Event>,
+    hal: Handle<dyn hal::Event>,
     pub event_type: EventType,
 }
 
@@ -25,7 +26,7 @@ pub struct Event {
 impl Event {
     pub(crate) fn create(device: &Device, event_type: EventType) -> Result<Event> {
         let hal = device.hal().create_event(event_type)?;
-        Ok(Event { inner: Arc::new(EventShared { device: device.clone(), hal, event_type }) })
+        Ok(Event { inner: Arc::new(EventShared { device: device.clone(), hal: Handle::new(hal), event_type }) })
     }
 
     pub fn device(&self) -> &Device {
@@ -37,16 +38,17 @@ impl Event {
     }
 
     pub fn signal(&self, value: u64) -> Result<()> {
-        self.inner.hal.signal(value)
+        self.hal()?.signal(value)
     }
 
-    pub fn value(&self) -> u64 {
-        self.inner.hal.value()
+    pub fn value(&self) -> Result<u64> {
+        Ok(self.hal()?.value())
     }
 
     /// Blocks until the timeline reaches `value`; `Status::Timeout` after `timeout`.
     pub fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<()> {
-        if self.inner.hal.wait(value, timeout)? {
+        let hal = self.hal()?;
+        if hal.wait(value, timeout)? {
             Ok(())
         } else {
             Err(Error::new(
@@ -55,7 +57,7 @@ impl Event {
                     "{}: timed out after {:.3} s waiting for value {value} (current value {})",
                     self.label(),
                     timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-                    self.value()
+                    hal.value()
                 ),
             ))
         }
@@ -63,7 +65,7 @@ impl Event {
 
     /// Like `wait`, but returns `Ok(false)` on timeout instead of an error.
     pub fn wait_for(&self, value: u64, timeout: Duration) -> Result<bool> {
-        self.inner.hal.wait(value, Some(timeout))
+        self.hal()?.wait(value, Some(timeout))
     }
 
     pub fn label(&self) -> String {
@@ -73,12 +75,22 @@ impl Event {
     pub fn properties(&self) -> Properties {
         Properties::new(
             self.label(),
-            json!({"EventType": self.event_type().name(), "Value": self.value(), "Device": self.inner.device.label()}),
+            json!({
+                "EventType": self.event_type().name(),
+                "Value": self.value().ok(),
+                "Released": self.inner.hal.is_released(),
+                "Device": self.inner.device.label(),
+            }),
         )
     }
 
-    pub(crate) fn hal(&self) -> &Arc<dyn hal::Event> {
-        &self.inner.hal
+    pub(crate) fn hal(&self) -> Result<Arc<dyn hal::Event>> {
+        self.inner.hal.get(|| self.label())
+    }
+
+    /// Drops the event; waiters already blocked keep it until they return.
+    pub fn release(&self) {
+        self.inner.hal.release()
     }
 
     pub fn same_as(&self, other: &Event) -> bool {
@@ -89,12 +101,12 @@ impl Event {
 #[derive(Clone)]
 pub struct Stream {
     device: Device,
-    hal: Arc<dyn hal::Stream>,
+    hal: Arc<Handle<dyn hal::Stream>>,
 }
 
 impl Stream {
     pub(crate) fn create(device: &Device) -> Result<Stream> {
-        Ok(Stream { device: device.clone(), hal: device.hal().create_stream()? })
+        Ok(Stream { device: device.clone(), hal: Arc::new(Handle::new(device.hal().create_stream()?)) })
     }
 
     pub fn device(&self) -> &Device {
@@ -102,14 +114,19 @@ impl Stream {
     }
 
     pub fn synchronize(&self) -> Result<()> {
-        self.hal.synchronize()
+        self.hal()?.synchronize()
+    }
+
+    /// Drops the stream; work already queued still completes.
+    pub fn release(&self) {
+        self.hal.release()
     }
 
     pub fn properties(&self) -> Properties {
         Properties::new(format!("Stream on {}", self.device.label()), json!({"Device": self.device.label()}))
     }
 
-    pub(crate) fn hal(&self) -> &Arc<dyn hal::Stream> {
-        &self.hal
+    pub(crate) fn hal(&self) -> Result<Arc<dyn hal::Stream>> {
+        self.hal.get(|| format!("Stream on {}", self.device.label()))
     }
 }

@@ -1,6 +1,7 @@
 //! Backends, one module each. Only `registry` names them.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::hal;
 
@@ -8,5 +9,9 @@ use crate::hal;
 /// last). `None` marks a runtime this build has no backend for yet: it is
 /// still found by name, with zero devices.
 pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
-    vec![("cuda", None), ("hip", None), ("metal", None), ("cpu", Some(Box::new(cpu::CpuApi)))]
+    #[cfg(any(target_os = "linux", target_os = "windows"))]
+    let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
+    #[cfg(not(any(target_os = "linux", target_os = "windows")))]
+    let cuda: Option<Box<dyn hal::Api>> = None;
+    vec![("cuda", cuda), ("hip", None), ("metal", None), ("cpu", Some(Box::new(cpu::CpuApi)))]
 }

@@ -1,0 +1,324 @@
+//! Zero-copy interop with torch, CuPy and other array libraries.
+//!
+//! Export: CUDA buffers carry `__cuda_array_interface__` (version 3) and
+//! every buffer `__dlpack__` / `__dlpack_device__` (kDLCUDA for CUDA
+//! buffers, kDLCPU for host buffers). Import: `create_buffer(x)` of an
+//! object with `__cuda_array_interface__` (a torch or CuPy CUDA tensor)
+//! wraps its memory on the CUDA device that owns it, keeping `x` alive, and
+//! copies only when the target is another device.
+
+use std::any::Any;
+use std::ffi::{c_void, CStr};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyAttributeError, PyBufferError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use nexus::DataType;
+
+use crate::errors::IntoPyResult;
+use crate::objects::PyBuffer;
+
+/// Element size and array-interface type string of a data type.
+fn typestr(dt: DataType) -> (usize, &'static str) {
+    match dt {
+        DataType::F32 => (4, "<f4"),
+        DataType::F16 => (2, "<f2"),
+        DataType::BF16 => (2, "<V2"),
+        DataType::F64 => (8, "<f8"),
+        DataType::I32 => (4, "<i4"),
+        DataType::U32 => (4, "<u4"),
+        DataType::I64 => (8, "<i8"),
+        DataType::U64 => (8, "<u8"),
+        DataType::I16 => (2, "<i2"),
+        DataType::U16 => (2, "<u2"),
+        DataType::I8 => (1, "|i1"),
+        DataType::U8 | DataType::Undefined => (1, "|u1"),
+        DataType::Bool => (1, "|b1"),
+    }
+}
+
+fn from_typestr(s: &str) -> Option<(DataType, usize)> {
+    let body = s.trim_start_matches(['<', '>', '|', '=']);
+    if s.starts_with('>') && !body.ends_with('1') {
+        return None; // big-endian multi-byte data
+    }
+    Some(match body {
+        "f4" => (DataType::F32, 4),
+        "f2" => (DataType::F16, 2),
+        "f8" => (DataType::F64, 8),
+        "i4" => (DataType::I32, 4),
+        "u4" => (DataType::U32, 4),
+        "i8" => (DataType::I64, 8),
+        "u8" => (DataType::U64, 8),
+        "i2" => (DataType::I16, 2),
+        "u2" => (DataType::U16, 2),
+        "i1" => (DataType::I8, 1),
+        "u1" => (DataType::U8, 1),
+        "b1" => (DataType::Bool, 1),
+        "V2" => (DataType::BF16, 2),
+        _ => {
+            let n: usize = body.get(1..)?.parse().ok()?;
+            (DataType::Undefined, n)
+        }
+    })
+}
+
+/// DLPack (v0.8 ABI, the unversioned capsule every consumer accepts).
+#[repr(C)]
+struct DLDevice {
+    device_type: i32,
+    device_id: i32,
+}
+#[repr(C)]
+struct DLDataType {
+    code: u8,
+    bits: u8,
+    lanes: u16,
+}
+#[repr(C)]
+struct DLTensor {
+    data: *mut c_void,
+    device: DLDevice,
+    ndim: i32,
+    dtype: DLDataType,
+    shape: *mut i64,
+    strides: *mut i64,
+    byte_offset: u64,
+}
+#[repr(C)]
+struct DLManagedTensor {
+    dl_tensor: DLTensor,
+    manager_ctx: *mut c_void,
+    deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
+}
+
+const KDL_CPU: i32 = 1;
+const KDL_CUDA: i32 = 2;
+
+/// The managed tensor and what it keeps alive; `tensor` first, so a
+/// pointer to the context is a pointer to the tensor.
+#[repr(C)]
+struct Export {
+    tensor: DLManagedTensor,
+    shape: [i64; 1],
+    _buffer: nexus::Buffer,
+}
+
+unsafe extern "C" fn export_deleter(t: *mut DLManagedTensor) {
+    if !t.is_null() {
+        // SAFETY: `t` is the Export boxed in `__dlpack__`, deleted once.
+        drop(unsafe { Box::from_raw(t as *mut Export) });
+    }
+}
+
+const DLTENSOR: &CStr = c"dltensor";
+
+unsafe extern "C" fn capsule_destructor(capsule: *mut pyo3::ffi::PyObject) {
+    // A consumer renames the capsule "used_dltensor" and owns the tensor
+    // then; an unconsumed capsule still owns it.
+    // SAFETY: called by Python with a live capsule.
+    unsafe {
+        if pyo3::ffi::PyCapsule_IsValid(capsule, DLTENSOR.as_ptr()) == 1 {
+            let p = pyo3::ffi::PyCapsule_GetPointer(capsule, DLTENSOR.as_ptr()) as *mut DLManagedTensor;
+            if let Some(d) = p.as_ref().and_then(|t| t.deleter) {
+                d(p);
+            }
+        } else {
+            pyo3::ffi::PyErr_Clear();
+        }
+    }
+}
+
+fn dl_dtype(dt: DataType) -> (DLDataType, usize) {
+    let (code, bits) = match dt {
+        DataType::F32 => (2, 32),
+        DataType::F16 => (2, 16),
+        DataType::BF16 => (4, 16),
+        DataType::F64 => (2, 64),
+        DataType::I32 => (0, 32),
+        DataType::U32 => (1, 32),
+        DataType::I64 => (0, 64),
+        DataType::U64 => (1, 64),
+        DataType::I16 => (0, 16),
+        DataType::U16 => (1, 16),
+        DataType::I8 => (0, 8),
+        DataType::U8 | DataType::Undefined => (1, 8),
+        DataType::Bool => (6, 8),
+    };
+    (DLDataType { code, bits, lanes: 1 }, bits as usize / 8)
+}
+
+impl PyBuffer {
+    fn is_cuda(&self) -> bool {
+        self.inner.device().runtime_name() == "cuda"
+    }
+}
+
+#[pymethods]
+impl PyBuffer {
+    /// The CUDA Array Interface (v3) of a CUDA buffer: torch, CuPy, Numba
+    /// and JAX read the memory in place. Pending nexus work on the device's
+    /// default stream is finished first, so no stream is named.
+    #[getter(__cuda_array_interface__)]
+    fn cuda_array_interface<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if !self.is_cuda() {
+            return Err(PyAttributeError::new_err("__cuda_array_interface__ exists only on buffers of the CUDA runtime"));
+        }
+        let device = self.inner.device().clone();
+        py.detach(|| nexus::backends::cuda::synchronize_device(&device)).py()?;
+        let (item, ts) = typestr(self.inner.data_type());
+        let d = PyDict::new(py);
+        d.set_item("shape", PyTuple::new(py, [self.inner.size() / item])?)?;
+        d.set_item("typestr", ts)?;
+        d.set_item("data", (self.inner.address().py()?, false))?;
+        d.set_item("version", 3)?;
+        d.set_item("strides", py.None())?;
+        Ok(d)
+    }
+
+    /// A DLPack capsule over the buffer's memory (no copy).
+    #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
+    fn __dlpack__(
+        &self,
+        py: Python<'_>,
+        stream: Option<&Bound<'_, PyAny>>,
+        max_version: Option<&Bound<'_, PyAny>>,
+        dl_device: Option<&Bound<'_, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = (stream, max_version);
+        if copy == Some(true) {
+            return Err(PyBufferError::new_err("nexus buffers export without copying (copy=True is not supported)"));
+        }
+        let (dev_type, dev_id) = self.__dlpack_device__()?;
+        if let Some(want) = dl_device {
+            if !want.is_none() {
+                let (t, i): (i32, i32) = want.extract()?;
+                if (t, i) != (dev_type, dev_id) {
+                    return Err(PyBufferError::new_err(format!("cannot export to DLPack device ({t}, {i}); the buffer lives on ({dev_type}, {dev_id})")));
+                }
+            }
+        }
+        if self.is_cuda() {
+            let device = self.inner.device().clone();
+            py.detach(|| nexus::backends::cuda::synchronize_device(&device)).py()?;
+        }
+        let (dtype, item) = dl_dtype(self.inner.data_type());
+        let mut export = Box::new(Export {
+            tensor: DLManagedTensor {
+                dl_tensor: DLTensor {
+                    data: self.inner.address().py()? as usize as *mut c_void,
+                    device: DLDevice { device_type: dev_type, device_id: dev_id },
+                    ndim: 1,
+                    dtype,
+                    shape: std::ptr::null_mut(),
+                    strides: std::ptr::null_mut(),
+                    byte_offset: 0,
+                },
+                manager_ctx: std::ptr::null_mut(),
+                deleter: Some(export_deleter),
+            },
+            shape: [(self.inner.size() / item) as i64],
+            _buffer: self.inner.clone(),
+        });
+        export.tensor.dl_tensor.shape = export.shape.as_mut_ptr();
+        let raw = Box::into_raw(export);
+        // SAFETY: `raw` is a live Export; manager_ctx points back at it.
+        unsafe { (*raw).tensor.manager_ctx = raw as *mut c_void };
+        // SAFETY: creating a capsule over the managed tensor; the
+        // destructor frees it unless a consumer took it.
+        let cap = unsafe { pyo3::ffi::PyCapsule_New(raw as *mut c_void, DLTENSOR.as_ptr(), Some(capsule_destructor)) };
+        if cap.is_null() {
+            // SAFETY: the capsule was not made; reclaim the export.
+            unsafe { export_deleter(raw as *mut DLManagedTensor) };
+            return Err(PyErr::fetch(py));
+        }
+        // SAFETY: a new reference we own.
+        Ok(unsafe { Bound::from_owned_ptr(py, cap) }.unbind())
+    }
+
+    /// (kDLCUDA, ordinal) for CUDA buffers, (kDLCPU, 0) for host buffers.
+    fn __dlpack_device__(&self) -> PyResult<(i32, i32)> {
+        match self.inner.device().runtime_name() {
+            "cuda" => Ok((KDL_CUDA, nexus::backends::cuda::device_ordinal(self.inner.device()).py()?)),
+            "cpu" => Ok((KDL_CPU, 0)),
+            other => Err(PyBufferError::new_err(format!("DLPack export is not available for {other} buffers"))),
+        }
+    }
+}
+
+/// `create_buffer(x)` for objects exposing `__cuda_array_interface__`:
+/// `Ok(None)` when `x` has none (the caller takes the host path).
+pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Option<PyBuffer>> {
+    let py = data.py();
+    let cai = match data.getattr("__cuda_array_interface__") {
+        Ok(c) => c,
+        Err(e) if e.is_instance_of::<PyAttributeError>(py) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let cai = cai.cast::<PyDict>().map_err(|_| PyTypeError::new_err("__cuda_array_interface__ is not a dict"))?.clone();
+    let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+        cai.get_item(k)?.ok_or_else(|| PyValueError::new_err(format!("__cuda_array_interface__ has no '{k}'")))
+    };
+    let shape: Vec<i64> = get("shape")?.extract()?;
+    let ts: String = get("typestr")?.extract()?;
+    let (ptr, _readonly): (u64, bool) = get("data")?.extract()?;
+    let (dt, item) = from_typestr(&ts).ok_or_else(|| PyValueError::new_err(format!("unsupported typestr {ts:?} in __cuda_array_interface__")))?;
+    if shape.iter().any(|&s| s < 0) {
+        return Err(PyValueError::new_err(format!("invalid shape {shape:?} in __cuda_array_interface__")));
+    }
+    let count: i64 = shape.iter().product();
+    if let Some(strides) = cai.get_item("strides")? {
+        if !strides.is_none() {
+            let strides: Vec<i64> = strides.extract()?;
+            let mut expect = item as i64;
+            for (s, n) in strides.iter().zip(shape.iter()).rev() {
+                if *n > 1 && *s != expect {
+                    return Err(PyValueError::new_err(format!(
+                        "create_buffer needs a C-contiguous CUDA array (shape {shape:?}, strides {strides:?}); call .contiguous() first"
+                    )));
+                }
+                expect *= n;
+            }
+        }
+    }
+    let size = count as usize * item;
+    if size == 0 {
+        return Err(PyValueError::new_err("create_buffer data is empty (0 bytes)"));
+    }
+    if let Some(s) = cai.get_item("stream")? {
+        if !s.is_none() {
+            let handle: u64 = s.extract()?;
+            py.detach(|| nexus::backends::cuda::synchronize_foreign_stream(device, handle)).py()?;
+        }
+    }
+    let dt = match data_type {
+        Some(code) => DataType::from_code(code).py()?,
+        None => dt,
+    };
+    // The CUDA device that owns the memory: the target if it does, else the
+    // CUDA device with the pointer's ordinal.
+    let ordinal = nexus::backends::cuda::pointer_device_ordinal(ptr);
+    let target_ordinal = if device.runtime_name() == "cuda" { nexus::backends::cuda::device_ordinal(device).ok() } else { None };
+    let owner_device = if target_ordinal.is_some() && (ordinal.is_none() || ordinal == target_ordinal) {
+        device.clone()
+    } else {
+        let ord = ordinal.ok_or_else(|| PyValueError::new_err(format!("address {ptr:#x} is not CUDA device memory")))?;
+        nexus::get_runtime("cuda")
+            .py()?
+            .devices()
+            .iter()
+            .find(|d| nexus::backends::cuda::device_ordinal(d).ok() == Some(ord))
+            .cloned()
+            .ok_or_else(|| PyValueError::new_err(format!("no nexus CUDA device with ordinal {ord}")))?
+    };
+    let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
+    let wrapped = nexus::backends::cuda::wrap_device_memory(&owner_device, ptr, size, dt, owner).py()?;
+    if owner_device == *device {
+        return Ok(Some(PyBuffer { inner: wrapped }));
+    }
+    let copied = py.detach(|| device.copy_buffer(&wrapped)).py()?;
+    Ok(Some(PyBuffer { inner: copied }))
+}

@@ -1,0 +1,385 @@
+//! CUDA modules: PTX, cubin and fatbin images (files or bytes, told apart
+//! by their content), CUDA C++ sources compiled by NVRTC for the device's
+//! own architecture, and the built-in kernels (embedded PTX).
+
+use std::any::Any;
+use std::ffi::{c_char, CString};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::result as r;
+use super::sys::{self, CUfunction, CUmodule};
+use super::{Gpu, Handle};
+use crate::error::{Error, Result, Status};
+use crate::hal;
+
+/// The built-in kernels, as PTX for sm_50 (JIT-compiled for any newer GPU).
+/// `add_vectors(a, b, c)` takes a hidden 4th argument, the element count,
+/// which the backend appends (the grid is rounded up to whole groups).
+pub const BUILTIN_PTX: &str = r#"
+.version 6.0
+.target sm_50
+.address_size 64
+
+.visible .entry add_vectors(
+    .param .u64 add_vectors_param_0,
+    .param .u64 add_vectors_param_1,
+    .param .u64 add_vectors_param_2,
+    .param .u32 add_vectors_param_3
+)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<6>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<11>;
+
+    ld.param.u64 %rd1, [add_vectors_param_0];
+    ld.param.u64 %rd2, [add_vectors_param_1];
+    ld.param.u64 %rd3, [add_vectors_param_2];
+    ld.param.u32 %r2, [add_vectors_param_3];
+    mov.u32 %r3, %ctaid.x;
+    mov.u32 %r4, %ntid.x;
+    mov.u32 %r5, %tid.x;
+    mad.lo.s32 %r1, %r3, %r4, %r5;
+    setp.ge.u32 %p1, %r1, %r2;
+    @%p1 bra DONE;
+    cvta.to.global.u64 %rd4, %rd1;
+    mul.wide.u32 %rd5, %r1, 4;
+    add.s64 %rd6, %rd4, %rd5;
+    cvta.to.global.u64 %rd7, %rd2;
+    add.s64 %rd8, %rd7, %rd5;
+    ld.global.nc.f32 %f1, [%rd6];
+    ld.global.nc.f32 %f2, [%rd8];
+    add.f32 %f3, %f1, %f2;
+    cvta.to.global.u64 %rd9, %rd3;
+    add.s64 %rd10, %rd9, %rd5;
+    st.global.f32 [%rd10], %f3;
+DONE:
+    ret;
+}
+
+.visible .entry empty()
+{
+    ret;
+}
+"#;
+
+/// (name, arguments the user sets, hidden element-count argument)
+const BUILTINS: &[(&str, usize, bool)] = &[("add_vectors", 3, true), ("empty", 0, false)];
+
+struct Module {
+    gpu: Arc<Gpu>,
+    handle: Handle,
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        if self.gpu.bind().is_ok() {
+            // SAFETY: loaded once, unloaded once; kernels hold the module.
+            unsafe { (self.gpu.d.cuModuleUnload)(self.handle.0) };
+        }
+    }
+}
+
+pub struct CudaLibrary {
+    module: Arc<Module>,
+    format: &'static str,
+    builtin: bool,
+    path: Option<String>,
+    log: Option<String>,
+}
+
+pub struct CudaKernel {
+    name: String,
+    pub(super) func: Handle,
+    pub(super) gpu: Arc<Gpu>,
+    /// Arguments the kernel takes from the user, where known (builtins).
+    pub(super) arity: Option<usize>,
+    /// Appends the grid's x size as a trailing u32 (builtins).
+    pub(super) hidden_count: bool,
+    properties: Value,
+    _module: Arc<Module>,
+}
+
+const FATBIN_MAGIC: u32 = 0xBA55_ED50;
+
+/// What an image is, from its first bytes.
+fn detect(bytes: &[u8], path: Option<&Path>) -> &'static str {
+    if bytes.starts_with(b"\x7fELF") {
+        return "cubin";
+    }
+    if bytes.len() >= 4 && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == FATBIN_MAGIC {
+        return "fatbin";
+    }
+    let ext = path.and_then(|p| p.extension()).and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("cu") | Some("cuh") => return "cuda",
+        Some("ptx") => return "ptx",
+        Some("cubin") => return "cubin",
+        Some("fatbin") => return "fatbin",
+        _ => {}
+    }
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]);
+    if head.contains(".entry") || (head.contains(".version") && head.contains(".target")) {
+        "ptx"
+    } else if head.contains("__global__") {
+        "cuda"
+    } else {
+        "ptx"
+    }
+}
+
+impl CudaLibrary {
+    pub(crate) fn load(gpu: &Arc<Gpu>, source: &hal::LibrarySource) -> Result<Self> {
+        let (bytes, path): (Vec<u8>, Option<&Path>) = match source {
+            hal::LibrarySource::Builtin => {
+                gpu.bind()?;
+                let image = nul_terminated(BUILTIN_PTX.as_bytes());
+                let m = r::module_load(gpu.d, &image)?;
+                return Ok(CudaLibrary {
+                    module: Arc::new(Module { gpu: gpu.clone(), handle: Handle(m) }),
+                    format: "builtin",
+                    builtin: true,
+                    path: None,
+                    log: None,
+                });
+            }
+            hal::LibrarySource::File(p) => {
+                if !p.is_file() {
+                    return Err(Error::new(Status::InvalidLibrary, format!("library file does not exist or is not a file: '{}'", p.display())));
+                }
+                let b = std::fs::read(p)
+                    .map_err(|e| Error::new(Status::InvalidLibrary, format!("cannot read library '{}': {e}", p.display())))?;
+                (b, Some(p.as_path()))
+            }
+            hal::LibrarySource::Bytes(b) => (b.clone(), None),
+        };
+        if bytes.is_empty() {
+            return Err(Error::new(Status::InvalidLibrary, "library image is empty"));
+        }
+        let format = detect(&bytes, path);
+        let where_ = path.map(|p| format!("'{}'", p.display())).unwrap_or_else(|| format!("<{} bytes>", bytes.len()));
+        let (image, log) = match format {
+            "cuda" => {
+                let (cubin, log) = compile(gpu, &bytes, &where_)?;
+                (cubin, Some(log))
+            }
+            "ptx" => (nul_terminated(&bytes), None),
+            _ => (bytes, None),
+        };
+        gpu.bind()?;
+        let m = r::module_load(gpu.d, &image).map_err(|mut e| {
+            e.message = format!("loading {format} library {where_} on {}: {}", gpu.label(), e.message);
+            e
+        })?;
+        Ok(CudaLibrary {
+            module: Arc::new(Module { gpu: gpu.clone(), handle: Handle(m) }),
+            format,
+            builtin: false,
+            path: path.map(|p| p.display().to_string()),
+            log,
+        })
+    }
+}
+
+/// Headers NVRTC lacks (it has no host C library).
+const STD_HEADERS: &[(&str, &str)] = &[
+    (
+        "stdint.h",
+        "#pragma once\n\
+typedef signed char int8_t; typedef short int16_t; typedef int int32_t; typedef long long int64_t;\n\
+typedef unsigned char uint8_t; typedef unsigned short uint16_t; typedef unsigned int uint32_t; typedef unsigned long long uint64_t;\n\
+typedef long long intptr_t; typedef unsigned long long uintptr_t; typedef long long intmax_t; typedef unsigned long long uintmax_t;\n\
+#define INT8_MIN (-128)\n#define INT8_MAX 127\n#define UINT8_MAX 255\n#define INT16_MIN (-32768)\n#define INT16_MAX 32767\n#define UINT16_MAX 65535\n\
+#define INT32_MIN (-2147483647-1)\n#define INT32_MAX 2147483647\n#define UINT32_MAX 4294967295u\n\
+#define INT64_MIN (-9223372036854775807LL-1)\n#define INT64_MAX 9223372036854775807LL\n#define UINT64_MAX 18446744073709551615ULL\n",
+    ),
+    (
+        "cstdint",
+        "#pragma once\n#include \"stdint.h\"\nnamespace std { using ::int8_t; using ::int16_t; using ::int32_t; using ::int64_t; \
+using ::uint8_t; using ::uint16_t; using ::uint32_t; using ::uint64_t; using ::intptr_t; using ::uintptr_t; }\n",
+    ),
+];
+
+/// The CUDA toolkit's include folders that exist here.
+fn cuda_include_dirs() -> Vec<String> {
+    let mut dirs = Vec::new();
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(d) = std::env::var(var) {
+            dirs.push(format!("{d}/include"));
+        }
+    }
+    dirs.push("/usr/local/cuda/include".into());
+    let mut out: Vec<String> = Vec::new();
+    for d in dirs {
+        if Path::new(&d).is_dir() && !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn nul_terminated(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    if v.last() != Some(&0) {
+        v.push(0);
+    }
+    v
+}
+
+/// CUDA C++ to a cubin for this GPU's architecture (PTX when this NVRTC
+/// has no cubin output); the compile log is in the error on failure.
+fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> {
+    let n = sys::nvrtc().map_err(|e| {
+        Error::new(Status::CompileError, format!("cannot compile CUDA source {where_}: NVRTC is not available ({e}); set NEXUS_NVRTC to its path"))
+    })?;
+    let src = CString::new(source.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>())
+        .map_err(|_| Error::new(Status::CompileError, "CUDA source contains NUL"))?;
+    let name = CString::new("nexus_kernel.cu").expect("static name");
+    // NVRTC has no host C headers: the fixed-width integer ones are
+    // supplied in memory (the CUDA toolkit's include folder, where found,
+    // is on the search path for the rest).
+    let header_names: Vec<CString> = STD_HEADERS.iter().map(|(n, _)| CString::new(*n).expect("static")).collect();
+    let header_bodies: Vec<CString> = STD_HEADERS.iter().map(|(_, b)| CString::new(*b).expect("static")).collect();
+    let hn: Vec<*const c_char> = header_names.iter().map(|c| c.as_ptr()).collect();
+    let hb: Vec<*const c_char> = header_bodies.iter().map(|c| c.as_ptr()).collect();
+    let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings; header arrays of equal length.
+    let code = unsafe { (n.nvrtcCreateProgram)(&mut prog, src.as_ptr(), name.as_ptr(), hb.len() as i32, hb.as_ptr(), hn.as_ptr()) };
+    if code != sys::NVRTC_SUCCESS {
+        return Err(Error::new(Status::CompileError, format!("nvrtcCreateProgram for {where_}: {}", r::nvrtc_error(n, code))));
+    }
+    struct Prog<'a>(&'a sys::Nvrtc, sys::nvrtcProgram);
+    impl Drop for Prog<'_> {
+        fn drop(&mut self) {
+            // SAFETY: created above, destroyed once.
+            unsafe { (self.0.nvrtcDestroyProgram)(&mut self.1) };
+        }
+    }
+    let p = Prog(n, prog);
+    let use_cubin = n.nvrtcGetCUBIN.is_some() && n.nvrtcGetCUBINSize.is_some();
+    let arch = if use_cubin { format!("--gpu-architecture={}", gpu.arch) } else { format!("--gpu-architecture={}", gpu.arch.replace("sm_", "compute_")) };
+    let mut opts: Vec<String> = vec![arch, "--std=c++17".into(), "-default-device".into()];
+    for dir in cuda_include_dirs() {
+        opts.push(format!("--include-path={dir}"));
+    }
+    let opts: Vec<CString> = opts.into_iter().filter_map(|s| CString::new(s).ok()).collect();
+    let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
+    // SAFETY: options outlive the call.
+    let code = unsafe { (n.nvrtcCompileProgram)(p.1, ptrs.len() as i32, ptrs.as_ptr()) };
+    let mut log_size = 0usize;
+    // SAFETY: out-pointer to a local.
+    unsafe { (n.nvrtcGetProgramLogSize)(p.1, &mut log_size) };
+    let mut log = vec![0u8; log_size.max(1)];
+    // SAFETY: buffer of the size NVRTC reported.
+    unsafe { (n.nvrtcGetProgramLog)(p.1, log.as_mut_ptr() as *mut c_char) };
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let log = String::from_utf8_lossy(&log[..end]).trim().to_string();
+    if code != sys::NVRTC_SUCCESS {
+        return Err(Error::new(
+            Status::CompileError,
+            format!("NVRTC failed to compile CUDA source {where_} for {} ({}):\n{log}", gpu.arch, r::nvrtc_error(n, code)),
+        ));
+    }
+    let mut size = 0usize;
+    let image = if use_cubin {
+        let (get_size, get) = (n.nvrtcGetCUBINSize.expect("checked"), n.nvrtcGetCUBIN.expect("checked"));
+        // SAFETY: out-pointer to a local.
+        unsafe { get_size(p.1, &mut size) };
+        let mut out = vec![0u8; size];
+        // SAFETY: buffer of the reported size.
+        let code = unsafe { get(p.1, out.as_mut_ptr() as *mut c_char) };
+        if code != sys::NVRTC_SUCCESS {
+            return Err(Error::new(Status::CompileError, format!("nvrtcGetCUBIN: {}", r::nvrtc_error(n, code))));
+        }
+        out
+    } else {
+        // SAFETY: out-pointer to a local.
+        unsafe { (n.nvrtcGetPTXSize)(p.1, &mut size) };
+        let mut out = vec![0u8; size];
+        // SAFETY: buffer of the reported size.
+        let code = unsafe { (n.nvrtcGetPTX)(p.1, out.as_mut_ptr() as *mut c_char) };
+        if code != sys::NVRTC_SUCCESS {
+            return Err(Error::new(Status::CompileError, format!("nvrtcGetPTX: {}", r::nvrtc_error(n, code))));
+        }
+        nul_terminated(&out)
+    };
+    Ok((image, log))
+}
+
+impl hal::Library for CudaLibrary {
+    fn properties(&self) -> Value {
+        let mut v = json!({"Type": self.format, "Runtime": "cuda"});
+        if self.builtin {
+            v["Kernels"] = json!(BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>());
+        }
+        if let Some(p) = &self.path {
+            v["Path"] = json!(p);
+        }
+        if let Some(l) = &self.log {
+            v["CompileLog"] = json!(l);
+        }
+        v
+    }
+
+    fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
+        let gpu = &self.module.gpu;
+        let (arity, hidden_count) = if self.builtin {
+            match BUILTINS.iter().find(|(n, _, _)| *n == name) {
+                Some((_, a, h)) => (Some(*a), *h),
+                None => {
+                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
+                    return Err(Error::new(
+                        Status::InvalidKernel,
+                        format!("kernel '{name}' not found in the builtin library (kernels: {})", names.join(", ")),
+                    ));
+                }
+            }
+        } else {
+            (None, false)
+        };
+        gpu.bind()?;
+        let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
+        let a = |attr| r::func_attribute(gpu.d, f, attr).ok();
+        let properties = json!({
+            "Name": name,
+            "MaxThreadsPerGroup": a(sys::FUNC_MAX_THREADS_PER_BLOCK),
+            "Registers": a(sys::FUNC_NUM_REGS),
+            "SharedMemory": a(sys::FUNC_SHARED_SIZE_BYTES),
+            "ConstantMemory": a(sys::FUNC_CONST_SIZE_BYTES),
+            "LocalMemory": a(sys::FUNC_LOCAL_SIZE_BYTES),
+            "MaxDynamicSharedMemory": a(sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES),
+            "PTXVersion": a(sys::FUNC_PTX_VERSION),
+            "BinaryVersion": a(sys::FUNC_BINARY_VERSION),
+        });
+        Ok(Arc::new(CudaKernel {
+            name: name.to_string(),
+            func: Handle(f),
+            gpu: gpu.clone(),
+            arity,
+            hidden_count,
+            properties,
+            _module: self.module.clone(),
+        }))
+    }
+}
+
+impl hal::Kernel for CudaKernel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn properties(&self) -> Value {
+        self.properties.clone()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl CudaKernel {
+    pub(super) fn name_str(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,408 @@
+//! The CUDA runtime: NVIDIA GPUs through the driver API.
+//!
+//! Layers, bottom up: `sys` (raw types and function tables, opened with
+//! `libloading` at run time, never linked), `result` (every call checked,
+//! errors named by `cuGetErrorName`), and the safe backend above them:
+//! devices on their primary contexts, buffers with a pinned staging
+//! pipeline, modules (PTX, cubin, fatbin, CUDA C++ through NVRTC),
+//! schedules replayed as CUDA graphs, and timeline events in mapped pinned
+//! memory driven by stream memory operations.
+
+mod library;
+mod memory;
+pub mod result;
+mod schedule;
+pub mod sys;
+mod sync;
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::types::{DataType, EventType};
+use result as r;
+use sys::{CUcontext, CUdevice, CUstream, Driver};
+
+pub struct CudaApi;
+
+impl CudaApi {
+    pub fn new() -> Self {
+        CudaApi
+    }
+}
+
+impl Default for CudaApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The driver, initialised once (`cuInit`); `Err` when absent or failing.
+fn initialised() -> Result<&'static Driver> {
+    static INIT: OnceLock<std::result::Result<(), Error>> = OnceLock::new();
+    let d = sys::driver().map_err(|e| Error::new(Status::NotSupported, format!("CUDA driver not available: {e}")))?;
+    INIT.get_or_init(|| r::init(d)).clone()?;
+    Ok(d)
+}
+
+impl hal::Api for CudaApi {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn properties(&self) -> Value {
+        match initialised() {
+            Ok(d) => {
+                let v = r::driver_version(d).unwrap_or(0);
+                json!({"Name": "cuda", "Vendor": "NVIDIA", "DriverVersion": format!("{}.{}", v / 1000, (v % 1000) / 10), "DriverVersionCode": v})
+            }
+            Err(e) => json!({"Name": "cuda", "Vendor": "NVIDIA", "Status": e.message}),
+        }
+    }
+
+    fn devices(&self) -> Result<Vec<Arc<dyn hal::Device>>> {
+        let d = match initialised() {
+            Ok(d) => d,
+            Err(e) => {
+                log::info!("CUDA runtime has no devices: {}", e.message);
+                return Ok(Vec::new());
+            }
+        };
+        let n = match r::device_count(d) {
+            Ok(n) => n,
+            Err(e) => {
+                log::info!("CUDA runtime has no devices: {}", e.message);
+                return Ok(Vec::new());
+            }
+        };
+        let mut out: Vec<Arc<dyn hal::Device>> = Vec::new();
+        for ordinal in 0..n {
+            match Gpu::open(d, ordinal) {
+                Ok(g) => out.push(Arc::new(CudaDevice { gpu: Arc::new(g) })),
+                Err(e) => log::warn!("CUDA device {ordinal} skipped: {}", e.message),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A raw driver handle that may cross threads (the driver's handles are
+/// thread-safe; nexus orders their use through streams).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Handle(pub *mut std::ffi::c_void);
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
+/// One GPU: its primary context (retained on first use) and the shared
+/// resources of the device (default stream, staging buffers).
+pub(crate) struct Gpu {
+    pub d: &'static Driver,
+    pub ordinal: i32,
+    pub dev: CUdevice,
+    pub name: String,
+    pub arch: String,
+    /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
+    pub mem_ops: bool,
+    ctx: OnceLock<Handle>,
+    ctx_lock: Mutex<()>,
+    default_stream: OnceLock<Handle>,
+    capture_stream: Mutex<Option<Handle>>,
+    pub(crate) staging: Mutex<Option<memory::Staging>>,
+    properties: Value,
+}
+
+impl Gpu {
+    fn open(d: &'static Driver, ordinal: i32) -> Result<Gpu> {
+        let dev = r::device_get(d, ordinal)?;
+        let attr = |a| r::device_attribute(d, dev, a).ok();
+        let major = attr(sys::ATTR_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
+        let minor = attr(sys::ATTR_COMPUTE_CAPABILITY_MINOR).unwrap_or(0);
+        let name = r::device_name(d, dev).unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+        let arch = format!("sm_{major}{minor}");
+        let mem_ops = d.cuStreamWaitValue64.is_some()
+            && d.cuStreamWriteValue64.is_some()
+            && attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS).unwrap_or(0) != 0;
+        let properties = device_properties(d, dev, ordinal, &name, &arch, major, minor);
+        Ok(Gpu {
+            d,
+            ordinal,
+            dev,
+            name,
+            arch,
+            mem_ops,
+            ctx: OnceLock::new(),
+            ctx_lock: Mutex::new(()),
+            default_stream: OnceLock::new(),
+            capture_stream: Mutex::new(None),
+            staging: Mutex::new(None),
+            properties,
+        })
+    }
+
+    fn ctx(&self) -> Result<CUcontext> {
+        if let Some(c) = self.ctx.get() {
+            return Ok(c.0);
+        }
+        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = self.ctx.get() {
+            return Ok(c.0);
+        }
+        let c = r::primary_ctx_retain(self.d, self.dev)?;
+        let _ = self.ctx.set(Handle(c));
+        Ok(c)
+    }
+
+    /// Makes this GPU's primary context current on the calling thread.
+    pub fn bind(&self) -> Result<()> {
+        let c = self.ctx()?;
+        r::ctx_set_current(self.d, c)
+    }
+
+    /// The device's own (non-blocking) stream that `run(stream=None)` and
+    /// buffer copies use; never the legacy NULL stream.
+    pub fn default_stream(&self) -> Result<CUstream> {
+        if let Some(s) = self.default_stream.get() {
+            return Ok(s.0);
+        }
+        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.default_stream.get() {
+            return Ok(s.0);
+        }
+        self.bind()?;
+        let s = r::stream_create(self.d)?;
+        let _ = self.default_stream.set(Handle(s));
+        Ok(s)
+    }
+
+    /// Runs `f` with the stream used to capture graphs, one capture at a time.
+    pub fn with_capture_stream<T>(&self, f: impl FnOnce(CUstream) -> Result<T>) -> Result<T> {
+        let mut slot = self.capture_stream.lock().unwrap_or_else(|e| e.into_inner());
+        let s = match *slot {
+            Some(h) => h.0,
+            None => {
+                let s = r::stream_create(self.d)?;
+                *slot = Some(Handle(s));
+                s
+            }
+        };
+        f(s)
+    }
+
+    pub fn label(&self) -> String {
+        format!("cuda:{} '{}'", self.ordinal, self.name)
+    }
+}
+
+fn device_properties(d: &Driver, dev: CUdevice, ordinal: i32, name: &str, arch: &str, major: i32, minor: i32) -> Value {
+    let attr = |a| r::device_attribute(d, dev, a).ok().map(|v| v as i64);
+    let mem = r::device_total_mem(d, dev).ok();
+    let sms = attr(sys::ATTR_MULTIPROCESSOR_COUNT);
+    let warp = attr(sys::ATTR_WARP_SIZE).unwrap_or(32);
+    let l2 = attr(sys::ATTR_L2_CACHE_SIZE);
+    let smem_block = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_BLOCK);
+    let smem_optin = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+    let smem_sm = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
+    let regs_sm = attr(sys::ATTR_MAX_REGISTERS_PER_MULTIPROCESSOR);
+    let clock = attr(sys::ATTR_CLOCK_RATE).map(|k| k / 1000);
+    let db = crate::database::lookup(arch);
+    let db_mem = |ty: &str, key: &str| -> Option<Value> {
+        let root = db.as_ref()?.root().clone();
+        root.get("MemorySubsystem")?.get("MemoryTypes")?.as_array()?.iter().find(|m| m["Type"] == ty)?.get(key).cloned()
+    };
+    let mut l1 = json!({"Type": "L1", "Scope": "unit"});
+    if let Some(s) = db_mem("L1", "Size") {
+        l1["Size"] = s;
+    }
+    let mut l2e = json!({"Type": "L2", "Scope": "device"});
+    if let Some(s) = l2 {
+        l2e["Size"] = json!(s);
+    }
+    let mut shared = json!({"Type": "Shared", "Scope": "group"});
+    if let Some(s) = smem_optin.or(smem_block) {
+        shared["Size"] = json!(s);
+    }
+    let mut regs = json!({"Type": "Registers", "Scope": "unit"});
+    if let Some(s) = regs_sm {
+        regs["Size"] = json!(s * 4);
+    }
+    let mut device = json!({"Type": "Device", "Scope": "device"});
+    if let Some(m) = mem {
+        device["Size"] = json!(m);
+    }
+    if let Some(t) = db_mem("Device", "Technology") {
+        device["Technology"] = t;
+    }
+    let mut p = json!({
+        "Name": name,
+        "Vendor": "NVIDIA",
+        "Type": "gpu",
+        "Architecture": arch,
+        "ComputeCapability": format!("{major}.{minor}"),
+        "Runtime": "cuda",
+        "ID": ordinal,
+        "WarpSize": warp,
+        "MemorySubsystem": {
+            "SupportedMemoryTypes": ["L1", "L2", "Shared", "Registers", "Device"],
+            "MemoryTypes": [l1, l2e, shared, regs, device],
+        },
+    });
+    let mut set = |k: &str, v: Option<i64>| {
+        if let Some(v) = v {
+            p[k] = json!(v);
+        }
+    };
+    set("MemorySize", mem.map(|m| m as i64));
+    set("ComputeUnits", sms);
+    set("ClockMHz", clock);
+    set("MemoryClockMHz", attr(sys::ATTR_MEMORY_CLOCK_RATE).map(|k| k / 1000));
+    set("MemoryBusWidth", attr(sys::ATTR_GLOBAL_MEMORY_BUS_WIDTH));
+    set("L2Size", l2);
+    set("MaxThreadsPerGroup", attr(sys::ATTR_MAX_THREADS_PER_BLOCK));
+    set("MaxGroupMemory", smem_block);
+    set("MaxGroupMemoryOptin", smem_optin);
+    set("SharedMemoryPerUnit", smem_sm);
+    set("RegistersPerUnit", regs_sm);
+    set("MaxRegistersPerGroup", attr(sys::ATTR_MAX_REGISTERS_PER_BLOCK));
+    set("MaxThreadsPerUnit", attr(sys::ATTR_MAX_THREADS_PER_MULTIPROCESSOR));
+    set("ConstantMemorySize", attr(sys::ATTR_TOTAL_CONSTANT_MEMORY));
+    set("AsyncEngineCount", attr(sys::ATTR_ASYNC_ENGINE_COUNT));
+    let dims = |a: [i32; 3]| -> Option<Value> {
+        let v: Option<Vec<i64>> = a.iter().map(|&x| attr(x)).collect();
+        v.map(|v| json!(v))
+    };
+    if let Some(v) = dims([sys::ATTR_MAX_BLOCK_DIM_X, sys::ATTR_MAX_BLOCK_DIM_Y, sys::ATTR_MAX_BLOCK_DIM_Z]) {
+        p["MaxGroupSize"] = v;
+    }
+    if let Some(v) = dims([sys::ATTR_MAX_GRID_DIM_X, sys::ATTR_MAX_GRID_DIM_Y, sys::ATTR_MAX_GRID_DIM_Z]) {
+        p["MaxGridSize"] = v;
+    }
+    if let Ok(b) = r::device_pci_bus_id(d, dev) {
+        p["PCIBusID"] = json!(b);
+    }
+    if let Ok(u) = r::device_uuid(d, dev) {
+        p["UUID"] = json!(u);
+    }
+    if let Ok(v) = r::driver_version(d) {
+        p["DriverVersion"] = json!(format!("{}.{}", v / 1000, (v % 1000) / 10));
+    }
+    let mut core = json!({"UnitName": "Streaming Multiprocessor", "SIMDWidth": warp});
+    if let Some(s) = sms {
+        core["UnitCount"] = json!(s);
+    }
+    if let Some(c) = clock {
+        core["MaxClockMHz"] = json!(c);
+    }
+    p["CoreSubsystem"] = core;
+    p
+}
+
+pub struct CudaDevice {
+    pub(crate) gpu: Arc<Gpu>,
+}
+
+impl hal::Device for CudaDevice {
+    fn properties(&self) -> Value {
+        self.gpu.properties.clone()
+    }
+
+    fn allocate(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {
+        Ok(Arc::new(memory::CudaBuffer::allocate(&self.gpu, size)?))
+    }
+
+    fn load_library(&self, source: &hal::LibrarySource) -> Result<Arc<dyn hal::Library>> {
+        Ok(Arc::new(library::CudaLibrary::load(&self.gpu, source)?))
+    }
+
+    fn create_event(&self, _event_type: EventType) -> Result<Arc<dyn hal::Event>> {
+        // One timeline (mapped pinned memory) serves all three event types.
+        Ok(Arc::new(sync::CudaEvent::new(&self.gpu)?))
+    }
+
+    fn create_stream(&self) -> Result<Arc<dyn hal::Stream>> {
+        Ok(Arc::new(sync::CudaStream::new(&self.gpu)?))
+    }
+
+    fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        Ok(Arc::new(schedule::CudaSchedule::encode(&self.gpu, ops)?))
+    }
+
+    fn wrap_device_memory(&self, address: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Result<Arc<dyn hal::Buffer>> {
+        if let Some(ord) = r::pointer_device_ordinal(self.gpu.d, address) {
+            if ord != self.gpu.ordinal {
+                return Err(Error::new(
+                    Status::InvalidBuffer,
+                    format!("device memory at {address:#x} belongs to CUDA device {ord}, not {}", self.gpu.label()),
+                ));
+            }
+        }
+        Ok(Arc::new(memory::CudaBuffer::wrap(&self.gpu, address, size, owner)))
+    }
+
+    fn as_any_device(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        if self.gpu.default_stream.get().is_none() {
+            return Ok(());
+        }
+        self.gpu.bind()?;
+        r::stream_wait(self.gpu.d, self.gpu.default_stream()?)
+    }
+}
+
+/// A nexus buffer over memory another library owns (a torch or CuPy CUDA
+/// tensor), with no copy; `owner` is kept alive as long as the buffer.
+pub fn wrap_device_memory(
+    device: &crate::Device,
+    address: u64,
+    size: usize,
+    data_type: DataType,
+    owner: Arc<dyn Any + Send + Sync>,
+) -> Result<crate::Buffer> {
+    // Lead: the object model builds buffers (crate::Device::wrap_device_memory); call that.
+    device.wrap_device_memory(address, size, data_type, owner)
+}
+
+/// Waits for the work nexus queued on the device's default stream (before
+/// handing memory to another library).
+pub fn synchronize_device(device: &crate::Device) -> Result<()> {
+    device.hal().synchronize()
+}
+
+/// Blocks until a foreign stream (a raw `CUstream` handle, or 1 / 2 for the
+/// legacy / per-thread default streams) has finished its work.
+pub fn synchronize_foreign_stream(device: &crate::Device, stream: u64) -> Result<()> {
+    if device.runtime_name() != "cuda" {
+        return Ok(());
+    }
+    let d = initialised()?;
+    let first = get_gpu(device)?;
+    first.bind()?;
+    // SAFETY: the handle comes from the producer of the array interface.
+    let code = unsafe { (d.cuStreamSynchronize)(stream as usize as CUstream) };
+    r::check(d, code, || format!("cuStreamSynchronize of the producer's stream {stream:#x}"))
+}
+
+fn get_gpu(device: &crate::Device) -> Result<Arc<Gpu>> {
+    device
+        .hal()
+        .as_any_device()
+        .and_then(|a| a.downcast_ref::<CudaDevice>())
+        .map(|c| c.gpu.clone())
+        .ok_or_else(|| Error::new(Status::InvalidDevice, format!("device {} is not a CUDA device", device.label())))
+}
+
+/// The CUDA device ordinal of a nexus device (for DLPack).
+pub fn device_ordinal(device: &crate::Device) -> Result<i32> {
+    Ok(get_gpu(device)?.ordinal)
+}
+
+/// The CUDA device ordinal that owns a device address, if the driver knows it.
+pub fn pointer_device_ordinal(address: u64) -> Option<i32> {
+    let d = initialised().ok()?;
+    r::pointer_device_ordinal(d, address)
+}
