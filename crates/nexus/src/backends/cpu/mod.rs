@@ -66,6 +66,13 @@ impl hal::Device for CpuDevice {
         Ok(Arc::new(sync::CpuStream::new()))
     }
 
+    fn synchronize(&self) -> Result<()> {
+        match self.default_stream.get() {
+            Some(stream) => hal::Stream::synchronize(stream),
+            None => Ok(()),
+        }
+    }
+
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
         let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone())?;
         Ok(Arc::new(schedule::CpuScheduleHandle(Arc::new(sched))))
