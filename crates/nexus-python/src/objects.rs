@@ -15,6 +15,28 @@ use crate::convert::{dims, host_array, strict_int};
 use crate::errors::{success, IntoPyResult};
 use crate::properties::{property_getters, PyProperties};
 
+/// `release()` and the context-manager protocol over the core object's
+/// `release()`: resources go at once, later use raises NXS_Released.
+macro_rules! releasable {
+    ($($ty:ty),*) => {$(
+        #[pymethods]
+        impl $ty {
+            fn release(&self) {
+                self.inner.release()
+            }
+            fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+                slf
+            }
+            fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+                self.inner.release();
+                false
+            }
+        }
+    )*};
+}
+
+releasable!(PyBuffer, PyLibrary, PyEvent, PyStream, PySchedule);
+
 // ---------------------------------------------------------------- Runtime
 
 #[pyclass(name = "Runtime", module = "nexus", frozen)]
@@ -216,17 +238,6 @@ impl PyBuffer {
     fn get_device(&self) -> PyDevice {
         PyDevice { inner: self.inner.device().clone() }
     }
-    /// Frees the memory now; later use raises `nexus.Error` (NXS_Released).
-    fn release(&self) {
-        self.inner.release()
-    }
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        self.inner.release();
-        false
-    }
     fn __len__(&self) -> usize {
         self.inner.size()
     }
@@ -261,17 +272,6 @@ impl PyLibrary {
             return Err(PyValueError::new_err(format!("kernel name {name:?} is not a valid symbol name")));
         }
         Ok(PyKernel { inner: self.inner.kernel(&name).py()? })
-    }
-    /// Drops the library; kernels already taken from it stay usable.
-    fn release(&self) {
-        self.inner.release()
-    }
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        self.inner.release();
-        false
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Library '{}' on {}>", self.inner.origin(), self.inner.device().label())
@@ -377,17 +377,6 @@ impl PyEvent {
     fn get_value(&self) -> PyResult<u64> {
         self.inner.value().py()
     }
-    /// Drops the event now; later use raises `nexus.Error` (NXS_Released).
-    fn release(&self) {
-        self.inner.release()
-    }
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        self.inner.release();
-        false
-    }
     fn __repr__(&self) -> String {
         match self.inner.value() {
             Ok(v) => format!("<nexus.{} value={v}>", self.inner.label()),
@@ -413,17 +402,6 @@ impl PyStream {
     fn synchronize(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         py.detach(|| self.inner.synchronize()).py()?;
         Ok(success(py))
-    }
-    /// Drops the stream; work already queued still completes.
-    fn release(&self) {
-        self.inner.release()
-    }
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        self.inner.release();
-        false
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Stream on {}>", self.inner.device().label())
@@ -467,17 +445,6 @@ impl PySchedule {
         let stream = stream.map(|s| s.inner.clone());
         py.detach(|| self.inner.run(stream.as_ref(), blocking)).py()?;
         Ok(success(py))
-    }
-    /// Drops the commands and encoded form now; later runs raise.
-    fn release(&self) {
-        self.inner.release()
-    }
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        self.inner.release();
-        false
     }
     fn __len__(&self) -> usize {
         self.inner.commands().len()
