@@ -96,6 +96,9 @@ pub struct HostView {
 /// array; `writable` also requires the array to accept writes.
 pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allow_copy: bool) -> PyResult<(Bound<'py, PyAny>, HostView)> {
     let py = obj.py();
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!("{what} must be an array or bytes-like object, got str")));
+    }
     let np = py.import("numpy")?;
     let arr = if obj.cast::<PyUntypedArray>().is_ok() {
         obj.clone()
@@ -128,6 +131,13 @@ pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allo
     let a = arr.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
     if writable && !arr.getattr("flags")?.getattr("writeable")?.extract::<bool>()? {
         return Err(PyValueError::new_err(format!("{what} is read-only; pass a writable array")));
+    }
+    // Object arrays hold PyObject pointers, not data: copying them to or
+    // from a device would forge or leak references.
+    if arr.getattr("dtype")?.getattr("hasobject")?.extract::<bool>()? {
+        return Err(PyTypeError::new_err(format!(
+            "{what} holds Python objects (dtype=object); pass an array of numbers or bytes"
+        )));
     }
     let itemsize: usize = arr.getattr("itemsize")?.extract()?;
     let len = a.len() * itemsize;

@@ -430,12 +430,12 @@ impl PySchedule {
     #[pyo3(signature = (event, value=None))]
     fn create_signal_command(&self, event: PyRef<'_, PyEvent>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyCommand> {
         let v = value.map(timeline_value).transpose()?.unwrap_or(1);
-        Ok(PyCommand { inner: self.inner.create_signal_command(&event.inner, v) })
+        Ok(PyCommand { inner: self.inner.create_signal_command(&event.inner, v).py()? })
     }
     #[pyo3(signature = (event, value=None))]
     fn create_wait_command(&self, event: PyRef<'_, PyEvent>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyCommand> {
         let v = value.map(timeline_value).transpose()?.unwrap_or(1);
-        Ok(PyCommand { inner: self.inner.create_wait_command(&event.inner, v) })
+        Ok(PyCommand { inner: self.inner.create_wait_command(&event.inner, v).py()? })
     }
     fn get_commands(&self) -> Vec<PyCommand> {
         self.inner.commands().into_iter().map(|c| PyCommand { inner: c }).collect()

@@ -81,15 +81,15 @@ pub fn parse_path(text: &str) -> Result<Vec<PathItem>> {
     while i < bytes.len() {
         match bytes[i] {
             b'[' => {
+                if expect_name {
+                    return Err(bad(i, "empty name"));
+                }
                 let close = text[i..].find(']').map(|j| i + j).ok_or_else(|| bad(i, "'[' without ']'"))?;
                 let digits = &text[i + 1..close];
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad(i + 1, "an index must be decimal digits"));
                 }
                 let index = digits.parse::<usize>().map_err(|_| bad(i + 1, "index is too large"))?;
-                if path.is_empty() {
-                    return Err(bad(i, "a path starts with a name"));
-                }
                 path.push(PathItem::Index(index));
                 i = close + 1;
                 expect_name = false;
@@ -332,7 +332,7 @@ mod tests {
         let p = parse_path("MemorySubsystem.MemoryTypes[1].Size").unwrap();
         assert_eq!(p, vec!["MemorySubsystem".into(), "MemoryTypes".into(), 1.into(), "Size".into()]);
         assert_eq!(parse_path("A[0][2]").unwrap(), vec!["A".into(), 0.into(), 2.into()]);
-        for bad in ["", ".", "a.", ".a", "a..b", "a[", "a[]", "a[x]", "a]", "[1]", "a[1]b", "a[-1]", "a[99999999999999999999999]"] {
+        for bad in ["", ".", "a.", ".a", "a..b", "a[", "a[]", "a[x]", "a]", "[1]", "a[1]b", "a.[0]", "a[-1]", "a[99999999999999999999999]"] {
             let e = parse_path(bad).unwrap_err();
             assert_eq!(e.status, Status::InvalidValue, "{bad}");
             assert!(e.message.contains("malformed property path"), "{}", e.message);

@@ -264,7 +264,10 @@ impl Schedule {
         &self.inner.device
     }
 
-    fn push(&self, kind: CommandKind) -> Command {
+    fn push(&self, kind: CommandKind) -> Result<Command> {
+        if self.inner.released.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Released, format!("Schedule on {} was released", self.device().label())));
+        }
         let mut cmds = lock(&self.inner.commands);
         let cmd = Command {
             inner: Arc::new(CommandShared {
@@ -276,7 +279,7 @@ impl Schedule {
         };
         cmds.push(cmd.clone());
         self.inner.revision.fetch_add(1, Ordering::Release);
-        cmd
+        Ok(cmd)
     }
 
     pub fn create_command(&self, kernel: &Kernel) -> Result<Command> {
@@ -291,14 +294,14 @@ impl Schedule {
                 ),
             ));
         }
-        Ok(self.push(CommandKind::Kernel(kernel.clone())))
+        self.push(CommandKind::Kernel(kernel.clone()))
     }
 
-    pub fn create_signal_command(&self, event: &Event, value: u64) -> Command {
+    pub fn create_signal_command(&self, event: &Event, value: u64) -> Result<Command> {
         self.push(CommandKind::Signal { event: event.clone(), value })
     }
 
-    pub fn create_wait_command(&self, event: &Event, value: u64) -> Command {
+    pub fn create_wait_command(&self, event: &Event, value: u64) -> Result<Command> {
         self.push(CommandKind::Wait { event: event.clone(), value })
     }
 

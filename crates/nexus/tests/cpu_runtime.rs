@@ -42,7 +42,7 @@ fn builtin_add_vectors_on_many_groups() {
     }
     cmd.finalize(&[128], &[n as i64], 0).unwrap();
     let done = dev.create_event(EventType::Signal).unwrap();
-    sched.create_signal_command(&done, 1);
+    sched.create_signal_command(&done, 1).unwrap();
     sched.run(None, false).unwrap();
     done.wait(1, Some(Duration::from_secs(30))).unwrap();
     let mut out = vec![0u8; n * 4];

@@ -50,6 +50,7 @@ impl CpuLibrary {
         let path = path.canonicalize().map_err(|e| {
             Error::new(Status::InvalidLibrary, format!("cannot resolve library path '{}': {e}", path.display()))
         })?;
+        check_elf_bounds(&path)?;
         // SAFETY: loading runs the library's initialisers; loading a kernel
         // library is exactly what the user asked for.
         let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| {
@@ -72,6 +73,56 @@ impl CpuLibrary {
         let _ = std::fs::remove_file(&tmp);
         lib
     }
+}
+
+/// Refuses an ELF file whose program headers or loadable segments reach
+/// past its end: the loader would map those pages and the first touch
+/// would kill the process with SIGBUS. Other formats are left to the loader.
+fn check_elf_bounds(path: &Path) -> Result<()> {
+    let bad = |why: String| {
+        Error::new(Status::InvalidLibrary, format!("'{}' is not a loadable CPU kernel library (shared object): {why}", path.display()))
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let len = bytes.len() as u64;
+    let wide = match bytes.get(4) {
+        Some(1) => false,
+        Some(2) => true,
+        _ => return Err(bad("unknown ELF class".into())),
+    };
+    let big_endian = bytes.get(5) == Some(&2);
+    let read = |at: u64, size: usize| -> Option<u64> {
+        let at = usize::try_from(at).ok()?;
+        let raw = bytes.get(at..at.checked_add(size)?)?;
+        let mut v = 0u64;
+        for i in 0..size {
+            let b = if big_endian { raw[i] } else { raw[size - 1 - i] };
+            v = (v << 8) | b as u64;
+        }
+        Some(v)
+    };
+    // (phoff, phentsize, phnum) locations and the p_offset/p_filesz fields, per class.
+    let (phoff, phentsize, phnum, off_at, off_size, filesz_at) =
+        if wide { (read(0x20, 8), read(0x36, 2), read(0x38, 2), 8, 8, 0x20) } else { (read(0x1c, 4), read(0x2a, 2), read(0x2c, 2), 4, 4, 0x10) };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (phoff, phentsize, phnum) else {
+        return Err(bad("truncated ELF header".into()));
+    };
+    if phoff.saturating_add(phentsize.saturating_mul(phnum)) > len {
+        return Err(bad("program headers extend past the end of the file (truncated?)".into()));
+    }
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let (Some(p_type), Some(offset), Some(filesz)) = (read(ph, 4), read(ph + off_at, off_size), read(ph + filesz_at, off_size)) else {
+            return Err(bad("truncated program header".into()));
+        };
+        const PT_LOAD: u64 = 1;
+        if p_type == PT_LOAD && offset.saturating_add(filesz) > len {
+            return Err(bad(format!("segment {i} extends past the end of the file (truncated?)")));
+        }
+    }
+    Ok(())
 }
 
 impl hal::Library for CpuLibrary {
