@@ -320,10 +320,27 @@ fn timeline_value(v: &Bound<'_, PyAny>) -> PyResult<u64> {
     u64::try_from(v).map_err(|_| PyValueError::new_err(format!("event value {v} is negative; timeline values are 0..2**63")))
 }
 
+/// How long a blocking call waits with the GIL released before it checks
+/// for signals (Ctrl-C) and waits again.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// Calls `step(timeout)` (a wait returning whether it is done) until it
+/// reports done: first a poll with the GIL held (most runs are done by
+/// then), then WAIT_SLICE waits with the GIL released, checking signals between.
+fn wait_in_slices(py: Python<'_>, step: impl Fn(Duration) -> nexus::Result<bool> + Send + Sync) -> PyResult<()> {
+    if step(Duration::ZERO).py()? {
+        return Ok(());
+    }
+    while !py.detach(|| step(WAIT_SLICE)).py()? {
+        py.check_signals()?;
+    }
+    Ok(())
+}
+
 /// Blocks in short slices with the GIL released, so Ctrl-C and other
 /// threads get through during a long wait.
 pub fn interruptible_wait(py: Python<'_>, event: &nexus::Event, value: u64, timeout: Option<Duration>) -> PyResult<bool> {
-    const SLICE: Duration = Duration::from_millis(50);
+    const SLICE: Duration = WAIT_SLICE;
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
         let step = match deadline {
@@ -400,7 +417,7 @@ property_getters!(PyStream);
 #[pymethods]
 impl PyStream {
     fn synchronize(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        py.detach(|| self.inner.synchronize()).py()?;
+        wait_in_slices(py, |t| self.inner.synchronize_for(t))?;
         Ok(success(py))
     }
     fn __repr__(&self) -> String {
@@ -443,7 +460,13 @@ impl PySchedule {
     #[pyo3(signature = (stream=None, blocking=true))]
     fn run(&self, py: Python<'_>, stream: Option<PyRef<'_, PyStream>>, blocking: bool) -> PyResult<Py<PyAny>> {
         let stream = stream.map(|s| s.inner.clone());
-        py.detach(|| self.inner.run(stream.as_ref(), blocking)).py()?;
+        if blocking {
+            // Wait in slices so a run stuck on a wait command answers Ctrl-C.
+            let pending = py.detach(|| self.inner.launch(stream.as_ref())).py()?;
+            wait_in_slices(py, |t| pending.wait(t))?;
+        } else {
+            py.detach(|| self.inner.run(stream.as_ref(), false)).py()?;
+        }
         Ok(success(py))
     }
     fn __len__(&self) -> usize {

@@ -103,6 +103,15 @@ pub trait Event: Send + Sync {
 pub trait Stream: Send + Sync {
     /// Blocks until everything submitted so far is done.
     fn synchronize(&self) -> Result<()>;
+    /// Like `synchronize`, but gives up after `timeout`: `Ok(false)` when
+    /// work is still pending (lets callers stay interruptible).
+    fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
+        // A backend without a bounded wait: a zero-timeout poll must not block.
+        if timeout.is_zero() {
+            return Ok(false);
+        }
+        self.synchronize().map(|_| true)
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -126,4 +135,25 @@ pub trait Schedule: Send + Sync {
     /// Runs every operation in order. `stream == None` means the device's
     /// default stream; `blocking` returns only when all of it is done.
     fn run(&self, stream: Option<&dyn Stream>, blocking: bool) -> Result<()>;
+    /// Starts a run and returns what to wait on, so a blocking caller can
+    /// wait in slices (and answer Ctrl-C) instead of blocking inside.
+    fn launch(&self, stream: Option<&dyn Stream>) -> Result<Box<dyn Pending>> {
+        self.run(stream, true)?;
+        Ok(Box::new(Done))
+    }
+}
+
+/// A run in flight.
+pub trait Pending: Send + Sync {
+    /// `Ok(true)` once the run is complete, `Ok(false)` if `timeout` passed first.
+    fn wait(&self, timeout: Duration) -> Result<bool>;
+}
+
+/// A run that completed before `launch` returned.
+pub struct Done;
+
+impl Pending for Done {
+    fn wait(&self, _timeout: Duration) -> Result<bool> {
+        Ok(true)
+    }
 }

@@ -338,6 +338,14 @@ impl Schedule {
 
     /// Runs every command in order; see `hal::Schedule::run`.
     pub fn run(&self, stream: Option<&Stream>, blocking: bool) -> Result<()> {
+        let encoded = self.checked_encoded(stream)?;
+        match stream {
+            Some(s) => encoded.run(Some(&*s.hal()?), blocking),
+            None => encoded.run(None, blocking),
+        }
+    }
+
+    fn checked_encoded(&self, stream: Option<&Stream>) -> Result<Arc<dyn hal::Schedule>> {
         if let Some(s) = stream {
             if s.device() != self.device() {
                 return Err(Error::new(
@@ -348,9 +356,15 @@ impl Schedule {
         }
         let encoded = self.encoded()?;
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        Ok(encoded)
+    }
+
+    /// Starts a run and returns what to wait on (see `hal::Schedule::launch`).
+    pub fn launch(&self, stream: Option<&Stream>) -> Result<Box<dyn hal::Pending>> {
+        let encoded = self.checked_encoded(stream)?;
         match stream {
-            Some(s) => encoded.run(Some(&*s.hal()?), blocking),
-            None => encoded.run(None, blocking),
+            Some(s) => encoded.launch(Some(&*s.hal()?)),
+            None => encoded.launch(None),
         }
     }
 

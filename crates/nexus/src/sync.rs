@@ -117,6 +117,11 @@ impl Stream {
         self.hal()?.synchronize()
     }
 
+    /// `Ok(false)` if work is still pending after `timeout`.
+    pub fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
+        self.hal()?.synchronize_for(timeout)
+    }
+
     /// Drops the stream; work already queued still completes.
     pub fn release(&self) {
         self.hal.release()

@@ -113,10 +113,7 @@ fn fuzz_parse_path_random_text() {
             }
             Err(e) => prop_assert!(e.message.contains("malformed property path"), "{}", e.message),
         }
-        // Known bug (see `known_bug_empty_name_before_index`): ".[" is accepted.
-        if !text.contains(".[") {
-            prop_assert_eq!(parse_path(&text).is_ok(), grammar_accepts(&text), "{:?}", text);
-        }
+        prop_assert_eq!(parse_path(&text).is_ok(), grammar_accepts(&text), "{:?}", text);
         Ok(())
     });
 }
@@ -151,9 +148,9 @@ fn fuzz_parse_path_round_trip() {
     });
 }
 
+/// Regression (found by this suite): "a.[0]" used to parse as ["a", 0].
 #[test]
-#[ignore = "BUG (issue 5 report): parse_path accepts an empty name before '[' (\"a.[0]\" parses as [\"a\", 0])"]
-fn known_bug_empty_name_before_index() {
+fn empty_name_before_index_is_malformed() {
     for text in ["a.[0]", "MemorySubsystem.[0].Size", "a.[1][2]"] {
         assert!(parse_path(text).is_err(), "{text:?} was accepted");
     }

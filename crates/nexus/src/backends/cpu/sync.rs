@@ -113,13 +113,36 @@ impl CpuStream {
     }
 
     pub fn wait_for(&self, ticket: u64) -> Result<()> {
-        let mut q = lock(&self.shared.queue);
+        while !self.wait_for_timeout(ticket, Duration::from_secs(3600))? {}
+        Ok(())
+    }
+
+    /// `Ok(false)` if `ticket` is not complete after `timeout`.
+    pub fn wait_for_timeout(&self, ticket: u64, timeout: Duration) -> Result<bool> {
+        self.shared.wait_ticket(ticket, timeout)
+    }
+
+    /// What a blocking caller waits on for one submission.
+    pub fn pending(&self, ticket: u64) -> StreamTicket {
+        StreamTicket { shared: self.shared.clone(), ticket }
+    }
+}
+
+impl Shared {
+    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut q = lock(&self.queue);
+        // A forked child has no worker: what the parent queued never runs here.
         while q.completed < ticket && q.worker_pid == Some(std::process::id()) {
-            q = self.shared.done.wait(q).unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            q = self.done.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
         match q.error.take() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(true),
         }
     }
 }
@@ -157,10 +180,28 @@ impl Drop for CpuStream {
     }
 }
 
+/// One submission on a stream, waited on in slices.
+pub struct StreamTicket {
+    // The queue, not the stream: dropping a ticket must not close the stream.
+    shared: Arc<Shared>,
+    ticket: u64,
+}
+
+impl hal::Pending for StreamTicket {
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        self.shared.wait_ticket(self.ticket, timeout)
+    }
+}
+
 impl hal::Stream for CpuStream {
     fn synchronize(&self) -> Result<()> {
         let ticket = lock(&self.shared.queue).submitted;
         self.wait_for(ticket)
+    }
+
+    fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
+        let ticket = lock(&self.shared.queue).submitted;
+        self.wait_for_timeout(ticket, timeout)
     }
 
     fn as_any(&self) -> &dyn Any {

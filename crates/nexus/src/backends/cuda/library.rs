@@ -66,6 +66,36 @@ DONE:
 }
 "#;
 
+/// `nexus_wait_geq(addr, value)`: one thread polls a mapped host u64 with
+/// system-scope acquire loads (seeing host stores and other streams'
+/// `cuStreamWriteValue64`) until it is >= value, sleeping between reads.
+pub const WAIT_PTX: &str = r#"
+.version 7.0
+.target sm_70
+.address_size 64
+
+.visible .entry nexus_wait_geq(
+    .param .u64 nexus_wait_geq_param_0,
+    .param .u64 nexus_wait_geq_param_1
+)
+{
+    .reg .pred %p<2>;
+    .reg .b64 %rd<5>;
+
+    ld.param.u64 %rd1, [nexus_wait_geq_param_0];
+    ld.param.u64 %rd2, [nexus_wait_geq_param_1];
+    cvta.to.global.u64 %rd3, %rd1;
+POLL:
+    ld.acquire.sys.global.u64 %rd4, [%rd3];
+    setp.ge.u64 %p1, %rd4, %rd2;
+    @%p1 bra DONE;
+    nanosleep.u32 500;
+    bra.uni POLL;
+DONE:
+    ret;
+}
+"#;
+
 /// (name, arguments the user sets, hidden element-count argument)
 const BUILTINS: &[(&str, usize, bool)] = &[("add_vectors", 3, true), ("empty", 0, false)];
 

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::hal;
 
 /// Bytes per staging chunk (`NEXUS_CUDA_STAGING_MB` overrides, 1..=256).
-const DEFAULT_CHUNK: usize = 8 << 20;
+const DEFAULT_CHUNK: usize = 32 << 20;
 
 fn chunk_size() -> usize {
     std::env::var("NEXUS_CUDA_STAGING_MB")

@@ -104,6 +104,9 @@ pub(crate) struct Gpu {
     pub dev: CUdevice,
     pub name: String,
     pub arch: String,
+    pub cc_major: i32,
+    /// The GPU-side wait kernel (module, function), loaded on first use.
+    wait_kernel: OnceLock<(Handle, Handle)>,
     /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
     pub mem_ops: bool,
     ctx: OnceLock<Handle>,
@@ -132,6 +135,8 @@ impl Gpu {
             dev,
             name,
             arch,
+            cc_major: major,
+            wait_kernel: OnceLock::new(),
             mem_ops,
             ctx: OnceLock::new(),
             ctx_lock: Mutex::new(()),
@@ -193,6 +198,28 @@ impl Gpu {
 
     pub fn label(&self) -> String {
         format!("cuda:{} '{}'", self.ordinal, self.name)
+    }
+
+    /// The kernel that makes a stream wait until a mapped u64 is >= a value
+    /// (sm_70+); `None` on older GPUs. See `schedule.rs` for why a kernel.
+    pub fn wait_kernel(&self) -> Result<Option<Handle>> {
+        if self.cc_major < 7 {
+            return Ok(None);
+        }
+        if let Some((_, f)) = self.wait_kernel.get() {
+            return Ok(Some(*f));
+        }
+        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = self.wait_kernel.get() {
+            return Ok(Some(*f));
+        }
+        self.bind()?;
+        let mut image = library::WAIT_PTX.as_bytes().to_vec();
+        image.push(0);
+        let m = r::module_load(self.d, &image)?;
+        let f = r::module_get_function(self.d, m, "nexus_wait_geq")?;
+        let _ = self.wait_kernel.set((Handle(m), Handle(f)));
+        Ok(Some(Handle(f)))
     }
 }
 

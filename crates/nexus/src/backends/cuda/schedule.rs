@@ -3,9 +3,11 @@
 //! Encoding packs every launch's `void **kernelParams` once. Each run of two
 //! or more consecutive kernels is captured into a CUDA graph at encode time
 //! and replayed with one `cuGraphLaunch`; a lone kernel is launched
-//! directly (cheaper than a one-node graph). Signal and wait commands on
-//! CUDA events are stream memory operations on the event's mapped value;
-//! on events of other runtimes they fall back to host functions.
+//! directly (cheaper than a one-node graph). A signal command on a CUDA
+//! event is a stream memory write (`cuStreamWriteValue64`) of the event's
+//! mapped value; a wait command is a one-thread polling kernel on that
+//! value (see `encode`); on events of other runtimes both fall back to host
+//! functions.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -163,6 +165,18 @@ impl CudaSchedule {
                         r::check(gpu.d, code, || format!("kernel '{}': allowing {} bytes of shared memory", k.name_str(), shared_memory))?;
                     }
                     pending.push(Launch { func: k.func, grid: dims.groups(), block: dims.group, shared: *shared_memory, args: ArgPack::new(&values) });
+                }
+                hal::Op::Wait { event, value } if event.as_any().is::<CudaEvent>() && gpu.wait_kernel()?.is_some() => {
+                    // A stream memory wait (cuStreamWaitValue64) stalls the
+                    // context's other streams on this driver: a value that
+                    // another nexus stream writes later never lands
+                    // (measured on H100/H200, CUDA 13). A one-thread polling
+                    // kernel waits in stream order without blocking other
+                    // streams, and is a plain launch (graph-capturable).
+                    let e = event.as_any().downcast_ref::<CudaEvent>().expect("checked above");
+                    let f = gpu.wait_kernel()?.expect("checked above");
+                    let values = [e.device_address.to_ne_bytes().to_vec(), value.to_ne_bytes().to_vec()];
+                    pending.push(Launch { func: f, grid: [1, 1, 1], block: [1, 1, 1], shared: 0, args: ArgPack::new(&values) });
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
                     Self::flush(gpu, &mut pending, &mut steps)?;
