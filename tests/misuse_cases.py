@@ -258,18 +258,6 @@ def _kernel_of_other_device(c: Ctx) -> Any:
     return c.device.create_schedule().create_command(kernel)
 
 
-def _event_of_other_device(c: Ctx) -> Any:
-    assert c.other is not None
-    s = c.device.create_schedule()
-    s.create_signal_command(c.other.create_event(), 1)
-    return s.run()
-
-
-def _copy_buffer_of_other_device(c: Ctx) -> Any:
-    assert c.other is not None
-    return c.device.copy_buffer(c.other.create_buffer(np.zeros(4, np.float32)))
-
-
 def _set_released_buffer_then_run(c: Ctx) -> Any:
     s = c.device.create_schedule()
     cmd = c.vadd(s)
@@ -455,8 +443,6 @@ CASES: list[Case] = [
     Case("mismatched_buffer_set_buffer", "Command", _mismatched_buffer, nexus.Error, "is a buffer on device", "NXS_InvalidBuffer", needs="two_devices"),
     Case("mismatched_buffer_set_arg", "Command", _mismatched_buffer_via_set_arg, nexus.Error, "is a buffer on device", "NXS_InvalidBuffer", needs="two_devices"),
     Case("mismatched_kernel_device", "Schedule", _kernel_of_other_device, nexus.Error, "device", needs="two_devices"),
-    Case("mismatched_event_device", "Schedule", _event_of_other_device, nexus.Error, "device", needs="two_devices"),
-    Case("mismatched_copy_buffer_device", "Device", _copy_buffer_of_other_device, nexus.Error, "device", needs="two_devices"),
 ]
 
 

@@ -144,3 +144,23 @@ def test_signal_from_another_thread(device: nexus.Device) -> None:
     ev.wait(3, timeout=10)
     t.join()
     assert ev.get_value() == 3
+
+
+def test_event_of_another_device_orders_work() -> None:
+    """Events are shared: a schedule on one device signals an event another device's schedule waits on."""
+    devices = [d for r in nexus.get_runtimes() for d in r.get_devices()]
+    if len(devices) < 2:
+        pytest.skip("needs two devices")
+    a, b = devices[0], devices[-1]
+    ev = a.create_event()
+    done = b.create_event()
+    waiter = b.create_schedule()
+    waiter.create_wait_command(ev, 1)
+    waiter.create_signal_command(done, 1)
+    waiter.run(blocking=False)
+    with pytest.raises(TimeoutError):
+        done.wait(1, timeout=0.1)
+    signaller = a.create_schedule()
+    signaller.create_signal_command(ev, 1)
+    signaller.run()
+    done.wait(1, timeout=30)

@@ -167,7 +167,7 @@ impl PyBuffer {
             return Err(PyAttributeError::new_err("__cuda_array_interface__ exists only on buffers of the CUDA runtime"));
         }
         let device = self.inner.device().clone();
-        py.detach(|| nexus::backends::cuda::synchronize_device(&device)).py()?;
+        py.detach(|| device.synchronize()).py()?;
         let (item, ts) = typestr(self.inner.data_type());
         let d = PyDict::new(py);
         d.set_item("shape", PyTuple::new(py, [self.inner.size() / item])?)?;
@@ -203,7 +203,7 @@ impl PyBuffer {
         }
         if self.is_cuda() {
             let device = self.inner.device().clone();
-            py.detach(|| nexus::backends::cuda::synchronize_device(&device)).py()?;
+            py.detach(|| device.synchronize()).py()?;
         }
         let (dtype, item) = dl_dtype(self.inner.data_type());
         let mut export = Box::new(Export {
@@ -242,7 +242,7 @@ impl PyBuffer {
     /// (kDLCUDA, ordinal) for CUDA buffers, (kDLCPU, 0) for host buffers.
     fn __dlpack_device__(&self) -> PyResult<(i32, i32)> {
         match self.inner.device().runtime_name() {
-            "cuda" => Ok((KDL_CUDA, nexus::backends::cuda::device_ordinal(self.inner.device()).py()?)),
+            "cuda" => Ok((KDL_CUDA, self.inner.device().native_ordinal() as i32)),
             "cpu" => Ok((KDL_CPU, 0)),
             other => Err(PyBufferError::new_err(format!("DLPack export is not available for {other} buffers"))),
         }
@@ -291,7 +291,9 @@ pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Op
     if let Some(s) = cai.get_item("stream")? {
         if !s.is_none() {
             let handle: u64 = s.extract()?;
-            py.detach(|| nexus::backends::cuda::synchronize_foreign_stream(device, handle)).py()?;
+            if device.runtime_name() == "cuda" {
+                py.detach(|| device.synchronize_external_stream(handle)).py()?;
+            }
         }
     }
     let dt = match data_type {
@@ -299,23 +301,20 @@ pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Op
         None => dt,
     };
     // The CUDA device that owns the memory: the target if it does, else the
-    // CUDA device with the pointer's ordinal.
-    let ordinal = nexus::backends::cuda::pointer_device_ordinal(ptr);
-    let target_ordinal = if device.runtime_name() == "cuda" { nexus::backends::cuda::device_ordinal(device).ok() } else { None };
-    let owner_device = if target_ordinal.is_some() && (ordinal.is_none() || ordinal == target_ordinal) {
+    // CUDA device the driver says holds the address (then copied over).
+    let owner_device = if device.runtime_name() == "cuda" && device.owns_address(ptr) {
         device.clone()
     } else {
-        let ord = ordinal.ok_or_else(|| PyValueError::new_err(format!("address {ptr:#x} is not CUDA device memory")))?;
         nexus::get_runtime("cuda")
             .py()?
             .devices()
             .iter()
-            .find(|d| nexus::backends::cuda::device_ordinal(d).ok() == Some(ord))
+            .find(|d| d.owns_address(ptr))
             .cloned()
-            .ok_or_else(|| PyValueError::new_err(format!("no nexus CUDA device with ordinal {ord}")))?
+            .ok_or_else(|| PyValueError::new_err(format!("address {ptr:#x} is not memory of any nexus CUDA device")))?
     };
     let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
-    let wrapped = nexus::backends::cuda::wrap_device_memory(&owner_device, ptr, size, dt, owner).py()?;
+    let wrapped = owner_device.wrap_device_memory(ptr, size, dt, owner).py()?;
     if owner_device == *device {
         return Ok(Some(PyBuffer { inner: wrapped }));
     }

@@ -465,7 +465,9 @@ impl PySchedule {
             let pending = py.detach(|| self.inner.launch(stream.as_ref())).py()?;
             wait_in_slices(py, |t| pending.wait(t))?;
         } else {
-            py.detach(|| self.inner.run(stream.as_ref(), false)).py()?;
+            // Queuing returns at once: keeping the GIL saves the hand-off
+            // (a launch-rate cost of ~0.1 us per run).
+            self.inner.run(stream.as_ref(), false).py()?;
         }
         Ok(success(py))
     }

@@ -99,6 +99,27 @@ impl Device {
         Ok(Buffer::from_hal(self, hal, data_type))
     }
 
+    /// Blocks until the work queued on this device's default stream is done.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner.hal.synchronize()
+    }
+
+    /// Blocks until another library's stream on this device (a raw handle
+    /// of the runtime's stream type) has finished its work.
+    pub fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
+        self.inner.hal.synchronize_external_stream(handle)
+    }
+
+    /// Whether `address` is memory of this device.
+    pub fn owns_address(&self, address: u64) -> bool {
+        self.inner.hal.owns_address(address)
+    }
+
+    /// The device's number in its driver (the CUDA ordinal, ...).
+    pub fn native_ordinal(&self) -> i64 {
+        self.inner.hal.native_ordinal()
+    }
+
     /// A copy of `buffer` on this device (through the host where no faster path exists).
     pub fn copy_buffer(&self, buffer: &Buffer) -> Result<Buffer> {
         let mut staging = vec![0u8; buffer.size()];

@@ -61,10 +61,21 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
-    /// The backend's own device type, for backend-specific helpers.
-    fn as_any_device(&self) -> Option<&dyn Any> {
-        None
+    /// Blocks until a stream of another library on this device (a raw
+    /// handle of this runtime's stream type, e.g. a `CUstream` from
+    /// `__cuda_array_interface__`) has finished its work.
+    fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
+        let _ = handle;
+        Err(crate::error::Error::new(crate::error::Status::NotSupported, "this runtime has no external streams"))
     }
+    /// Whether `address` is memory of this device (for zero-copy imports).
+    fn owns_address(&self, address: u64) -> bool {
+        let _ = address;
+        false
+    }
+    /// This device's number in its driver (CUDA ordinal, ...), for interop
+    /// protocols that name devices that way.
+    fn native_ordinal(&self) -> i64;
 }
 
 pub trait Buffer: Send + Sync {

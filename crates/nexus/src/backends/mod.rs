@@ -1,7 +1,7 @@
 //! Backends, one module each. Only `registry` names them.
 
 pub mod cpu;
-pub mod cuda;
+mod cuda;
 
 use crate::hal;
 

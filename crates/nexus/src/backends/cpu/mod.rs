@@ -66,6 +66,10 @@ impl hal::Device for CpuDevice {
         Ok(Arc::new(sync::CpuStream::new()))
     }
 
+    fn native_ordinal(&self) -> i64 {
+        0
+    }
+
     fn synchronize(&self) -> Result<()> {
         match self.default_stream.get() {
             Some(stream) => hal::Stream::synchronize(stream),

@@ -96,6 +96,42 @@ DONE:
 }
 "#;
 
+/// `nexus_wait_geq(addr, value, exit_flag)`: as `WAIT_PTX`, and also
+/// returns once the u32 at `exit_flag` is non-zero (set at process exit).
+pub const WAIT_PTX_ABORTABLE: &str = r#"
+.version 7.0
+.target sm_70
+.address_size 64
+
+.visible .entry nexus_wait_geq(
+    .param .u64 nexus_wait_geq_param_0,
+    .param .u64 nexus_wait_geq_param_1,
+    .param .u64 nexus_wait_geq_param_2
+)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<2>;
+    .reg .b64 %rd<7>;
+
+    ld.param.u64 %rd1, [nexus_wait_geq_param_0];
+    ld.param.u64 %rd2, [nexus_wait_geq_param_1];
+    ld.param.u64 %rd5, [nexus_wait_geq_param_2];
+    cvta.to.global.u64 %rd3, %rd1;
+    cvta.to.global.u64 %rd6, %rd5;
+POLL:
+    ld.acquire.sys.global.u64 %rd4, [%rd3];
+    setp.ge.u64 %p1, %rd4, %rd2;
+    @%p1 bra DONE;
+    ld.relaxed.sys.global.u32 %r1, [%rd6];
+    setp.ne.u32 %p2, %r1, 0;
+    @%p2 bra DONE;
+    nanosleep.u32 500;
+    bra.uni POLL;
+DONE:
+    ret;
+}
+"#;
+
 /// (name, arguments the user sets, hidden element-count argument)
 const BUILTINS: &[(&str, usize, bool)] = &[("add_vectors", 3, true), ("empty", 0, false)];
 
@@ -106,10 +142,14 @@ struct Module {
 
 impl Drop for Module {
     fn drop(&mut self) {
-        if self.gpu.bind().is_ok() {
-            // SAFETY: loaded once, unloaded once; kernels hold the module.
-            unsafe { (self.gpu.d.cuModuleUnload)(self.handle.0) };
-        }
+        let (gpu, handle) = (self.gpu.clone(), self.handle);
+        super::defer_release(Box::new(move || {
+            let handle: Handle = handle;
+            if gpu.bind().is_ok() {
+                // SAFETY: loaded once, unloaded once; kernels hold the module.
+                unsafe { (gpu.d.cuModuleUnload)(handle.0) };
+            }
+        }));
     }
 }
 
@@ -186,11 +226,11 @@ impl CudaLibrary {
             }
             hal::LibrarySource::Bytes(b) => (b.clone(), None),
         };
+        let where_ = path.map(|p| format!("'{}'", p.display())).unwrap_or_else(|| format!("<{} bytes>", bytes.len()));
         if bytes.is_empty() {
-            return Err(Error::new(Status::InvalidLibrary, "library image is empty"));
+            return Err(Error::new(Status::InvalidLibrary, format!("library {where_} is empty (0 bytes)")));
         }
         let format = detect(&bytes, path);
-        let where_ = path.map(|p| format!("'{}'", p.display())).unwrap_or_else(|| format!("<{} bytes>", bytes.len()));
         let (image, log) = match format {
             "cuda" => {
                 let (cubin, log) = compile(gpu, &bytes, &where_)?;
@@ -411,5 +451,20 @@ impl hal::Kernel for CudaKernel {
 impl CudaKernel {
     pub(super) fn name_str(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_apart_by_content() {
+        assert_eq!(detect(b"\x7fELF\x02\x01", None), "cubin");
+        assert_eq!(detect(&0xBA55_ED50u32.to_le_bytes(), None), "fatbin");
+        assert_eq!(detect(BUILTIN_PTX.as_bytes(), None), "ptx");
+        assert_eq!(detect(b"extern \"C\" __global__ void k() {}", None), "cuda");
+        assert_eq!(detect(b"anything", Some(Path::new("k.cu"))), "cuda");
+        assert!(BUILTIN_PTX.contains(".entry add_vectors") && WAIT_PTX.contains(".entry nexus_wait_geq"));
     }
 }

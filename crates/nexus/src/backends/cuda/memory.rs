@@ -112,9 +112,14 @@ impl CudaBuffer {
 
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
-        if self.owned && self.gpu.bind().is_ok() {
-            // SAFETY: allocated by cuMemAlloc and freed once.
-            unsafe { (self.gpu.d.cuMemFree_v2)(self.ptr) };
+        if self.owned {
+            let (gpu, ptr) = (self.gpu.clone(), self.ptr);
+            super::defer_release(Box::new(move || {
+                if gpu.bind().is_ok() {
+                    // SAFETY: allocated by cuMemAlloc and freed once.
+                    unsafe { (gpu.d.cuMemFree_v2)(ptr) };
+                }
+            }));
         }
     }
 }

@@ -10,9 +10,9 @@
 
 mod library;
 mod memory;
-pub mod result;
+mod result;
 mod schedule;
-pub mod sys;
+mod sys;
 mod sync;
 
 use std::any::Any;
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Status};
 use crate::hal;
-use crate::types::{DataType, EventType};
+use crate::types::EventType;
 use result as r;
 use sys::{CUcontext, CUdevice, CUstream, Driver};
 
@@ -98,6 +98,44 @@ unsafe impl Sync for Handle {}
 
 /// One GPU: its primary context (retained on first use) and the shared
 /// resources of the device (default stream, staging buffers).
+/// The GPU-side wait kernel and, when it takes one, the device address of
+/// the process-wide exit flag it also polls.
+#[derive(Clone, Copy)]
+pub(crate) struct WaitKernel {
+    pub func: Handle,
+    pub exit_flag: Option<u64>,
+}
+
+/// A u32 in mapped pinned memory that an `atexit` handler sets, releasing
+/// every GPU-side wait so exit (and the context teardown) never hangs on a
+/// wait command whose event was never signalled. `None` if unavailable.
+fn exit_flag(d: &Driver) -> Option<u64> {
+    static FLAG: OnceLock<Option<(usize, u64)>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let host = r::mem_host_alloc(d, 64, sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP).ok()?;
+        // SAFETY: 64 fresh bytes of pinned memory.
+        unsafe { std::ptr::write_volatile(host as *mut u32, 0) };
+        let dev = r::mem_host_device_pointer(d, host).ok()?;
+        EXIT_FLAG_HOST.store(host as usize, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(unix)]
+        {
+            extern "C" fn release_gpu_waits() {
+                let p = EXIT_FLAG_HOST.load(std::sync::atomic::Ordering::SeqCst);
+                if p != 0 {
+                    // SAFETY: the flag's pinned page is never freed.
+                    unsafe { std::ptr::write_volatile(p as *mut u32, 1) };
+                }
+            }
+            // SAFETY: registering a plain function with no captured state.
+            unsafe { libc::atexit(release_gpu_waits) };
+        }
+        Some((host as usize, dev))
+    })
+    .map(|(_, dev)| dev)
+}
+
+static EXIT_FLAG_HOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub(crate) struct Gpu {
     pub d: &'static Driver,
     pub ordinal: i32,
@@ -105,8 +143,8 @@ pub(crate) struct Gpu {
     pub name: String,
     pub arch: String,
     pub cc_major: i32,
-    /// The GPU-side wait kernel (module, function), loaded on first use.
-    wait_kernel: OnceLock<(Handle, Handle)>,
+    /// The GPU-side wait kernel, loaded on first use.
+    wait_kernel: OnceLock<WaitKernel>,
     /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
     pub mem_ops: bool,
     ctx: OnceLock<Handle>,
@@ -202,24 +240,40 @@ impl Gpu {
 
     /// The kernel that makes a stream wait until a mapped u64 is >= a value
     /// (sm_70+); `None` on older GPUs. See `schedule.rs` for why a kernel.
-    pub fn wait_kernel(&self) -> Result<Option<Handle>> {
+    pub fn wait_kernel(&self) -> Result<Option<WaitKernel>> {
         if self.cc_major < 7 {
             return Ok(None);
         }
-        if let Some((_, f)) = self.wait_kernel.get() {
-            return Ok(Some(*f));
+        if let Some(w) = self.wait_kernel.get() {
+            return Ok(Some(*w));
         }
         let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, f)) = self.wait_kernel.get() {
-            return Ok(Some(*f));
+        if let Some(w) = self.wait_kernel.get() {
+            return Ok(Some(*w));
         }
         self.bind()?;
-        let mut image = library::WAIT_PTX.as_bytes().to_vec();
-        image.push(0);
-        let m = r::module_load(self.d, &image)?;
-        let f = r::module_get_function(self.d, m, "nexus_wait_geq")?;
-        let _ = self.wait_kernel.set((Handle(m), Handle(f)));
-        Ok(Some(Handle(f)))
+        // The abortable kernel also leaves when nexus's exit flag is set, so
+        // a wait that is never signalled cannot hold up process exit; the
+        // plain one is the fallback should the first not load.
+        let load = |ptx: &str| -> Result<(Handle, Handle)> {
+            let mut image = ptx.as_bytes().to_vec();
+            image.push(0);
+            let m = r::module_load(self.d, &image)?;
+            let f = r::module_get_function(self.d, m, "nexus_wait_geq")?;
+            Ok((Handle(m), Handle(f)))
+        };
+        let w = match (exit_flag(self.d), load(library::WAIT_PTX_ABORTABLE)) {
+            (Some(flag), Ok((_, f))) => WaitKernel { func: f, exit_flag: Some(flag) },
+            (_, other) => {
+                if let Err(e) = other {
+                    log::warn!("CUDA: abortable wait kernel unavailable ({}); using the plain one", e.message);
+                }
+                let (_, f) = load(library::WAIT_PTX)?;
+                WaitKernel { func: f, exit_flag: None }
+            }
+        };
+        let _ = self.wait_kernel.set(w);
+        Ok(Some(w))
     }
 }
 
@@ -368,10 +422,6 @@ impl hal::Device for CudaDevice {
         Ok(Arc::new(memory::CudaBuffer::wrap(&self.gpu, address, size, owner)))
     }
 
-    fn as_any_device(&self) -> Option<&dyn Any> {
-        Some(self)
-    }
-
     fn synchronize(&self) -> Result<()> {
         if self.gpu.default_stream.get().is_none() {
             return Ok(());
@@ -379,57 +429,57 @@ impl hal::Device for CudaDevice {
         self.gpu.bind()?;
         r::stream_wait(self.gpu.d, self.gpu.default_stream()?)
     }
-}
 
-/// A nexus buffer over memory another library owns (a torch or CuPy CUDA
-/// tensor), with no copy; `owner` is kept alive as long as the buffer.
-pub fn wrap_device_memory(
-    device: &crate::Device,
-    address: u64,
-    size: usize,
-    data_type: DataType,
-    owner: Arc<dyn Any + Send + Sync>,
-) -> Result<crate::Buffer> {
-    // Lead: the object model builds buffers (crate::Device::wrap_device_memory); call that.
-    device.wrap_device_memory(address, size, data_type, owner)
-}
-
-/// Waits for the work nexus queued on the device's default stream (before
-/// handing memory to another library).
-pub fn synchronize_device(device: &crate::Device) -> Result<()> {
-    device.hal().synchronize()
-}
-
-/// Blocks until a foreign stream (a raw `CUstream` handle, or 1 / 2 for the
-/// legacy / per-thread default streams) has finished its work.
-pub fn synchronize_foreign_stream(device: &crate::Device, stream: u64) -> Result<()> {
-    if device.runtime_name() != "cuda" {
-        return Ok(());
+    fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
+        self.gpu.bind()?;
+        // SAFETY: the handle comes from the producer of the array interface
+        // (a CUstream, or 1 / 2 for the legacy / per-thread default streams).
+        let code = unsafe { (self.gpu.d.cuStreamSynchronize)(handle as usize as CUstream) };
+        r::check(self.gpu.d, code, || format!("cuStreamSynchronize of the producer's stream {handle:#x}"))
     }
-    let d = initialised()?;
-    let first = get_gpu(device)?;
-    first.bind()?;
-    // SAFETY: the handle comes from the producer of the array interface.
-    let code = unsafe { (d.cuStreamSynchronize)(stream as usize as CUstream) };
-    r::check(d, code, || format!("cuStreamSynchronize of the producer's stream {stream:#x}"))
+
+    fn owns_address(&self, address: u64) -> bool {
+        r::pointer_device_ordinal(self.gpu.d, address) == Some(self.gpu.ordinal)
+    }
+
+    fn native_ordinal(&self) -> i64 {
+        self.gpu.ordinal as i64
+    }
 }
 
-fn get_gpu(device: &crate::Device) -> Result<Arc<Gpu>> {
-    device
-        .hal()
-        .as_any_device()
-        .and_then(|a| a.downcast_ref::<CudaDevice>())
-        .map(|c| c.gpu.clone())
-        .ok_or_else(|| Error::new(Status::InvalidDevice, format!("device {} is not a CUDA device", device.label())))
-}
+type Job = Box<dyn FnOnce() + Send>;
 
-/// The CUDA device ordinal of a nexus device (for DLPack).
-pub fn device_ordinal(device: &crate::Device) -> Result<i32> {
-    Ok(get_gpu(device)?.ordinal)
-}
-
-/// The CUDA device ordinal that owns a device address, if the driver knows it.
-pub fn pointer_device_ordinal(address: u64) -> Option<i32> {
-    let d = initialised().ok()?;
-    r::pointer_device_ordinal(d, address)
+/// Runs a release (cuMemFree, cuMemFreeHost, cuModuleUnload) on a
+/// background thread. Those calls wait for the device's queued work, which
+/// may itself wait for a host signal the dropping thread is about to give:
+/// freeing inline would deadlock, and freeing later keeps the memory valid
+/// until the queued work that uses it has run.
+pub(crate) fn defer_release(job: Job) {
+    use std::sync::mpsc::{channel, Sender};
+    /// The release thread's queue, with the process that started it.
+    type Reaper = Mutex<Option<(u32, Sender<Job>)>>;
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    let slot = REAPER.get_or_init(|| Mutex::new(None));
+    let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if g.as_ref().map(|(p, _)| *p) != Some(pid) {
+        let (tx, rx) = channel::<Job>();
+        let spawned = std::thread::Builder::new().name("nexus-cuda-release".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        });
+        if spawned.is_err() {
+            drop(g);
+            job();
+            return;
+        }
+        *g = Some((pid, tx));
+    }
+    if let Some((_, tx)) = g.as_ref() {
+        if let Err(e) = tx.send(job) {
+            drop(g);
+            (e.0)();
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! nexus was doing. The unsafe raw calls live here; the modules above use
 //! these wrappers (and the few typed handles they return).
 
+// Driver handles are opaque pointers the driver checks; Rust never
+// dereferences them, so passing them is not an unsafe dereference.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::time::{Duration, Instant};
 
@@ -226,11 +230,6 @@ pub fn poll_until(d: &Driver, what: &str, timeout: Option<Duration>, mut query: 
 pub fn stream_wait(d: &Driver, stream: CUstream) -> Result<()> {
     // SAFETY: stream is a live stream handle of a current context.
     poll_until(d, "cuStreamQuery (waiting for a stream)", None, || unsafe { (d.cuStreamQuery)(stream) }).map(|_| ())
-}
-
-pub fn event_wait(d: &Driver, event: CUevent) -> Result<()> {
-    // SAFETY: event is a live event handle.
-    poll_until(d, "cuEventQuery (waiting for a copy)", None, || unsafe { (d.cuEventQuery)(event) }).map(|_| ())
 }
 
 /// A module from an image (PTX text NUL-terminated, cubin or fatbin); the

@@ -174,9 +174,12 @@ impl CudaSchedule {
                     // kernel waits in stream order without blocking other
                     // streams, and is a plain launch (graph-capturable).
                     let e = event.as_any().downcast_ref::<CudaEvent>().expect("checked above");
-                    let f = gpu.wait_kernel()?.expect("checked above");
-                    let values = [e.device_address.to_ne_bytes().to_vec(), value.to_ne_bytes().to_vec()];
-                    pending.push(Launch { func: f, grid: [1, 1, 1], block: [1, 1, 1], shared: 0, args: ArgPack::new(&values) });
+                    let w = gpu.wait_kernel()?.expect("checked above");
+                    let mut values = vec![e.device_address.to_ne_bytes().to_vec(), value.to_ne_bytes().to_vec()];
+                    if let Some(flag) = w.exit_flag {
+                        values.push(flag.to_ne_bytes().to_vec());
+                    }
+                    pending.push(Launch { func: w.func, grid: [1, 1, 1], block: [1, 1, 1], shared: 0, args: ArgPack::new(&values) });
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
                     Self::flush(gpu, &mut pending, &mut steps)?;
@@ -284,11 +287,27 @@ impl CudaSchedule {
     }
 }
 
-impl hal::Schedule for CudaSchedule {
-    fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
+/// A blocking run in flight: completion is the stream draining.
+struct CudaPending {
+    gpu: Arc<Gpu>,
+    stream: Handle,
+}
+
+impl hal::Pending for CudaPending {
+    fn wait(&self, timeout: std::time::Duration) -> Result<bool> {
+        let d = self.gpu.d;
+        let s = self.stream.0;
+        // SAFETY: the stream outlives the run (the caller holds it).
+        r::poll_until(d, "cuStreamQuery (waiting for a run)", Some(timeout), || unsafe { (d.cuStreamQuery)(s) })
+    }
+}
+
+impl CudaSchedule {
+    /// The stream a run goes to, with this GPU's context made current.
+    fn stream_for(&self, stream: Option<&dyn hal::Stream>) -> Result<CUstream> {
         let g = &*self.gpu;
         g.bind()?;
-        let s = match stream {
+        Ok(match stream {
             None => g.default_stream()?,
             Some(s) => {
                 let cs = s
@@ -296,15 +315,30 @@ impl hal::Schedule for CudaSchedule {
                     .downcast_ref::<CudaStream>()
                     .ok_or_else(|| Error::new(Status::InvalidStream, "stream does not belong to the CUDA runtime"))?;
                 if !Arc::ptr_eq(&cs.gpu, &self.gpu) {
-                    return Err(Error::new(Status::InvalidStream, format!("stream is on {}, the schedule on {}", cs.gpu.label(), g.label())));
+                    return Err(Error::new(
+                        Status::InvalidStream,
+                        format!("stream is on {}, the schedule on {}", cs.gpu.label(), self.gpu.label()),
+                    ));
                 }
                 cs.raw()
             }
-        };
+        })
+    }
+}
+
+impl hal::Schedule for CudaSchedule {
+    fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
+        let s = self.stream_for(stream)?;
         self.execute(s)?;
         if blocking {
-            r::stream_wait(g.d, s)?;
+            r::stream_wait(self.gpu.d, s)?;
         }
         Ok(())
+    }
+
+    fn launch(&self, stream: Option<&dyn hal::Stream>) -> Result<Box<dyn hal::Pending>> {
+        let s = self.stream_for(stream)?;
+        self.execute(s)?;
+        Ok(Box::new(CudaPending { gpu: self.gpu.clone(), stream: Handle(s) }))
     }
 }

@@ -48,9 +48,13 @@ impl CudaEvent {
 
 impl Drop for CudaEvent {
     fn drop(&mut self) {
-        let _ = self.gpu.bind();
-        // SAFETY: allocated by cuMemHostAlloc, freed once.
-        unsafe { (self.gpu.d.cuMemFreeHost)(self.host.0) };
+        let (gpu, host) = (self.gpu.clone(), self.host);
+        super::defer_release(Box::new(move || {
+            let host: Handle = host;
+            let _ = gpu.bind();
+            // SAFETY: allocated by cuMemHostAlloc, freed once.
+            unsafe { (gpu.d.cuMemFreeHost)(host.0) };
+        }));
     }
 }
 
@@ -136,6 +140,13 @@ impl hal::Stream for CudaStream {
     fn synchronize(&self) -> Result<()> {
         self.gpu.bind()?;
         r::stream_wait(self.gpu.d, self.stream.0)
+    }
+
+    fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
+        self.gpu.bind()?;
+        let (d, s) = (self.gpu.d, self.stream.0);
+        // SAFETY: live stream handle.
+        r::poll_until(d, "cuStreamQuery (synchronize)", Some(timeout), || unsafe { (d.cuStreamQuery)(s) })
     }
 
     fn as_any(&self) -> &dyn Any {
