@@ -40,7 +40,7 @@ pub(crate) struct Staging {
 }
 
 impl Staging {
-    fn new(gpu: &Gpu) -> Result<Staging> {
+    pub(crate) fn new(gpu: &Gpu) -> Result<Staging> {
         let chunk = chunk_size();
         let a = r::mem_host_alloc(gpu.d, chunk, sys::MEMHOSTALLOC_PORTABLE)?;
         let b = match r::mem_host_alloc(gpu.d, chunk, sys::MEMHOSTALLOC_PORTABLE) {

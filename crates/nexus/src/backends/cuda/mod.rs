@@ -153,6 +153,10 @@ pub(crate) struct Gpu {
     capture_stream: Mutex<Option<Handle>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
+    /// The process that opened the device: CUDA does not survive `fork`, so
+    /// a child refuses every call (and its drops free nothing) instead of
+    /// hanging in the driver.
+    pid: u32,
 }
 
 impl Gpu {
@@ -182,6 +186,7 @@ impl Gpu {
             capture_stream: Mutex::new(None),
             staging: Mutex::new(None),
             properties,
+            pid: std::process::id(),
         })
     }
 
@@ -195,11 +200,29 @@ impl Gpu {
         }
         let c = r::primary_ctx_retain(self.d, self.dev)?;
         let _ = self.ctx.set(Handle(c));
+        // Pinned host memory is allocated now, before any stream can park
+        // in a wait: allocating it later synchronises the device and would
+        // block behind that wait. (Failures leave the lazy paths to retry.)
+        if r::ctx_set_current(self.d, c).is_ok() {
+            if let Err(e) = sync::reserve_slots(self) {
+                log::warn!("{}: cannot reserve event memory: {}", self.label(), e.message);
+            }
+            let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+            if staging.is_none() {
+                *staging = memory::Staging::new(self).ok();
+            }
+        }
         Ok(c)
     }
 
     /// Makes this GPU's primary context current on the calling thread.
     pub fn bind(&self) -> Result<()> {
+        if std::process::id() != self.pid {
+            return Err(Error::new(
+                Status::InvalidDevice,
+                format!("{}: CUDA cannot be used in a process forked after CUDA was initialised (use the 'spawn' start method)", self.label()),
+            ));
+        }
         let c = self.ctx()?;
         r::ctx_set_current(self.d, c)
     }

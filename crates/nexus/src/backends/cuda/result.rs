@@ -265,6 +265,14 @@ pub fn module_get_function(d: &Driver, module: CUmodule, name: &str) -> Result<C
         ));
     }
     check(d, r, || format!("cuModuleGetFunction('{name}')"))?;
+    // Under lazy module loading (the default since CUDA 12) a kernel's code
+    // is loaded at its first launch, and that load waits for the device:
+    // behind a stream parked in a wait it would never return. Load now.
+    if let Some(load) = d.cuFuncLoad {
+        // SAFETY: f is a function handle of a loaded module.
+        let r = unsafe { load(f) };
+        check(d, r, || format!("cuFuncLoad('{name}')"))?;
+    }
     Ok(f)
 }
 

@@ -69,7 +69,9 @@ unsafe impl Sync for CudaSchedule {}
 
 impl Drop for CudaSchedule {
     fn drop(&mut self) {
-        let _ = self.gpu.bind();
+        if self.gpu.bind().is_err() {
+            return;
+        }
         for s in &self.steps {
             if let Step::Graph { exec, graph } = s {
                 // SAFETY: instantiated at encode, destroyed once.

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::result as r;
@@ -17,8 +17,44 @@ use super::{Gpu, Handle};
 use crate::error::Result;
 use crate::hal;
 
+/// Event values live in slabs of mapped pinned memory that are allocated
+/// ahead and never freed: allocating or freeing pinned memory synchronises
+/// the device, which must not happen while a stream is parked in a wait
+/// (the wait would hold it forever).
+const SLAB_BYTES: usize = 64 * 1024;
+
+/// Free value slots: (host address, device address).
+static FREE_SLOTS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+
+/// Adds one slab of slots (called when a context is created, before any
+/// wait can be queued, and again only if every slot is in use).
+pub(crate) fn reserve_slots(gpu: &Gpu) -> Result<()> {
+    let host = r::mem_host_alloc(gpu.d, SLAB_BYTES, sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP)?;
+    let device = match r::mem_host_device_pointer(gpu.d, host) {
+        Ok(p) => p,
+        Err(e) => {
+            // SAFETY: allocated above, never handed out.
+            unsafe { (gpu.d.cuMemFreeHost)(host) };
+            return Err(e);
+        }
+    };
+    let mut free = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    for i in (0..SLAB_BYTES / 8).rev() {
+        free.push((host as usize + i * 8, device + (i * 8) as u64));
+    }
+    Ok(())
+}
+
+fn take_slot(gpu: &Gpu) -> Result<(usize, u64)> {
+    loop {
+        if let Some(slot) = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(slot);
+        }
+        reserve_slots(gpu)?;
+    }
+}
+
 pub struct CudaEvent {
-    gpu: Arc<Gpu>,
     host: Handle,
     /// The device address of the value (equal to the host address under UVA).
     pub(super) device_address: u64,
@@ -27,18 +63,10 @@ pub struct CudaEvent {
 impl CudaEvent {
     pub(crate) fn new(gpu: &Arc<Gpu>) -> Result<Self> {
         gpu.bind()?;
-        let host = r::mem_host_alloc(gpu.d, 8, sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP)?;
-        // SAFETY: 8 bytes of pinned memory, page aligned.
+        let (host, device_address) = take_slot(gpu)?;
+        // SAFETY: an 8-byte slot of pinned memory owned by this event now.
         unsafe { std::ptr::write_volatile(host as *mut u64, 0) };
-        let device_address = match r::mem_host_device_pointer(gpu.d, host) {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: allocated above.
-                unsafe { (gpu.d.cuMemFreeHost)(host) };
-                return Err(e);
-            }
-        };
-        Ok(CudaEvent { gpu: gpu.clone(), host: Handle(host), device_address })
+        Ok(CudaEvent { host: Handle(host as *mut std::ffi::c_void), device_address })
     }
 
     fn slot(&self) -> *mut u64 {
@@ -48,13 +76,9 @@ impl CudaEvent {
 
 impl Drop for CudaEvent {
     fn drop(&mut self) {
-        let (gpu, host) = (self.gpu.clone(), self.host);
-        super::defer_release(Box::new(move || {
-            let host: Handle = host;
-            let _ = gpu.bind();
-            // SAFETY: allocated by cuMemHostAlloc, freed once.
-            unsafe { (gpu.d.cuMemFreeHost)(host.0) };
-        }));
+        // The slot goes back to the pool (work that used it holds the event
+        // through its schedule, so nothing still polls it).
+        FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push((self.host.0 as usize, self.device_address));
     }
 }
 
