@@ -14,7 +14,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -31,51 +30,8 @@ QUICK = "--quick" in sys.argv
 ONLY_COPIES = "--copies" in sys.argv  # the copy section alone (staging sweeps)
 REPEATS = 3 if QUICK else 7
 
-EMPTY_PTX = """
-.version 6.0
-.target sm_50
-.address_size 64
-.visible .entry empty()
-{
-    ret;
-}
-"""
-
-VADD_PTX = r"""
-.version 6.0
-.target sm_50
-.address_size 64
-.visible .entry vadd(.param .u64 p0, .param .u64 p1, .param .u64 p2, .param .u32 p3)
-{
-    .reg .pred %p<2>;
-    .reg .b32 %r<6>;
-    .reg .f32 %f<4>;
-    .reg .b64 %rd<11>;
-    ld.param.u64 %rd1, [p0];
-    ld.param.u64 %rd2, [p1];
-    ld.param.u64 %rd3, [p2];
-    ld.param.u32 %r2, [p3];
-    mov.u32 %r3, %ctaid.x;
-    mov.u32 %r4, %ntid.x;
-    mov.u32 %r5, %tid.x;
-    mad.lo.s32 %r1, %r3, %r4, %r5;
-    setp.ge.u32 %p1, %r1, %r2;
-    @%p1 bra DONE;
-    cvta.to.global.u64 %rd4, %rd1;
-    mul.wide.u32 %rd5, %r1, 4;
-    add.s64 %rd6, %rd4, %rd5;
-    cvta.to.global.u64 %rd7, %rd2;
-    add.s64 %rd8, %rd7, %rd5;
-    ld.global.nc.f32 %f1, [%rd6];
-    ld.global.nc.f32 %f2, [%rd8];
-    add.f32 %f3, %f1, %f2;
-    cvta.to.global.u64 %rd9, %rd3;
-    add.s64 %rd10, %rd9, %rd5;
-    st.global.f32 [%rd10], %f3;
-DONE:
-    ret;
-}
-"""
+# The same PTX for both sides: bench/kernels/{empty,vadd}.ptx.
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 
 
 def median_time(fn, count: int, repeats: int = REPEATS) -> float:
@@ -93,12 +49,7 @@ def main() -> None:
     dev = nexus.get_runtime("cuda").get_device(0)
     info = dev.get_info()
     gpu = info.get_str("Name")
-    tmp = tempfile.mkdtemp()
-    paths = {}
-    for name, src in [("empty", EMPTY_PTX), ("vadd", VADD_PTX)]:
-        paths[name] = os.path.join(tmp, f"{name}.ptx")
-        with open(paths[name], "w") as f:
-            f.write(src)
+    paths = {name: os.path.join(KERNELS, f"{name}.ptx") for name in ("empty", "vadd")}
     cp_empty = cp.RawModule(path=paths["empty"]).get_function("empty")
     cp_vadd = cp.RawModule(path=paths["vadd"]).get_function("vadd")
     nx_empty = dev.load_library(paths["empty"]).get_kernel("empty")

@@ -98,7 +98,6 @@ def main() -> int:
     hangs = sum(s["hung"] for s in suites)
     failed = [s["name"] for s in suites if s["status"] != "ok"]
     xfails = sorted({m for s in suites for m in re.findall(r"XFAIL (\S+) - (.*)", s["output"])})
-    devices = sorted({line["device"] for line in leaks + threads})
 
     try:
         import nexus
@@ -127,7 +126,7 @@ def main() -> int:
     w(f"| case runs (cases x devices): passed / skipped / known bug | {runs.get('passed', 0)} / {runs.get('skipped', 0)} / {runs.get('known bug (xfail)', 0)} |")
     w(f"| fuzz executions (all targets) | {sum(int(n) for _, n, _ in fuzz)} |")
     own = [t for t in threads if "runs_per_thread" in t]
-    w(f"| thread stress: threads x runs, results checked | " + ", ".join(f"{t['threads']} x {t['runs_per_thread']} ({t['test']})" for t in own) + " |")
+    w("| thread stress: threads x runs, results checked | " + ", ".join(f"{t['threads']} x {t['runs_per_thread']} ({t['test']})" for t in own) + " |")
     w(f"| max RSS growth over a churn | {max((l['rss_after'] - l['rss_before']) / MiB for l in leaks if l['count'] > 1) if leaks else float('nan'):+.1f} MiB |")
     w(f"| crashes | {crashes} |")
     w(f"| hangs | {hangs} |")
