@@ -377,7 +377,7 @@ impl PyEvent {
         };
         let timeout = match timeout {
             None => None,
-            Some(t) if t.is_finite() && t >= 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+            Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
             Some(t) => return Err(PyValueError::new_err(format!("timeout {t} must be a number of seconds >= 0"))),
         };
         if interruptible_wait(py, &self.inner, v, timeout)? {

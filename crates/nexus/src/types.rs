@@ -142,11 +142,7 @@ impl LaunchDims {
 
     /// Groups per axis: ceil(grid / group).
     pub fn groups(&self) -> [u32; 3] {
-        let mut g = [1u32; 3];
-        for a in 0..3 {
-            g[a] = self.grid[a].div_ceil(self.group[a]);
-        }
-        g
+        std::array::from_fn(|a| self.grid[a].div_ceil(self.group[a]))
     }
 
     pub fn total_groups(&self) -> u64 {
