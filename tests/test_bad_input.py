@@ -222,3 +222,20 @@ def test_stream_of_another_device_is_refused() -> None:
     sched.create_signal_command(a.create_event(), 1)
     with pytest.raises(nexus.Error, match="stream is on device"):
         sched.run(b.create_stream())
+
+
+def test_declared_argument_count_is_enforced(cpu_device: nexus.Device, kernels: nexus.Library) -> None:
+    # kernels.c declares NXS_KERNEL_ARGS(vadd, 4): a command setting three
+    # arguments is refused instead of letting the kernel read past them.
+    if cpu_device.get_property_str("Runtime") != "cpu" or kernels.get_property_str("Type") != "shared_object":
+        pytest.skip("CPU shared-object kernels only")
+    buf = cpu_device.create_buffer(np.zeros(8, np.float32))
+    sched = cpu_device.create_schedule()
+    cmd = sched.create_command(kernels.get_kernel("vadd"))
+    for i in range(3):
+        cmd.set_buffer(i, buf)
+    cmd.finalize(8, 8)
+    with pytest.raises(ValueError, match="kernel 'vadd' takes 4 arguments, the command sets 3"):
+        sched.run()
+    cmd.set_arg(3, 8)
+    sched.run()

@@ -3,6 +3,7 @@
 #include <nexus_cpu.h>
 
 /* c[i] = a[i] + b[i] for i < n */
+NXS_KERNEL_ARGS(vadd, 4);
 NXS_KERNEL void vadd(void **args, const nxs_launch *l) {
     const float *a = NXS_BUFFER(args, 0, const float);
     const float *b = NXS_BUFFER(args, 1, const float);

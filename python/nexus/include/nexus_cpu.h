@@ -10,7 +10,8 @@
  *     read it with NXS_BUFFER(args, i, float);
  *   - a scalar argument (int32, uint32, int64, uint64, float32, float64):
  *     args[i] points at the value, read it with NXS_SCALAR(args, i, int32_t).
- * At most NXS_MAX_ARGS arguments.
+ * At most NXS_MAX_ARGS arguments. NXS_KERNEL_ARGS(name, n) declares how
+ * many a kernel reads; nexus then refuses commands that set fewer.
  *
  * `launch` describes the launch: grid_size is the total number of work-items
  * per axis, group_size the work-items per group, num_groups = ceil(grid/group),
@@ -41,6 +42,11 @@ typedef struct nxs_launch {
 #else
 #define NXS_KERNEL __attribute__((visibility("default")))
 #endif
+
+/* Optional: declares how many arguments `name` reads, so nexus refuses to
+ * run a command that sets fewer (instead of the kernel reading past them):
+ *     NXS_KERNEL_ARGS(vadd, 4);                                              */
+#define NXS_KERNEL_ARGS(name, n) NXS_KERNEL const uint32_t name##__nxs_num_args = (n)
 
 #define NXS_BUFFER(args, i, type) (*(type *const *)(args)[i])
 #define NXS_SCALAR(args, i, type) (*(const type *)(args)[i])

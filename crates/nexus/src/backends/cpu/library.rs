@@ -141,7 +141,14 @@ impl hal::Library for CpuLibrary {
                 let sym = unsafe { _lib.get::<KernelFn>(name.as_bytes()) }.map_err(|_| {
                     Error::new(Status::InvalidKernel, format!("kernel '{name}' not found in library '{}'", path.display()))
                 })?;
-                (*sym, None)
+                // Kernels may declare their argument count (NXS_KERNEL_ARGS).
+                let count_symbol = format!("{name}__nxs_num_args");
+                // SAFETY: the symbol, when present, is a `const uint32_t`
+                // defined by NXS_KERNEL_ARGS in the same library.
+                let arity = unsafe { _lib.get::<*const u32>(count_symbol.as_bytes()) }
+                    .ok()
+                    .map(|count| unsafe { **count } as usize);
+                (*sym, arity)
             }
             Origin::Builtin => BUILTINS.iter().find(|(n, _, _)| *n == name).map(|(_, f, a)| (*f, Some(*a))).ok_or_else(|| {
                 let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
