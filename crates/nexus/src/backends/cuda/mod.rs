@@ -6,7 +6,7 @@
 //! devices on their primary contexts, buffers with a pinned staging
 //! pipeline, modules (PTX, cubin, fatbin, CUDA C++ through NVRTC),
 //! schedules replayed as CUDA graphs, and timeline events in mapped pinned
-//! memory driven by stream memory operations.
+//! memory (signalled by stream writes, awaited by a polling kernel).
 
 mod library;
 mod memory;

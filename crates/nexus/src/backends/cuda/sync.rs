@@ -3,7 +3,8 @@
 //! An event is one u64 in page-locked host memory mapped into every GPU's
 //! address space. The host signals with a plain (volatile) store and waits
 //! by polling; a stream signals with `cuStreamWriteValue64` and waits with
-//! `cuStreamWaitValue64(GEQ)`, so GPU work waits for an event with no host
+//! a one-thread kernel polling the value (see `schedule.rs` for why not
+//! `cuStreamWaitValue64`), so GPU work waits for an event with no host
 //! round trip.
 
 use std::any::Any;
