@@ -2,7 +2,7 @@
 //! converts arguments, results and errors.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -325,33 +325,27 @@ fn timeline_value(v: &Bound<'_, PyAny>) -> PyResult<u64> {
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// Calls `step(timeout)` (a wait returning whether it is done) until it
-/// reports done: first a poll with the GIL held (most runs are done by
-/// then), then WAIT_SLICE waits with the GIL released, checking signals between.
-fn wait_in_slices(py: Python<'_>, step: impl Fn(Duration) -> nexus::Result<bool> + Send + Sync) -> PyResult<()> {
+/// reports done or `deadline` passes (`Ok(false)`): first a poll with the
+/// GIL held (most waits are over by then), then waits of at most WAIT_SLICE
+/// with the GIL released, checking signals (Ctrl-C) between them.
+fn wait_in_slices(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    step: impl Fn(Duration) -> nexus::Result<bool> + Send + Sync,
+) -> PyResult<bool> {
     if step(Duration::ZERO).py()? {
-        return Ok(());
+        return Ok(true);
     }
-    while !py.detach(|| step(WAIT_SLICE)).py()? {
-        py.check_signals()?;
-    }
-    Ok(())
-}
-
-/// Blocks in short slices with the GIL released, so Ctrl-C and other
-/// threads get through during a long wait.
-pub fn interruptible_wait(py: Python<'_>, event: &nexus::Event, value: u64, timeout: Option<Duration>) -> PyResult<bool> {
-    const SLICE: Duration = WAIT_SLICE;
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        let step = match deadline {
-            Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(SLICE),
-            None => SLICE,
+        let slice = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
+            None => WAIT_SLICE,
         };
-        if py.detach(|| event.wait_for(value, step)).py()? {
+        if py.detach(|| step(slice)).py()? {
             return Ok(true);
         }
         py.check_signals()?;
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
     }
@@ -380,7 +374,8 @@ impl PyEvent {
             Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
             Some(t) => return Err(PyValueError::new_err(format!("timeout {t} must be a number of seconds >= 0"))),
         };
-        if interruptible_wait(py, &self.inner, v, timeout)? {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if wait_in_slices(py, deadline, |t| self.inner.wait_for(v, t))? {
             Ok(success(py))
         } else {
             Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
@@ -417,7 +412,7 @@ property_getters!(PyStream);
 #[pymethods]
 impl PyStream {
     fn synchronize(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        wait_in_slices(py, |t| self.inner.synchronize_for(t))?;
+        wait_in_slices(py, None, |t| self.inner.synchronize_for(t))?;
         Ok(success(py))
     }
     fn __repr__(&self) -> String {
@@ -463,7 +458,7 @@ impl PySchedule {
         if blocking {
             // Wait in slices so a run stuck on a wait command answers Ctrl-C.
             let pending = py.detach(|| self.inner.launch(stream.as_ref())).py()?;
-            wait_in_slices(py, |t| pending.wait(t))?;
+            wait_in_slices(py, None, |t| pending.wait(t))?;
         } else {
             // Queuing returns at once: keeping the GIL saves the hand-off
             // (a launch-rate cost of ~0.1 us per run).
