@@ -98,6 +98,96 @@ def test_two_stream_pipeline(device: nexus.Device, kernels: nexus.Library) -> No
     stream_b.synchronize()
 
 
+def test_device_stays_usable_while_a_stream_waits(device: nexus.Device, kernels: nexus.Library, build_dir) -> None:
+    """A stream held by a wait nobody has signalled yet holds only itself:
+    new buffers, new libraries, runs on other streams and releases all work."""
+    from conftest import library_path
+
+    n = 50_000
+    never = device.create_event()
+    parked = device.create_stream()
+    held = device.create_schedule()
+    held.create_wait_command(never, 1)
+    held.run(parked, blocking=False)
+
+    x = np.arange(n, dtype=np.float32)
+    a = device.create_buffer(x)  # allocated after the park
+    c = device.create_buffer(np.zeros(n, np.float32))
+    fresh = device.load_library(library_path(device, "kernels", build_dir))  # loaded after the park
+    s = device.create_schedule()
+    cmd = s.create_command(fresh.get_kernel("vadd"))
+    cmd.set_buffer(0, a)
+    cmd.set_buffer(1, a)
+    cmd.set_buffer(2, c)
+    cmd.set_arg(3, n)
+    cmd.finalize(256, n)
+    s.run()  # default stream, blocking
+    s.run(device.create_stream())  # another stream, blocking
+    got = np.empty(n, np.float32)
+    c.copy(got)
+    np.testing.assert_array_equal(got, 2 * x)
+    for _ in range(3):  # allocate and free while the stream is still held
+        tmp = device.create_buffer(np.ones(1 << 20, np.uint8))
+        tmp.release()
+    del s, cmd, fresh
+    never.signal(1)
+    parked.synchronize()
+
+
+def test_runs_behind_a_held_run_keep_stream_order(device: nexus.Device, kernels: nexus.Library) -> None:
+    n = 10_000
+    x = np.arange(n, dtype=np.float32)
+    a = device.create_buffer(x)
+    c = device.create_buffer(np.zeros(n, np.float32))
+    go, done = device.create_event(), device.create_event()
+    stream = device.create_stream()
+    first = device.create_schedule()
+    first.create_wait_command(go, 1)
+    vadd_command(first, kernels, a, a, c, n)  # c = 2x
+    second = device.create_schedule()
+    vadd_command(second, kernels, c, a, c, n)  # c = c + x: 3x only after the first
+    second.create_signal_command(done, 1)
+    first.run(stream, blocking=False)
+    second.run(stream, blocking=False)  # no wait of its own, still behind the first
+    with pytest.raises(TimeoutError):
+        done.wait(1, timeout=0.1)
+    go.signal(1)
+    done.wait(1, timeout=30)
+    stream.synchronize()
+    got = np.empty(n, np.float32)
+    c.copy(got)
+    np.testing.assert_array_equal(got, 3 * x)
+
+
+def test_chain_of_waits_released_by_one_host_signal(device: nexus.Device, kernels: nexus.Library) -> None:
+    """B waits for a signal in A's run, which itself waits for the host; B is queued first."""
+    n = 10_000
+    x = np.arange(n, dtype=np.float32)
+    xb = device.create_buffer(x)
+    mid = device.create_buffer(np.zeros(n, np.float32))
+    out = device.create_buffer(np.zeros(n, np.float32))
+    go, ready, done = device.create_event(), device.create_event(), device.create_event()
+    stream_a, stream_b = device.create_stream(), device.create_stream()
+    b = device.create_schedule()
+    b.create_wait_command(ready, 1)
+    vadd_command(b, kernels, mid, xb, out, n)  # out = mid + x
+    b.create_signal_command(done, 1)
+    a = device.create_schedule()
+    a.create_wait_command(go, 1)
+    vadd_command(a, kernels, xb, xb, mid, n)  # mid = 2x
+    a.create_signal_command(ready, 1)
+    b.run(stream_b, blocking=False)
+    a.run(stream_a, blocking=False)
+    with pytest.raises(TimeoutError):
+        done.wait(1, timeout=0.1)
+    go.signal(1)
+    done.wait(1, timeout=30)
+    got = np.empty(n, np.float32)
+    out.copy(got)
+    np.testing.assert_array_equal(got, 3 * x)
+    assert ready.get_value() == 1
+
+
 def test_timeline_values_across_many_runs(device: nexus.Device, kernels: nexus.Library) -> None:
     n = 256
     a = device.create_buffer(np.ones(n, np.float32))

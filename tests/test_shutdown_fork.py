@@ -223,11 +223,6 @@ def test_fork_child_can_use_the_cpu_runtime(device: nexus.Device, lib_path: str,
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_while_a_stream_is_blocked(device: nexus.Device, lib_path: str, build_dir: pathlib.Path) -> None:
     """Fork while another stream's worker is parked in a wait: the child still works."""
-    if device.get_property_str("Runtime") == "cuda":
-        # Seen on an H100 (CUDA 13, driver 580): with a stream parked in a GPU
-        # wait, a blocking run of a kernel over buffers allocated after the park
-        # never completes (the fork is not involved). Open; see the closing note.
-        pytest.xfail("CUDA: work on buffers allocated while another stream is parked in a wait hangs")
     body = f"LIB_CPU = {_cpu_lib(build_dir)!r}\n" + """
 never = device.create_event()
 blocked = device.create_stream()

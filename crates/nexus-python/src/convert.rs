@@ -12,14 +12,18 @@ use nexus::DataType;
 use crate::errors::IntoPyResult;
 
 fn is_enum_member(obj: &Bound<'_, PyAny>) -> bool {
-    obj.is_instance_of::<PyInt>() && !obj.is_exact_instance_of::<PyInt>() && obj.hasattr("name").unwrap_or(false)
+    obj.is_instance_of::<PyInt>()
+        && !obj.is_exact_instance_of::<PyInt>()
+        && obj.hasattr("name").unwrap_or(false)
 }
 
 /// A property key: a name, a `nexus.property` member, or a path list mixing
 /// names, members and integer indexes.
 pub fn property_path(key: &Bound<'_, PyAny>) -> PyResult<Vec<PathItem>> {
     if key.is_instance_of::<PyBool>() {
-        return Err(PyTypeError::new_err("property key must be a str, a nexus.property member or a list, got bool"));
+        return Err(PyTypeError::new_err(
+            "property key must be a str, a nexus.property member or a list, got bool",
+        ));
     }
     if let Ok(s) = key.cast::<PyString>() {
         let s = s.extract::<String>()?;
@@ -40,13 +44,17 @@ pub fn property_path(key: &Bound<'_, PyAny>) -> PyResult<Vec<PathItem>> {
             if let Ok(s) = item.cast::<PyString>() {
                 path.push(PathItem::Key(s.extract::<String>()?));
             } else if item.is_instance_of::<PyBool>() {
-                return Err(PyTypeError::new_err("property path items must be str, int or nexus.property members, got bool"));
+                return Err(PyTypeError::new_err(
+                    "property path items must be str, int or nexus.property members, got bool",
+                ));
             } else if is_enum_member(&item) {
                 let id: i64 = item.extract()?;
                 path.push(PathItem::Key(property_name(id).py()?.to_string()));
             } else if item.is_instance_of::<PyInt>() {
                 let i: i64 = item.extract()?;
-                let i = usize::try_from(i).map_err(|_| PyValueError::new_err(format!("property path index {i} is negative")))?;
+                let i = usize::try_from(i).map_err(|_| {
+                    PyValueError::new_err(format!("property path index {i} is negative"))
+                })?;
                 path.push(PathItem::Index(i));
             } else {
                 return Err(PyTypeError::new_err(format!(
@@ -69,9 +77,17 @@ pub fn property_path(key: &Bound<'_, PyAny>) -> PyResult<Vec<PathItem>> {
 /// An integer that is not a bool (Python's bool is an int subclass).
 pub fn strict_int(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
     if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!("{what} must be an int, got {}", obj.get_type().name()?)));
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int, got {}",
+            obj.get_type().name()?
+        )));
     }
-    obj.extract::<i64>().map_err(|_| PyValueError::new_err(format!("{what} {} is out of range", obj.repr().map(|r| r.to_string()).unwrap_or_default())))
+    obj.extract::<i64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} {} is out of range",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
 }
 
 /// An int or a sequence of 1-3 ints (launch sizes).
@@ -82,7 +98,10 @@ pub fn dims(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         return obj.try_iter()?.map(|x| strict_int(&x?, what)).collect();
     }
-    Err(PyTypeError::new_err(format!("{what} must be an int or a list of 1 to 3 ints, got {}", obj.get_type().name()?)))
+    Err(PyTypeError::new_err(format!(
+        "{what} must be an int or a list of 1 to 3 ints, got {}",
+        obj.get_type().name()?
+    )))
 }
 
 /// A host array as raw bytes: its address, its size and element type.
@@ -94,47 +113,78 @@ pub struct HostView {
 
 /// Any buffer-protocol object (numpy arrays first) as a C-contiguous numpy
 /// array; `writable` also requires the array to accept writes.
-pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allow_copy: bool) -> PyResult<(Bound<'py, PyAny>, HostView)> {
+pub fn host_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    writable: bool,
+    allow_copy: bool,
+) -> PyResult<(Bound<'py, PyAny>, HostView)> {
     let py = obj.py();
     if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(format!("{what} must be an array or bytes-like object, got str")));
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an array or bytes-like object, got str"
+        )));
     }
     let np = py.import("numpy")?;
-    let arr = if obj.cast::<PyUntypedArray>().is_ok() {
-        obj.clone()
-    } else {
-        // bytes, bytearray, memoryview, array.array, ...: a view of the same
-        // memory (a memoryview keeps read-only sources read-only). Sources
-        // without the buffer protocol (lists) are converted when allowed.
-        let type_error = || {
-            PyTypeError::new_err(format!(
+    let arr =
+        if obj.cast::<PyUntypedArray>().is_ok() {
+            obj.clone()
+        } else {
+            // bytes, bytearray, memoryview, array.array, ...: a view of the same
+            // memory (a memoryview keeps read-only sources read-only). Sources
+            // without the buffer protocol (lists) are converted when allowed.
+            let type_error =
+                || {
+                    PyTypeError::new_err(format!(
                 "{what} must be a numpy array or an object with the buffer protocol, got {}",
                 obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
             ))
+                };
+            match py.import("builtins")?.getattr("memoryview")?.call1((obj,)) {
+                Ok(view) => np
+                    .call_method1("asarray", (view,))
+                    .map_err(|_| type_error())?,
+                Err(_) if allow_copy && !obj.is_none() => np
+                    .call_method1("asarray", (obj,))
+                    .map_err(|_| type_error())?,
+                Err(_) => return Err(type_error()),
+            }
         };
-        match py.import("builtins")?.getattr("memoryview")?.call1((obj,)) {
-            Ok(view) => np.call_method1("asarray", (view,)).map_err(|_| type_error())?,
-            Err(_) if allow_copy && !obj.is_none() => np.call_method1("asarray", (obj,)).map_err(|_| type_error())?,
-            Err(_) => return Err(type_error()),
-        }
-    };
     let mut arr = arr;
     {
-        let a = arr.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
+        let a = arr
+            .cast::<PyUntypedArray>()
+            .map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
         if !a.is_c_contiguous() {
             if !allow_copy {
-                return Err(PyValueError::new_err(format!("{what} must be C-contiguous (got strides {:?})", a.strides())));
+                return Err(PyValueError::new_err(format!(
+                    "{what} must be C-contiguous (got strides {:?})",
+                    a.strides()
+                )));
             }
             arr = np.call_method1("ascontiguousarray", (a,))?;
         }
     }
-    let a = arr.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
-    if writable && !arr.getattr("flags")?.getattr("writeable")?.extract::<bool>()? {
-        return Err(PyValueError::new_err(format!("{what} is read-only; pass a writable array")));
+    let a = arr
+        .cast::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} is not an array")))?;
+    if writable
+        && !arr
+            .getattr("flags")?
+            .getattr("writeable")?
+            .extract::<bool>()?
+    {
+        return Err(PyValueError::new_err(format!(
+            "{what} is read-only; pass a writable array"
+        )));
     }
     // Object arrays hold PyObject pointers, not data: copying them to or
     // from a device would forge or leak references.
-    if arr.getattr("dtype")?.getattr("hasobject")?.extract::<bool>()? {
+    if arr
+        .getattr("dtype")?
+        .getattr("hasobject")?
+        .extract::<bool>()?
+    {
         return Err(PyTypeError::new_err(format!(
             "{what} holds Python objects (dtype=object); pass an array of numbers or bytes"
         )));
@@ -144,7 +194,11 @@ pub fn host_array<'py>(obj: &Bound<'py, PyAny>, what: &str, writable: bool, allo
     let dtype_name: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
     // SAFETY: reading the data pointer field of a live numpy array.
     let ptr = unsafe { (*a.as_array_ptr()).fields.data } as usize;
-    let view = HostView { ptr, len, data_type: DataType::from_numpy_name(&dtype_name) };
+    let view = HostView {
+        ptr,
+        len,
+        data_type: DataType::from_numpy_name(&dtype_name),
+    };
     Ok((arr, view))
 }
 

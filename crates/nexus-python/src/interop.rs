@@ -121,7 +121,8 @@ unsafe extern "C" fn capsule_destructor(capsule: *mut pyo3::ffi::PyObject) {
     // SAFETY: called by Python with a live capsule.
     unsafe {
         if pyo3::ffi::PyCapsule_IsValid(capsule, DLTENSOR.as_ptr()) == 1 {
-            let p = pyo3::ffi::PyCapsule_GetPointer(capsule, DLTENSOR.as_ptr()) as *mut DLManagedTensor;
+            let p =
+                pyo3::ffi::PyCapsule_GetPointer(capsule, DLTENSOR.as_ptr()) as *mut DLManagedTensor;
             if let Some(d) = p.as_ref().and_then(|t| t.deleter) {
                 d(p);
             }
@@ -147,7 +148,14 @@ fn dl_dtype(dt: DataType) -> (DLDataType, usize) {
         DataType::U8 | DataType::Undefined => (1, 8),
         DataType::Bool => (6, 8),
     };
-    (DLDataType { code, bits, lanes: 1 }, bits as usize / 8)
+    (
+        DLDataType {
+            code,
+            bits,
+            lanes: 1,
+        },
+        bits as usize / 8,
+    )
 }
 
 impl PyBuffer {
@@ -164,7 +172,9 @@ impl PyBuffer {
     #[getter(__cuda_array_interface__)]
     fn cuda_array_interface<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         if !self.is_cuda() {
-            return Err(PyAttributeError::new_err("__cuda_array_interface__ exists only on buffers of the CUDA runtime"));
+            return Err(PyAttributeError::new_err(
+                "__cuda_array_interface__ exists only on buffers of the CUDA runtime",
+            ));
         }
         let device = self.inner.device().clone();
         py.detach(|| device.synchronize()).py()?;
@@ -190,7 +200,9 @@ impl PyBuffer {
     ) -> PyResult<Py<PyAny>> {
         let _ = (stream, max_version);
         if copy == Some(true) {
-            return Err(PyBufferError::new_err("nexus buffers export without copying (copy=True is not supported)"));
+            return Err(PyBufferError::new_err(
+                "nexus buffers export without copying (copy=True is not supported)",
+            ));
         }
         let (dev_type, dev_id) = self.__dlpack_device__()?;
         if let Some(want) = dl_device {
@@ -210,7 +222,10 @@ impl PyBuffer {
             tensor: DLManagedTensor {
                 dl_tensor: DLTensor {
                     data: self.inner.address().py()? as usize as *mut c_void,
-                    device: DLDevice { device_type: dev_type, device_id: dev_id },
+                    device: DLDevice {
+                        device_type: dev_type,
+                        device_id: dev_id,
+                    },
                     ndim: 1,
                     dtype,
                     shape: std::ptr::null_mut(),
@@ -229,7 +244,13 @@ impl PyBuffer {
         unsafe { (*raw).tensor.manager_ctx = raw as *mut c_void };
         // SAFETY: creating a capsule over the managed tensor; the
         // destructor frees it unless a consumer took it.
-        let cap = unsafe { pyo3::ffi::PyCapsule_New(raw as *mut c_void, DLTENSOR.as_ptr(), Some(capsule_destructor)) };
+        let cap = unsafe {
+            pyo3::ffi::PyCapsule_New(
+                raw as *mut c_void,
+                DLTENSOR.as_ptr(),
+                Some(capsule_destructor),
+            )
+        };
         if cap.is_null() {
             // SAFETY: the capsule was not made; reclaim the export.
             unsafe { export_deleter(raw as *mut DLManagedTensor) };
@@ -244,30 +265,46 @@ impl PyBuffer {
         match self.inner.device().runtime_name() {
             "cuda" => Ok((KDL_CUDA, self.inner.device().native_ordinal() as i32)),
             "cpu" => Ok((KDL_CPU, 0)),
-            other => Err(PyBufferError::new_err(format!("DLPack export is not available for {other} buffers"))),
+            other => Err(PyBufferError::new_err(format!(
+                "DLPack export is not available for {other} buffers"
+            ))),
         }
     }
 }
 
 /// `create_buffer(x)` for objects exposing `__cuda_array_interface__`:
 /// `Ok(None)` when `x` has none (the caller takes the host path).
-pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Option<PyBuffer>> {
+pub fn try_import(
+    device: &nexus::Device,
+    data: &Bound<'_, PyAny>,
+    data_type: Option<i64>,
+) -> PyResult<Option<PyBuffer>> {
     let py = data.py();
     let cai = match data.getattr("__cuda_array_interface__") {
         Ok(c) => c,
         Err(e) if e.is_instance_of::<PyAttributeError>(py) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let cai = cai.cast::<PyDict>().map_err(|_| PyTypeError::new_err("__cuda_array_interface__ is not a dict"))?.clone();
+    let cai = cai
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("__cuda_array_interface__ is not a dict"))?
+        .clone();
     let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
-        cai.get_item(k)?.ok_or_else(|| PyValueError::new_err(format!("__cuda_array_interface__ has no '{k}'")))
+        cai.get_item(k)?
+            .ok_or_else(|| PyValueError::new_err(format!("__cuda_array_interface__ has no '{k}'")))
     };
     let shape: Vec<i64> = get("shape")?.extract()?;
     let ts: String = get("typestr")?.extract()?;
     let (ptr, _readonly): (u64, bool) = get("data")?.extract()?;
-    let (dt, item) = from_typestr(&ts).ok_or_else(|| PyValueError::new_err(format!("unsupported typestr {ts:?} in __cuda_array_interface__")))?;
+    let (dt, item) = from_typestr(&ts).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unsupported typestr {ts:?} in __cuda_array_interface__"
+        ))
+    })?;
     if shape.iter().any(|&s| s < 0) {
-        return Err(PyValueError::new_err(format!("invalid shape {shape:?} in __cuda_array_interface__")));
+        return Err(PyValueError::new_err(format!(
+            "invalid shape {shape:?} in __cuda_array_interface__"
+        )));
     }
     let count: i64 = shape.iter().product();
     if let Some(strides) = cai.get_item("strides")? {
@@ -286,13 +323,16 @@ pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Op
     }
     let size = count as usize * item;
     if size == 0 {
-        return Err(PyValueError::new_err("create_buffer data is empty (0 bytes)"));
+        return Err(PyValueError::new_err(
+            "create_buffer data is empty (0 bytes)",
+        ));
     }
     if let Some(s) = cai.get_item("stream")? {
         if !s.is_none() {
             let handle: u64 = s.extract()?;
             if device.runtime_name() == "cuda" {
-                py.detach(|| device.synchronize_external_stream(handle)).py()?;
+                py.detach(|| device.synchronize_external_stream(handle))
+                    .py()?;
             }
         }
     }
@@ -311,7 +351,11 @@ pub fn try_import(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Op
             .iter()
             .find(|d| d.owns_address(ptr))
             .cloned()
-            .ok_or_else(|| PyValueError::new_err(format!("address {ptr:#x} is not memory of any nexus CUDA device")))?
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "address {ptr:#x} is not memory of any nexus CUDA device"
+                ))
+            })?
     };
     let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
     let wrapped = owner_device.wrap_device_memory(ptr, size, dt, owner).py()?;

@@ -3,8 +3,8 @@
 
 mod convert;
 mod errors;
-mod logging;
 mod interop;
+mod logging;
 mod objects;
 mod properties;
 
@@ -17,12 +17,17 @@ use properties::PyProperties;
 
 #[pyfunction]
 fn get_runtimes() -> Vec<PyRuntime> {
-    nexus::get_runtimes().into_iter().map(|r| PyRuntime { inner: r }).collect()
+    nexus::get_runtimes()
+        .into_iter()
+        .map(|r| PyRuntime { inner: r })
+        .collect()
 }
 
 #[pyfunction]
 fn get_runtime(name: &str) -> PyResult<PyRuntime> {
-    Ok(PyRuntime { inner: nexus::get_runtime(name).py()? })
+    Ok(PyRuntime {
+        inner: nexus::get_runtime(name).py()?,
+    })
 }
 
 /// The whole device database: name -> Properties.
@@ -30,7 +35,12 @@ fn get_runtime(name: &str) -> PyResult<PyRuntime> {
 fn get_device_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     for (name, entry) in nexus::database::entries() {
-        d.set_item(name, PyProperties { inner: nexus::database::entry_properties(entry) })?;
+        d.set_item(
+            name,
+            PyProperties {
+                inner: nexus::database::entry_properties(entry),
+            },
+        )?;
     }
     Ok(d)
 }
@@ -52,10 +62,23 @@ fn create_buffer(data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Py
 #[pyfunction]
 fn _enum_tables(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    let status: Vec<(&str, i32)> = nexus::Status::ALL.iter().map(|s| (s.name(), s.code())).collect();
-    let property: Vec<(&str, usize)> = nexus::property::PROPERTY_NAMES.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let data_type: Vec<(&str, i32)> = nexus::DataType::ALL.iter().map(|t| (t.name(), *t as i32)).collect();
-    let event_type: Vec<(&str, i32)> = nexus::EventType::ALL.iter().map(|t| (t.name(), *t as i32)).collect();
+    let status: Vec<(&str, i32)> = nexus::Status::ALL
+        .iter()
+        .map(|s| (s.name(), s.code()))
+        .collect();
+    let property: Vec<(&str, usize)> = nexus::property::PROPERTY_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i))
+        .collect();
+    let data_type: Vec<(&str, i32)> = nexus::DataType::ALL
+        .iter()
+        .map(|t| (t.name(), *t as i32))
+        .collect();
+    let event_type: Vec<(&str, i32)> = nexus::EventType::ALL
+        .iter()
+        .map(|t| (t.name(), *t as i32))
+        .collect();
     d.set_item("status", status)?;
     d.set_item("property", property)?;
     d.set_item("data_type", data_type)?;

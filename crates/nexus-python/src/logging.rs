@@ -36,7 +36,10 @@ impl log::Log for PythonLogger {
 
 pub fn install() {
     static LOGGER: PythonLogger = PythonLogger;
-    let level = match std::env::var("NEXUS_LOG").map(|v| v.to_ascii_lowercase()).as_deref() {
+    let level = match std::env::var("NEXUS_LOG")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
         Ok("off") => log::LevelFilter::Off,
         Ok("error") => log::LevelFilter::Error,
         Ok("info") => log::LevelFilter::Info,

@@ -54,11 +54,17 @@ property_getters!(PyRuntime);
 #[pymethods]
 impl PyRuntime {
     fn get_devices(&self) -> Vec<PyDevice> {
-        self.inner.devices().iter().map(|d| PyDevice { inner: d.clone() }).collect()
+        self.inner
+            .devices()
+            .iter()
+            .map(|d| PyDevice { inner: d.clone() })
+            .collect()
     }
     fn get_device(&self, id: &Bound<'_, PyAny>) -> PyResult<PyDevice> {
         let id = strict_int(id, "device id")?;
-        Ok(PyDevice { inner: self.inner.device(id).py()? })
+        Ok(PyDevice {
+            inner: self.inner.device(id).py()?,
+        })
     }
     fn get_name(&self) -> &'static str {
         self.inner.name()
@@ -67,7 +73,11 @@ impl PyRuntime {
         self.inner.devices().len()
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.Runtime '{}' with {} device(s)>", self.inner.name(), self.inner.devices().len())
+        format!(
+            "<nexus.Runtime '{}' with {} device(s)>",
+            self.inner.name(),
+            self.inner.devices().len()
+        )
     }
 }
 
@@ -87,7 +97,11 @@ impl PyDevice {
 property_getters!(PyDevice);
 
 /// `create_buffer(size | array)` on any device.
-pub fn create_buffer_on(device: &nexus::Device, data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<PyBuffer> {
+pub fn create_buffer_on(
+    device: &nexus::Device,
+    data: &Bound<'_, PyAny>,
+    data_type: Option<i64>,
+) -> PyResult<PyBuffer> {
     let py = data.py();
     if data.is_instance_of::<PyInt>() {
         let size = strict_int(data, "buffer size")?;
@@ -109,7 +123,9 @@ pub fn create_buffer_on(device: &nexus::Device, data: &Bound<'_, PyAny>, data_ty
     }
     let (_keep, view) = host_array(data, "create_buffer data", false, true)?;
     if view.len == 0 {
-        return Err(PyValueError::new_err("create_buffer data is empty (0 bytes)"));
+        return Err(PyValueError::new_err(
+            "create_buffer data is empty (0 bytes)",
+        ));
     }
     let dt = match data_type {
         Some(code) => DataType::from_code(code).py()?,
@@ -129,7 +145,9 @@ pub fn create_buffer_on(device: &nexus::Device, data: &Bound<'_, PyAny>, data_ty
 #[pymethods]
 impl PyDevice {
     fn get_info(&self) -> PyProperties {
-        PyProperties { inner: self.inner.info() }
+        PyProperties {
+            inner: self.inner.info(),
+        }
     }
     #[pyo3(signature = (data, data_type=None))]
     fn create_buffer(&self, data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<PyBuffer> {
@@ -137,7 +155,9 @@ impl PyDevice {
     }
     fn copy_buffer(&self, py: Python<'_>, buffer: PyRef<'_, PyBuffer>) -> PyResult<PyBuffer> {
         let src = buffer.inner.clone();
-        Ok(PyBuffer { inner: py.detach(|| self.inner.copy_buffer(&src)).py()? })
+        Ok(PyBuffer {
+            inner: py.detach(|| self.inner.copy_buffer(&src)).py()?,
+        })
     }
     #[pyo3(signature = (event_type=None))]
     fn create_event(&self, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {
@@ -145,10 +165,16 @@ impl PyDevice {
             Some(t) => EventType::from_code(strict_int(t, "event_type")?).py()?,
             None => EventType::Shared,
         };
-        Ok(PyEvent { inner: self.inner.create_event(t).py()? })
+        Ok(PyEvent {
+            inner: self.inner.create_event(t).py()?,
+        })
     }
     fn get_events(&self) -> Vec<PyEvent> {
-        self.inner.events().into_iter().map(|e| PyEvent { inner: e }).collect()
+        self.inner
+            .events()
+            .into_iter()
+            .map(|e| PyEvent { inner: e })
+            .collect()
     }
     /// A library from a file path (str or os.PathLike) or from bytes.
     fn load_library(&self, py: Python<'_>, filepath: &Bound<'_, PyAny>) -> PyResult<PyLibrary> {
@@ -162,17 +188,25 @@ impl PyDevice {
                 filepath.get_type().name()?
             )));
         };
-        Ok(PyLibrary { inner: py.detach(|| self.inner.load_library(source)).py()? })
+        Ok(PyLibrary {
+            inner: py.detach(|| self.inner.load_library(source)).py()?,
+        })
     }
     /// The kernels nexus ships for this device (`add_vectors`, `empty`).
     fn get_builtin_library(&self) -> PyResult<PyLibrary> {
-        Ok(PyLibrary { inner: self.inner.load_library(LibrarySource::Builtin).py()? })
+        Ok(PyLibrary {
+            inner: self.inner.load_library(LibrarySource::Builtin).py()?,
+        })
     }
     fn create_schedule(&self) -> PySchedule {
-        PySchedule { inner: self.inner.create_schedule() }
+        PySchedule {
+            inner: self.inner.create_schedule(),
+        }
     }
     fn create_stream(&self) -> PyResult<PyStream> {
-        Ok(PyStream { inner: self.inner.create_stream().py()? })
+        Ok(PyStream {
+            inner: self.inner.create_stream().py()?,
+        })
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Device {}>", self.inner.label())
@@ -197,7 +231,8 @@ property_getters!(PyBuffer);
 impl PyBuffer {
     /// Copies the buffer into `host_array` (writable, C-contiguous, large enough).
     fn copy(&self, py: Python<'_>, host_array: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let (_keep, view) = crate::convert::host_array(host_array, "copy destination", true, false)?;
+        let (_keep, view) =
+            crate::convert::host_array(host_array, "copy destination", true, false)?;
         if view.len < self.inner.size() {
             return Err(PyValueError::new_err(format!(
                 "copy destination holds {} bytes, {} has {} bytes",
@@ -236,13 +271,19 @@ impl PyBuffer {
         self.inner.size()
     }
     fn get_device(&self) -> PyDevice {
-        PyDevice { inner: self.inner.device().clone() }
+        PyDevice {
+            inner: self.inner.device().clone(),
+        }
     }
     fn __len__(&self) -> usize {
         self.inner.size()
     }
     fn __repr__(&self) -> String {
-        let state = if self.inner.is_released() { " released" } else { "" };
+        let state = if self.inner.is_released() {
+            " released"
+        } else {
+            ""
+        };
         format!("<nexus.{}{state}>", self.inner.label())
     }
 }
@@ -266,15 +307,31 @@ impl PyLibrary {
     fn get_kernel(&self, name: &Bound<'_, PyAny>) -> PyResult<PyKernel> {
         let name: String = name
             .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("kernel name must be a str, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "kernel name must be a str, got {}",
+                    name.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?
             .extract::<String>()?;
         if name.is_empty() || name.contains('\0') {
-            return Err(PyValueError::new_err(format!("kernel name {name:?} is not a valid symbol name")));
+            return Err(PyValueError::new_err(format!(
+                "kernel name {name:?} is not a valid symbol name"
+            )));
         }
-        Ok(PyKernel { inner: self.inner.kernel(&name).py()? })
+        Ok(PyKernel {
+            inner: self.inner.kernel(&name).py()?,
+        })
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.Library '{}' on {}>", self.inner.origin(), self.inner.device().label())
+        format!(
+            "<nexus.Library '{}' on {}>",
+            self.inner.origin(),
+            self.inner.device().label()
+        )
     }
 }
 
@@ -297,7 +354,11 @@ impl PyKernel {
         self.inner.name().to_string()
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.Kernel '{}' on {}>", self.inner.name(), self.inner.device().label())
+        format!(
+            "<nexus.Kernel '{}' on {}>",
+            self.inner.name(),
+            self.inner.device().label()
+        )
     }
 }
 
@@ -317,7 +378,11 @@ property_getters!(PyEvent);
 
 fn timeline_value(v: &Bound<'_, PyAny>) -> PyResult<u64> {
     let v = strict_int(v, "event value")?;
-    u64::try_from(v).map_err(|_| PyValueError::new_err(format!("event value {v} is negative; timeline values are 0..2**63")))
+    u64::try_from(v).map_err(|_| {
+        PyValueError::new_err(format!(
+            "event value {v} is negative; timeline values are 0..2**63"
+        ))
+    })
 }
 
 /// How long a blocking call waits with the GIL released before it checks
@@ -364,7 +429,12 @@ impl PyEvent {
     }
     /// Waits until the event's value is >= `value`; `TimeoutError` after `timeout` seconds.
     #[pyo3(signature = (value=None, timeout=None))]
-    fn wait(&self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn wait(
+        &self,
+        py: Python<'_>,
+        value: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
         let v = match value {
             Some(v) => timeline_value(v)?,
             None => 1,
@@ -372,7 +442,11 @@ impl PyEvent {
         let timeout = match timeout {
             None => None,
             Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
-            Some(t) => return Err(PyValueError::new_err(format!("timeout {t} must be a number of seconds >= 0"))),
+            Some(t) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout {t} must be a number of seconds >= 0"
+                )))
+            }
         };
         let deadline = timeout.map(|t| Instant::now() + t);
         if wait_in_slices(py, deadline, |t| self.inner.wait_for(v, t))? {
@@ -437,23 +511,46 @@ property_getters!(PySchedule);
 #[pymethods]
 impl PySchedule {
     fn create_command(&self, kernel: PyRef<'_, PyKernel>) -> PyResult<PyCommand> {
-        Ok(PyCommand { inner: self.inner.create_command(&kernel.inner).py()? })
+        Ok(PyCommand {
+            inner: self.inner.create_command(&kernel.inner).py()?,
+        })
     }
     #[pyo3(signature = (event, value=None))]
-    fn create_signal_command(&self, event: PyRef<'_, PyEvent>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyCommand> {
+    fn create_signal_command(
+        &self,
+        event: PyRef<'_, PyEvent>,
+        value: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCommand> {
         let v = value.map(timeline_value).transpose()?.unwrap_or(1);
-        Ok(PyCommand { inner: self.inner.create_signal_command(&event.inner, v).py()? })
+        Ok(PyCommand {
+            inner: self.inner.create_signal_command(&event.inner, v).py()?,
+        })
     }
     #[pyo3(signature = (event, value=None))]
-    fn create_wait_command(&self, event: PyRef<'_, PyEvent>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyCommand> {
+    fn create_wait_command(
+        &self,
+        event: PyRef<'_, PyEvent>,
+        value: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCommand> {
         let v = value.map(timeline_value).transpose()?.unwrap_or(1);
-        Ok(PyCommand { inner: self.inner.create_wait_command(&event.inner, v).py()? })
+        Ok(PyCommand {
+            inner: self.inner.create_wait_command(&event.inner, v).py()?,
+        })
     }
     fn get_commands(&self) -> Vec<PyCommand> {
-        self.inner.commands().into_iter().map(|c| PyCommand { inner: c }).collect()
+        self.inner
+            .commands()
+            .into_iter()
+            .map(|c| PyCommand { inner: c })
+            .collect()
     }
     #[pyo3(signature = (stream=None, blocking=true))]
-    fn run(&self, py: Python<'_>, stream: Option<PyRef<'_, PyStream>>, blocking: bool) -> PyResult<Py<PyAny>> {
+    fn run(
+        &self,
+        py: Python<'_>,
+        stream: Option<PyRef<'_, PyStream>>,
+        blocking: bool,
+    ) -> PyResult<Py<PyAny>> {
         let stream = stream.map(|s| s.inner.clone());
         if blocking {
             // Wait in slices so a run stuck on a wait command answers Ctrl-C.
@@ -470,7 +567,11 @@ impl PySchedule {
         self.inner.commands().len()
     }
     fn __repr__(&self) -> String {
-        format!("<nexus.Schedule of {} command(s) on {}>", self.inner.commands().len(), self.inner.device().label())
+        format!(
+            "<nexus.Schedule of {} command(s) on {}>",
+            self.inner.commands().len(),
+            self.inner.device().label()
+        )
     }
 }
 
@@ -488,7 +589,9 @@ property_getters!(PyCommand);
 
 fn scalar(value: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Scalar> {
     if value.is_instance_of::<PyBool>() {
-        return Err(PyTypeError::new_err("kernel argument is a bool; pass an int with an explicit data_type"));
+        return Err(PyTypeError::new_err(
+            "kernel argument is a bool; pass an int with an explicit data_type",
+        ));
     }
     // numpy scalars carry their own type (np.float64(1.0) is a float64).
     let dt = match data_type {
@@ -506,50 +609,96 @@ fn scalar(value: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Scalar> 
             )))
         }
     };
-    let out_of_range = |v: &dyn std::fmt::Display| PyValueError::new_err(format!("kernel argument {v} does not fit {}", dt.numpy_name()));
+    let out_of_range = |v: &dyn std::fmt::Display| {
+        PyValueError::new_err(format!(
+            "kernel argument {v} does not fit {}",
+            dt.numpy_name()
+        ))
+    };
     let as_int = || -> PyResult<i128> {
-        value.extract::<i128>().map_err(|_| PyTypeError::new_err(format!("kernel argument for {} must be an int", dt.numpy_name())))
+        value.extract::<i128>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "kernel argument for {} must be an int",
+                dt.numpy_name()
+            ))
+        })
     };
     Ok(match dt {
-        DataType::I32 => { let v = as_int()?; Scalar::I32(i32::try_from(v).map_err(|_| out_of_range(&v))?) }
-        DataType::U32 => { let v = as_int()?; Scalar::U32(u32::try_from(v).map_err(|_| out_of_range(&v))?) }
-        DataType::I64 => { let v = as_int()?; Scalar::I64(i64::try_from(v).map_err(|_| out_of_range(&v))?) }
-        DataType::U64 => { let v = as_int()?; Scalar::U64(u64::try_from(v).map_err(|_| out_of_range(&v))?) }
+        DataType::I32 => {
+            let v = as_int()?;
+            Scalar::I32(i32::try_from(v).map_err(|_| out_of_range(&v))?)
+        }
+        DataType::U32 => {
+            let v = as_int()?;
+            Scalar::U32(u32::try_from(v).map_err(|_| out_of_range(&v))?)
+        }
+        DataType::I64 => {
+            let v = as_int()?;
+            Scalar::I64(i64::try_from(v).map_err(|_| out_of_range(&v))?)
+        }
+        DataType::U64 => {
+            let v = as_int()?;
+            Scalar::U64(u64::try_from(v).map_err(|_| out_of_range(&v))?)
+        }
         DataType::F32 => Scalar::F32(value.extract::<f64>()? as f32),
         DataType::F64 => Scalar::F64(value.extract::<f64>()?),
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "scalar kernel arguments are int32, uint32, int64, uint64, float32 or float64, not {}",
-                other.numpy_name()
-            )))
-        }
+        other => return Err(PyValueError::new_err(format!(
+            "scalar kernel arguments are int32, uint32, int64, uint64, float32 or float64, not {}",
+            other.numpy_name()
+        ))),
     })
 }
 
 #[pymethods]
 impl PyCommand {
-    fn set_buffer(&self, py: Python<'_>, index: &Bound<'_, PyAny>, buffer: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn set_buffer(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
         let index = strict_int(index, "argument index")?;
-        let buffer = buffer
-            .cast::<PyBuffer>()
-            .map_err(|_| PyTypeError::new_err(format!("set_buffer takes a nexus.Buffer, got {}", buffer.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+        let buffer = buffer.cast::<PyBuffer>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "set_buffer takes a nexus.Buffer, got {}",
+                buffer
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
         self.inner.set_buffer(index, &buffer.get().inner).py()?;
         Ok(success(py))
     }
     /// A buffer or a scalar (int -> int32, float -> float32, unless `data_type` says otherwise).
     #[pyo3(signature = (index, value, data_type=None))]
-    fn set_arg(&self, py: Python<'_>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Py<PyAny>> {
+    fn set_arg(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        data_type: Option<i64>,
+    ) -> PyResult<Py<PyAny>> {
         let index = strict_int(index, "argument index")?;
         if let Ok(b) = value.cast::<PyBuffer>() {
             self.inner.set_buffer(index, &b.get().inner).py()?;
         } else {
-            self.inner.set_scalar(index, scalar(value, data_type)?).py()?;
+            self.inner
+                .set_scalar(index, scalar(value, data_type)?)
+                .py()?;
         }
         Ok(success(py))
     }
     /// Fixes the launch: `group_size` work-items per group, `grid_size` work-items in total.
     #[pyo3(signature = (group_size, grid_size, shared_memory=0))]
-    fn finalize(&self, py: Python<'_>, group_size: &Bound<'_, PyAny>, grid_size: &Bound<'_, PyAny>, shared_memory: i64) -> PyResult<Py<PyAny>> {
+    fn finalize(
+        &self,
+        py: Python<'_>,
+        group_size: &Bound<'_, PyAny>,
+        grid_size: &Bound<'_, PyAny>,
+        shared_memory: i64,
+    ) -> PyResult<Py<PyAny>> {
         let group = dims(group_size, "group_size")?;
         let grid = dims(grid_size, "grid_size")?;
         self.inner.finalize(&group, &grid, shared_memory).py()?;

@@ -20,22 +20,34 @@ macro_rules! property_getters {
         #[pymethods]
         impl $ty {
             fn get_property_str(&self, key: &Bound<'_, PyAny>) -> PyResult<String> {
-                self.properties_for_query().get_str(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_str(&crate::convert::property_path(key)?)
+                    .py()
             }
             fn get_property_int(&self, key: &Bound<'_, PyAny>) -> PyResult<i64> {
-                self.properties_for_query().get_int(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_int(&crate::convert::property_path(key)?)
+                    .py()
             }
             fn get_property_flt(&self, key: &Bound<'_, PyAny>) -> PyResult<f64> {
-                self.properties_for_query().get_flt(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_flt(&crate::convert::property_path(key)?)
+                    .py()
             }
             fn get_property_str_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-                self.properties_for_query().get_str_vec(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_str_vec(&crate::convert::property_path(key)?)
+                    .py()
             }
             fn get_property_int_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-                self.properties_for_query().get_int_vec(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_int_vec(&crate::convert::property_path(key)?)
+                    .py()
             }
             fn get_property_flt_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-                self.properties_for_query().get_flt_vec(&crate::convert::property_path(key)?).py()
+                self.properties_for_query()
+                    .get_flt_vec(&crate::convert::property_path(key)?)
+                    .py()
             }
             /// Top-level property names, or those under `path`.
             #[pyo3(signature = (path=None))]
@@ -48,7 +60,9 @@ macro_rules! property_getters {
             }
             /// All properties as a `Properties` object.
             fn get_properties(&self) -> crate::properties::PyProperties {
-                crate::properties::PyProperties { inner: self.properties_for_query() }
+                crate::properties::PyProperties {
+                    inner: self.properties_for_query(),
+                }
             }
         }
     };
@@ -100,10 +114,16 @@ impl PyProperties {
     }
     /// The sub-tree at `key` as `Properties`.
     fn get_properties_at(&self, key: &Bound<'_, PyAny>) -> PyResult<PyProperties> {
-        Ok(PyProperties { inner: self.inner.subtree(&property_path(key)?).py()? })
+        Ok(PyProperties {
+            inner: self.inner.subtree(&property_path(key)?).py()?,
+        })
     }
     #[pyo3(signature = (path=None))]
-    fn to_dict<'py>(&self, py: Python<'py>, path: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn to_dict<'py>(
+        &self,
+        py: Python<'py>,
+        path: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, self.inner.get(&optional_path(path)?).py()?)
     }
     #[pyo3(signature = (indent=None))]
@@ -115,7 +135,8 @@ impl PyProperties {
                 let mut buf = Vec::new();
                 let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
                 let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-                serde::Serialize::serialize(self.inner.root(), &mut ser).map(|_| String::from_utf8_lossy(&buf).into_owned())
+                serde::Serialize::serialize(self.inner.root(), &mut ser)
+                    .map(|_| String::from_utf8_lossy(&buf).into_owned())
             }
         };
         out.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
@@ -130,22 +151,40 @@ impl PyProperties {
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let path = match property_path(key) {
             Ok(p) => p,
-            Err(_) if !key.is_instance_of::<PyString>() => return Err(PyTypeError::new_err("property keys are str, int or lists")),
+            Err(_) if !key.is_instance_of::<PyString>() => {
+                return Err(PyTypeError::new_err("property keys are str, int or lists"))
+            }
             Err(e) => return Err(e),
         };
         Ok(self.inner.get(&path).is_ok())
     }
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let keys = self.inner.keys(&[]).unwrap_or_default();
-        keys.into_pyobject(py)?.into_any().try_iter().map(Bound::into_any)
+        keys.into_pyobject(py)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
     }
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.get(py, key)
     }
     fn __repr__(&self) -> String {
         let keys = self.inner.keys(&[]).unwrap_or_default();
         let shown: Vec<&str> = keys.iter().take(8).map(String::as_str).collect();
-        let more = if keys.len() > 8 { format!(", ... {} more", keys.len() - 8) } else { String::new() };
-        format!("<nexus.Properties of {}: {}{}>", self.inner.owner(), shown.join(", "), more)
+        let more = if keys.len() > 8 {
+            format!(", ... {} more", keys.len() - 8)
+        } else {
+            String::new()
+        };
+        format!(
+            "<nexus.Properties of {}: {}{}>",
+            self.inner.owner(),
+            shown.join(", "),
+            more
+        )
     }
 }

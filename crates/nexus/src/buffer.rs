@@ -40,9 +40,20 @@ impl Buffer {
     }
 
     /// A buffer over memory a backend already holds (allocated or wrapped).
-    pub(crate) fn from_hal(device: &Device, hal: Arc<dyn hal::Buffer>, data_type: DataType) -> Buffer {
+    pub(crate) fn from_hal(
+        device: &Device,
+        hal: Arc<dyn hal::Buffer>,
+        data_type: DataType,
+    ) -> Buffer {
         let size = hal.size();
-        Buffer { inner: Arc::new(BufferShared { device: device.clone(), hal: Handle::new(hal), size, data_type }) }
+        Buffer {
+            inner: Arc::new(BufferShared {
+                device: device.clone(),
+                hal: Handle::new(hal),
+                size,
+                data_type,
+            }),
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -67,7 +78,11 @@ impl Buffer {
         if src.len() > self.size() {
             return Err(Error::new(
                 Status::InvalidSize,
-                format!("cannot write {} bytes into a buffer of {} bytes", src.len(), self.size()),
+                format!(
+                    "cannot write {} bytes into a buffer of {} bytes",
+                    src.len(),
+                    self.size()
+                ),
             ));
         }
         self.hal()?.write(0, src)
@@ -78,7 +93,11 @@ impl Buffer {
         if dst.len() < self.size() {
             return Err(Error::new(
                 Status::InvalidSize,
-                format!("destination holds {} bytes, the buffer has {} bytes", dst.len(), self.size()),
+                format!(
+                    "destination holds {} bytes, the buffer has {} bytes",
+                    dst.len(),
+                    self.size()
+                ),
             ));
         }
         let n = self.size();
@@ -101,7 +120,12 @@ impl Buffer {
     }
 
     pub fn label(&self) -> String {
-        format!("Buffer({} bytes, {}) on {}", self.size(), self.data_type().numpy_name(), self.inner.device.label())
+        format!(
+            "Buffer({} bytes, {}) on {}",
+            self.size(),
+            self.data_type().numpy_name(),
+            self.inner.device.label()
+        )
     }
 
     pub(crate) fn hal(&self) -> Result<Arc<dyn hal::Buffer>> {

@@ -28,10 +28,12 @@ pub struct Entry {
 }
 
 fn validator() -> Result<&'static jsonschema::Validator> {
-    static VALIDATOR: OnceLock<std::result::Result<jsonschema::Validator, String>> = OnceLock::new();
+    static VALIDATOR: OnceLock<std::result::Result<jsonschema::Validator, String>> =
+        OnceLock::new();
     VALIDATOR
         .get_or_init(|| {
-            let schema: Value = serde_json::from_str(SCHEMA).map_err(|e| format!("device schema is not JSON: {e}"))?;
+            let schema: Value = serde_json::from_str(SCHEMA)
+                .map_err(|e| format!("device schema is not JSON: {e}"))?;
             jsonschema::validator_for(&schema).map_err(|e| format!("device schema is invalid: {e}"))
         })
         .as_ref()
@@ -51,7 +53,13 @@ pub fn parse_entry(name: &str, bytes: &[u8]) -> Result<Value> {
         })
         .collect();
     if !problems.is_empty() {
-        return Err(Error::new(Status::InvalidValue, format!("{name}: does not match the device schema: {}", problems.join("; "))));
+        return Err(Error::new(
+            Status::InvalidValue,
+            format!(
+                "{name}: does not match the device schema: {}",
+                problems.join("; ")
+            ),
+        ));
     }
     Ok(value)
 }
@@ -63,9 +71,15 @@ fn shipped() -> Vec<Entry> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
         match parse_entry(&path.display().to_string(), file.contents()) {
-            Ok(value) => out.push(Entry { name: stem.to_string(), value, origin: "shipped".into() }),
+            Ok(value) => out.push(Entry {
+                name: stem.to_string(),
+                value,
+                origin: "shipped".into(),
+            }),
             Err(e) => log::warn!("device database: skipping shipped {}", e.message),
         }
     }
@@ -85,7 +99,10 @@ fn user_entries(path_var: &str) -> Vec<Entry> {
         };
         let mut files: Vec<_> = dir.filter_map(|d| d.ok().map(|d| d.path())).collect();
         files.sort();
-        for file in files.iter().filter(|f| f.extension().and_then(|e| e.to_str()) == Some("json")) {
+        for file in files
+            .iter()
+            .filter(|f| f.extension().and_then(|e| e.to_str()) == Some("json"))
+        {
             if let Some(entry) = read_user_file(file) {
                 out.push(entry);
             }
@@ -101,7 +118,11 @@ fn read_user_file(file: &Path) -> Option<Entry> {
         .map_err(|e| Error::new(Status::InvalidValue, format!("{label}: cannot read: {e}")))
         .and_then(|bytes| parse_entry(&label, &bytes));
     match parsed {
-        Ok(value) => Some(Entry { name: stem, value, origin: label }),
+        Ok(value) => Some(Entry {
+            name: stem,
+            value,
+            origin: label,
+        }),
         Err(e) => {
             log::warn!("device database: skipping {}", e.message);
             None
@@ -114,7 +135,9 @@ pub fn entries() -> &'static BTreeMap<String, Entry> {
     static DB: OnceLock<BTreeMap<String, Entry>> = OnceLock::new();
     DB.get_or_init(|| {
         let mut db = BTreeMap::new();
-        let user = std::env::var("NEXUS_DEVICE_PATH").map(|v| user_entries(&v)).unwrap_or_default();
+        let user = std::env::var("NEXUS_DEVICE_PATH")
+            .map(|v| user_entries(&v))
+            .unwrap_or_default();
         for entry in shipped().into_iter().chain(user) {
             db.insert(entry.name.clone(), entry);
         }
@@ -129,8 +152,16 @@ pub fn lookup_entry(name: &str) -> Option<&'static Entry> {
     if let Some(e) = db.get(name) {
         return Some(e);
     }
-    let arch_is = |e: &&Entry| e.value.get("Architecture").and_then(Value::as_str).is_some_and(|a| a.eq_ignore_ascii_case(name));
-    db.values().filter(|e| e.origin != "shipped").find(arch_is).or_else(|| db.values().find(arch_is))
+    let arch_is = |e: &&Entry| {
+        e.value
+            .get("Architecture")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.eq_ignore_ascii_case(name))
+    };
+    db.values()
+        .filter(|e| e.origin != "shipped")
+        .find(arch_is)
+        .or_else(|| db.values().find(arch_is))
 }
 
 pub fn lookup(name: &str) -> Option<Properties> {
@@ -146,15 +177,27 @@ fn entry_label(entry: &Entry) -> String {
 }
 
 pub fn entry_properties(entry: &Entry) -> Properties {
-    Properties::layered(format!("device info '{}'", entry.name), entry.value.clone(), vec![(entry_label(entry), entry.value.clone())])
+    Properties::layered(
+        format!("device info '{}'", entry.name),
+        entry.value.clone(),
+        vec![(entry_label(entry), entry.value.clone())],
+    )
 }
 
 /// The device's live properties over its database entry (live values win);
 /// each value's source is "live" or "database '<name>'".
 pub fn merge_live(live: &Properties) -> Properties {
-    let arch = live.root().get("Architecture").and_then(Value::as_str).unwrap_or_default();
+    let arch = live
+        .root()
+        .get("Architecture")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(entry) = lookup_entry(arch) else {
-        return Properties::layered(live.owner().to_string(), live.root().clone(), vec![("live".into(), live.root().clone())]);
+        return Properties::layered(
+            live.owner().to_string(),
+            live.root().clone(),
+            vec![("live".into(), live.root().clone())],
+        );
     };
     let mut merged = entry.value.clone();
     overlay(&mut merged, live.root());
@@ -164,7 +207,10 @@ pub fn merge_live(live: &Properties) -> Properties {
     Properties::layered(
         live.owner().to_string(),
         merged,
-        vec![("live".into(), live.root().clone()), (entry_label(entry), entry.value.clone())],
+        vec![
+            ("live".into(), live.root().clone()),
+            (entry_label(entry), entry.value.clone()),
+        ],
     )
 }
 
@@ -204,24 +250,40 @@ mod tests {
         assert_eq!(by_arch.get_str(&["Architecture".into()]).unwrap(), "sm_90");
         assert_eq!(by_stem.root(), by_arch.root());
         assert!(lookup("sm_999").is_none());
-        assert_eq!(by_arch.source(&["Name".into()]).unwrap(), "database 'nvidia-gpu-sm_90'");
+        assert_eq!(
+            by_arch.source(&["Name".into()]).unwrap(),
+            "database 'nvidia-gpu-sm_90'"
+        );
     }
 
     #[test]
     fn schema_violations_name_the_problem() {
         let e = parse_entry("x.json", br#"{"Name": "x"}"#).unwrap_err();
-        assert!(e.message.contains("x.json") && e.message.contains("required"), "{}", e.message);
+        assert!(
+            e.message.contains("x.json") && e.message.contains("required"),
+            "{}",
+            e.message
+        );
         let e = parse_entry("y.json", b"{not json").unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
     }
 
     #[test]
     fn live_values_win() {
-        let live = Properties::new("Device 'cpu'", serde_json::json!({"Architecture": "x86_64", "Name": "live name"}));
+        let live = Properties::new(
+            "Device 'cpu'",
+            serde_json::json!({"Architecture": "x86_64", "Name": "live name"}),
+        );
         let merged = merge_live(&live);
         assert_eq!(merged.get_str(&["Name".into()]).unwrap(), "live name");
         assert_eq!(merged.source(&["Name".into()]).unwrap(), "live");
-        assert_eq!(merged.get_str(&["DatabaseEntry".into()]).unwrap(), "generic-cpu-x86_64");
-        assert_eq!(merged.source(&["Vendor".into()]).unwrap(), "database 'generic-cpu-x86_64'");
+        assert_eq!(
+            merged.get_str(&["DatabaseEntry".into()]).unwrap(),
+            "generic-cpu-x86_64"
+        );
+        assert_eq!(
+            merged.source(&["Vendor".into()]).unwrap(),
+            "database 'generic-cpu-x86_64'"
+        );
     }
 }

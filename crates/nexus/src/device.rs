@@ -36,8 +36,21 @@ impl PartialEq for Device {
 
 impl Device {
     pub(crate) fn new(runtime: &'static str, index: usize, hal: Arc<dyn hal::Device>) -> Self {
-        let name = hal.properties().get("Name").and_then(Value::as_str).unwrap_or("unnamed").to_string();
-        Device { inner: Arc::new(DeviceShared { runtime, index, hal, name, events: Mutex::new(Vec::new()) }) }
+        let name = hal
+            .properties()
+            .get("Name")
+            .and_then(Value::as_str)
+            .unwrap_or("unnamed")
+            .to_string();
+        Device {
+            inner: Arc::new(DeviceShared {
+                runtime,
+                index,
+                hal,
+                name,
+                events: Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     pub fn runtime_name(&self) -> &'static str {
@@ -54,7 +67,10 @@ impl Device {
 
     /// "cpu:0 'AMD EPYC ...'" — how messages name this device.
     pub fn label(&self) -> String {
-        format!("{}:{} '{}'", self.inner.runtime, self.inner.index, self.inner.name)
+        format!(
+            "{}:{} '{}'",
+            self.inner.runtime, self.inner.index, self.inner.name
+        )
     }
 
     /// Live properties only.
@@ -93,7 +109,10 @@ impl Device {
         owner: Arc<dyn std::any::Any + Send + Sync>,
     ) -> Result<Buffer> {
         if size == 0 {
-            return Err(Error::new(Status::InvalidSize, format!("cannot wrap 0 bytes of memory on device {}", self.label())));
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("cannot wrap 0 bytes of memory on device {}", self.label()),
+            ));
         }
         let hal = self.inner.hal.wrap_device_memory(address, size, owner)?;
         Ok(Buffer::from_hal(self, hal, data_type))
@@ -130,7 +149,10 @@ impl Device {
     pub fn load_library(&self, source: hal::LibrarySource) -> Result<Library> {
         if let hal::LibrarySource::Bytes(b) = &source {
             if b.is_empty() {
-                return Err(Error::new(Status::InvalidLibrary, "library bytes are empty"));
+                return Err(Error::new(
+                    Status::InvalidLibrary,
+                    "library bytes are empty",
+                ));
             }
         }
         Library::load(self, source)
@@ -147,7 +169,11 @@ impl Device {
     /// Events created on this device that are still alive.
     pub fn events(&self) -> Vec<Event> {
         let events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
-        events.iter().filter_map(Weak::upgrade).map(|inner| Event { inner }).collect()
+        events
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|inner| Event { inner })
+            .collect()
     }
 
     pub fn create_schedule(&self) -> Schedule {

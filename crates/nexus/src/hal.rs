@@ -53,9 +53,17 @@ pub trait Device: Send + Sync {
     fn encode(&self, ops: Vec<Op>) -> Result<Arc<dyn Schedule>>;
     /// A buffer over device memory something else owns (zero-copy interop,
     /// e.g. a torch or CuPy CUDA tensor); `owner` lives as long as the buffer.
-    fn wrap_device_memory(&self, address: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Result<Arc<dyn Buffer>> {
+    fn wrap_device_memory(
+        &self,
+        address: u64,
+        size: usize,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Arc<dyn Buffer>> {
         let _ = (address, size, owner);
-        Err(crate::error::Error::new(crate::error::Status::NotSupported, "this runtime cannot wrap foreign device memory"))
+        Err(crate::error::Error::new(
+            crate::error::Status::NotSupported,
+            "this runtime cannot wrap foreign device memory",
+        ))
     }
     /// Blocks until the work queued on the device's default stream is done.
     fn synchronize(&self) -> Result<()> {
@@ -66,7 +74,10 @@ pub trait Device: Send + Sync {
     /// `__cuda_array_interface__`) has finished its work.
     fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
         let _ = handle;
-        Err(crate::error::Error::new(crate::error::Status::NotSupported, "this runtime has no external streams"))
+        Err(crate::error::Error::new(
+            crate::error::Status::NotSupported,
+            "this runtime has no external streams",
+        ))
     }
     /// Whether `address` is memory of this device (for zero-copy imports).
     fn owns_address(&self, address: u64) -> bool {
@@ -136,9 +147,20 @@ pub enum Arg {
 /// One validated operation of a schedule.
 #[derive(Clone)]
 pub enum Op {
-    Launch { kernel: Arc<dyn Kernel>, args: Vec<Arg>, dims: LaunchDims, shared_memory: u32 },
-    Signal { event: Arc<dyn Event>, value: u64 },
-    Wait { event: Arc<dyn Event>, value: u64 },
+    Launch {
+        kernel: Arc<dyn Kernel>,
+        args: Vec<Arg>,
+        dims: LaunchDims,
+        shared_memory: u32,
+    },
+    Signal {
+        event: Arc<dyn Event>,
+        value: u64,
+    },
+    Wait {
+        event: Arc<dyn Event>,
+        value: u64,
+    },
 }
 
 /// An encoded schedule.

@@ -21,7 +21,9 @@ pub(crate) struct Handle<T: ?Sized> {
 
 impl<T: ?Sized> Handle<T> {
     pub fn new(value: Arc<T>) -> Self {
-        Handle { slot: RwLock::new(Some(value)) }
+        Handle {
+            slot: RwLock::new(Some(value)),
+        }
     }
 
     /// The live resource, or `Status::Released` naming `what`.
@@ -34,7 +36,10 @@ impl<T: ?Sized> Handle<T> {
     }
 
     pub fn is_released(&self) -> bool {
-        self.slot.read().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// Drops this object's reference at once; work already queued keeps its own.

@@ -29,7 +29,13 @@ impl Library {
             hal::LibrarySource::Builtin => "<builtin>".to_string(),
         };
         let hal = device.hal().load_library(&source)?;
-        Ok(Library { inner: Arc::new(LibraryShared { device: device.clone(), hal: Handle::new(hal), origin }) })
+        Ok(Library {
+            inner: Arc::new(LibraryShared {
+                device: device.clone(),
+                hal: Handle::new(hal),
+                origin,
+            }),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -46,8 +52,17 @@ impl Library {
     }
 
     pub fn kernel(&self, name: &str) -> Result<Kernel> {
-        let hal = self.inner.hal.get(|| format!("Library '{}'", self.inner.origin))?.kernel(name)?;
-        Ok(Kernel { inner: Arc::new(KernelShared { library: self.clone(), hal }) })
+        let hal = self
+            .inner
+            .hal
+            .get(|| format!("Library '{}'", self.inner.origin))?
+            .kernel(name)?;
+        Ok(Kernel {
+            inner: Arc::new(KernelShared {
+                library: self.clone(),
+                hal,
+            }),
+        })
     }
 
     pub fn properties(&self) -> Properties {
@@ -57,7 +72,8 @@ impl Library {
         };
         if let Value::Object(map) = &mut root {
             map.insert("Device".into(), Value::from(self.inner.device.label()));
-            map.entry("Path").or_insert_with(|| Value::from(self.inner.origin.clone()));
+            map.entry("Path")
+                .or_insert_with(|| Value::from(self.inner.origin.clone()));
         }
         Properties::new(format!("Library '{}'", self.inner.origin), root)
     }

@@ -35,7 +35,10 @@ pub fn property_name(id: i64) -> Result<&'static str> {
         .ok_or_else(|| {
             Error::new(
                 Status::InvalidProperty,
-                format!("unknown property enum value {id} (valid: 0..{})", PROPERTY_NAMES.len() - 1),
+                format!(
+                    "unknown property enum value {id} (valid: 0..{})",
+                    PROPERTY_NAMES.len() - 1
+                ),
             )
         })
 }
@@ -72,7 +75,10 @@ impl From<usize> for PathItem {
 /// by `[index]` groups, e.g. `MemorySubsystem.MemoryTypes[1].Size`.
 pub fn parse_path(text: &str) -> Result<Vec<PathItem>> {
     let bad = |pos: usize, why: &str| {
-        Error::new(Status::InvalidValue, format!("malformed property path {text:?}: {why} at offset {pos}"))
+        Error::new(
+            Status::InvalidValue,
+            format!("malformed property path {text:?}: {why} at offset {pos}"),
+        )
     };
     let bytes = text.as_bytes();
     let mut path = Vec::new();
@@ -84,12 +90,17 @@ pub fn parse_path(text: &str) -> Result<Vec<PathItem>> {
                 if expect_name {
                     return Err(bad(i, "empty name"));
                 }
-                let close = text[i..].find(']').map(|j| i + j).ok_or_else(|| bad(i, "'[' without ']'"))?;
+                let close = text[i..]
+                    .find(']')
+                    .map(|j| i + j)
+                    .ok_or_else(|| bad(i, "'[' without ']'"))?;
                 let digits = &text[i + 1..close];
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad(i + 1, "an index must be decimal digits"));
                 }
-                let index = digits.parse::<usize>().map_err(|_| bad(i + 1, "index is too large"))?;
+                let index = digits
+                    .parse::<usize>()
+                    .map_err(|_| bad(i + 1, "index is too large"))?;
                 path.push(PathItem::Index(index));
                 i = close + 1;
                 expect_name = false;
@@ -106,7 +117,10 @@ pub fn parse_path(text: &str) -> Result<Vec<PathItem>> {
                 if !expect_name {
                     return Err(bad(i, "expected '.' or '['"));
                 }
-                let end = text[i..].find(['.', '[', ']']).map(|j| i + j).unwrap_or(text.len());
+                let end = text[i..]
+                    .find(['.', '[', ']'])
+                    .map(|j| i + j)
+                    .unwrap_or(text.len());
                 path.push(PathItem::Key(text[i..end].to_string()));
                 i = end;
                 expect_name = false;
@@ -137,13 +151,21 @@ pub struct Properties {
 impl Properties {
     /// `owner` names the object in error messages (`"Device 'CPU'"`).
     pub fn new(owner: impl Into<Arc<str>>, root: Value) -> Self {
-        Properties { owner: owner.into(), root: Arc::new(root), layers: Arc::new(Vec::new()) }
+        Properties {
+            owner: owner.into(),
+            root: Arc::new(root),
+            layers: Arc::new(Vec::new()),
+        }
     }
 
     /// Properties merged from several sources (`layers`, highest precedence
     /// first), so `source(path)` can say where each value came from.
     pub fn layered(owner: impl Into<Arc<str>>, root: Value, layers: Vec<(String, Value)>) -> Self {
-        Properties { owner: owner.into(), root: Arc::new(root), layers: Arc::new(layers) }
+        Properties {
+            owner: owner.into(),
+            root: Arc::new(root),
+            layers: Arc::new(layers),
+        }
     }
 
     /// Where the value at `path` came from: a layer's label ("live",
@@ -155,7 +177,11 @@ impl Properties {
                 return Ok(label.clone());
             }
         }
-        Ok(if self.layers.is_empty() { "live".to_string() } else { "derived".to_string() })
+        Ok(if self.layers.is_empty() {
+            "live".to_string()
+        } else {
+            "derived".to_string()
+        })
     }
 
     pub fn owner(&self) -> &str {
@@ -184,12 +210,21 @@ impl Properties {
                             let keys: Vec<&str> = map.keys().map(String::as_str).collect();
                             format!("keys there: {}", keys.join(", "))
                         }
-                        Value::Array(items) => format!("a list of {} items there (index 0..{})", items.len(), items.len().saturating_sub(1)),
+                        Value::Array(items) => format!(
+                            "a list of {} items there (index 0..{})",
+                            items.len(),
+                            items.len().saturating_sub(1)
+                        ),
                         other => format!("{} is a {} value", here, kind(other)),
                     };
                     return Err(Error::new(
                         Status::InvalidProperty,
-                        format!("{}: no property at path {} ({})", self.owner, show_path(path), what),
+                        format!(
+                            "{}: no property at path {} ({})",
+                            self.owner,
+                            show_path(path),
+                            what
+                        ),
                     ));
                 }
             };
@@ -197,12 +232,23 @@ impl Properties {
         Ok(node)
     }
 
-    fn typed<T>(&self, path: &[PathItem], want: &str, conv: impl Fn(&Value) -> Option<T>) -> Result<T> {
+    fn typed<T>(
+        &self,
+        path: &[PathItem],
+        want: &str,
+        conv: impl Fn(&Value) -> Option<T>,
+    ) -> Result<T> {
         let v = self.get(path)?;
         conv(v).ok_or_else(|| {
             Error::new(
                 Status::InvalidProperty,
-                format!("{}: property {} is a {}, not {}", self.owner, show_path(path), kind(v), want),
+                format!(
+                    "{}: property {} is a {}, not {}",
+                    self.owner,
+                    show_path(path),
+                    kind(v),
+                    want
+                ),
             )
         })
     }
@@ -226,16 +272,23 @@ impl Properties {
 
     pub fn get_str_vec(&self, path: &[PathItem]) -> Result<Vec<String>> {
         self.typed(path, "a list of strings", |v| {
-            v.as_array()?.iter().map(|x| x.as_str().map(str::to_string)).collect()
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect()
         })
     }
 
     pub fn get_int_vec(&self, path: &[PathItem]) -> Result<Vec<i64>> {
-        self.typed(path, "a list of integers", |v| v.as_array()?.iter().map(as_int).collect())
+        self.typed(path, "a list of integers", |v| {
+            v.as_array()?.iter().map(as_int).collect()
+        })
     }
 
     pub fn get_flt_vec(&self, path: &[PathItem]) -> Result<Vec<f64>> {
-        self.typed(path, "a list of numbers", |v| v.as_array()?.iter().map(Value::as_f64).collect())
+        self.typed(path, "a list of numbers", |v| {
+            v.as_array()?.iter().map(Value::as_f64).collect()
+        })
     }
 
     /// Keys of the object at `path` (in order), or the indexes of a list as strings.
@@ -245,7 +298,12 @@ impl Properties {
             Value::Array(items) => Ok((0..items.len()).map(|i| i.to_string()).collect()),
             other => Err(Error::new(
                 Status::InvalidProperty,
-                format!("{}: property {} is a {}, it has no keys", self.owner, show_path(path), kind(other)),
+                format!(
+                    "{}: property {} is a {}, it has no keys",
+                    self.owner,
+                    show_path(path),
+                    kind(other)
+                ),
             )),
         }
     }
@@ -253,7 +311,11 @@ impl Properties {
     /// The sub-tree at `path` as its own `Properties`.
     pub fn subtree(&self, path: &[PathItem]) -> Result<Properties> {
         let v = self.get(path)?.clone();
-        Ok(Properties { owner: self.owner.clone(), root: Arc::new(v), layers: Arc::new(Vec::new()) })
+        Ok(Properties {
+            owner: self.owner.clone(),
+            root: Arc::new(v),
+            layers: Arc::new(Vec::new()),
+        })
     }
 }
 
@@ -267,7 +329,8 @@ fn walk<'a>(root: &'a Value, path: &[PathItem]) -> Option<&'a Value> {
 }
 
 fn as_int(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
+    v.as_i64()
+        .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -310,7 +373,11 @@ mod tests {
         assert_eq!(p.get_int(&["Size".into()]).unwrap(), 4);
         assert_eq!(p.get_flt(&["Size".into()]).unwrap(), 4.0);
         assert_eq!(p.get_flt(&["F".into()]).unwrap(), 1.5);
-        assert_eq!(p.get_int(&["Mem".into(), "Types".into(), 1.into(), "Size".into()]).unwrap(), 2);
+        assert_eq!(
+            p.get_int(&["Mem".into(), "Types".into(), 1.into(), "Size".into()])
+                .unwrap(),
+            2
+        );
         assert_eq!(p.get_str_vec(&["L".into()]).unwrap(), vec!["a", "b"]);
     }
 
@@ -321,21 +388,57 @@ mod tests {
         assert_eq!(e.status, Status::InvalidProperty);
         assert!(e.message.contains("[\"Mem\", \"Typo\"]"), "{}", e.message);
         assert!(e.message.contains("Types"), "{}", e.message);
-        let e = p.get_int(&["Mem".into(), "Types".into(), 5.into()]).unwrap_err();
+        let e = p
+            .get_int(&["Mem".into(), "Types".into(), 5.into()])
+            .unwrap_err();
         assert!(e.message.contains("2 items"), "{}", e.message);
         let e = p.get_int(&["Name".into()]).unwrap_err();
-        assert!(e.message.contains("string, not an integer"), "{}", e.message);
+        assert!(
+            e.message.contains("string, not an integer"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn textual_paths() {
         let p = parse_path("MemorySubsystem.MemoryTypes[1].Size").unwrap();
-        assert_eq!(p, vec!["MemorySubsystem".into(), "MemoryTypes".into(), 1.into(), "Size".into()]);
-        assert_eq!(parse_path("A[0][2]").unwrap(), vec!["A".into(), 0.into(), 2.into()]);
-        for bad in ["", ".", "a.", ".a", "a..b", "a[", "a[]", "a[x]", "a]", "[1]", "a[1]b", "a.[0]", "a[-1]", "a[99999999999999999999999]"] {
+        assert_eq!(
+            p,
+            vec![
+                "MemorySubsystem".into(),
+                "MemoryTypes".into(),
+                1.into(),
+                "Size".into()
+            ]
+        );
+        assert_eq!(
+            parse_path("A[0][2]").unwrap(),
+            vec!["A".into(), 0.into(), 2.into()]
+        );
+        for bad in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "a[",
+            "a[]",
+            "a[x]",
+            "a]",
+            "[1]",
+            "a[1]b",
+            "a.[0]",
+            "a[-1]",
+            "a[99999999999999999999999]",
+        ] {
             let e = parse_path(bad).unwrap_err();
             assert_eq!(e.status, Status::InvalidValue, "{bad}");
-            assert!(e.message.contains("malformed property path"), "{}", e.message);
+            assert!(
+                e.message.contains("malformed property path"),
+                "{}",
+                e.message
+            );
         }
     }
 

@@ -29,22 +29,39 @@ pub fn known_runtimes() -> &'static [Runtime] {
     RUNTIMES.get_or_init(|| {
         backends::registry()
             .into_iter()
-            .map(|(name, api)| Runtime { inner: Arc::new(RuntimeShared { name, api, devices: OnceLock::new() }) })
+            .map(|(name, api)| Runtime {
+                inner: Arc::new(RuntimeShared {
+                    name,
+                    api,
+                    devices: OnceLock::new(),
+                }),
+            })
             .collect()
     })
 }
 
 /// The runtimes that have at least one device: accelerators first, the CPU last.
 pub fn get_runtimes() -> Vec<Runtime> {
-    known_runtimes().iter().filter(|r| !r.devices().is_empty()).cloned().collect()
+    known_runtimes()
+        .iter()
+        .filter(|r| !r.devices().is_empty())
+        .cloned()
+        .collect()
 }
 
 /// A runtime by its lower-case name; a known runtime without a driver has zero devices.
 pub fn get_runtime(name: &str) -> Result<Runtime> {
-    known_runtimes().iter().find(|r| r.name() == name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = known_runtimes().iter().map(|r| r.name()).collect();
-        Error::new(Status::InvalidRuntime, format!("unknown runtime '{name}' (known: {})", names.join(", ")))
-    })
+    known_runtimes()
+        .iter()
+        .find(|r| r.name() == name)
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = known_runtimes().iter().map(|r| r.name()).collect();
+            Error::new(
+                Status::InvalidRuntime,
+                format!("unknown runtime '{name}' (known: {})", names.join(", ")),
+            )
+        })
 }
 
 /// The device that holds system buffers (`nexus.create_buffer`): the CPU.
@@ -65,9 +82,15 @@ impl Runtime {
     /// and leaves this runtime empty rather than failing the whole listing.
     pub fn devices(&self) -> &[Device] {
         self.inner.devices.get_or_init(|| {
-            let Some(api) = &self.inner.api else { return Vec::new() };
+            let Some(api) = &self.inner.api else {
+                return Vec::new();
+            };
             match api.devices() {
-                Ok(list) => list.into_iter().enumerate().map(|(i, hal)| Device::new(self.inner.name, i, hal)).collect(),
+                Ok(list) => list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, hal)| Device::new(self.inner.name, i, hal))
+                    .collect(),
                 Err(e) => {
                     log::warn!("runtime '{}' lists no devices: {}", self.inner.name, e);
                     Vec::new()
@@ -78,12 +101,20 @@ impl Runtime {
 
     pub fn device(&self, index: i64) -> Result<Device> {
         let devices = self.devices();
-        usize::try_from(index).ok().and_then(|i| devices.get(i)).cloned().ok_or_else(|| {
-            Error::new(
-                Status::InvalidDevice,
-                format!("runtime '{}' has no device {index} ({} devices)", self.name(), devices.len()),
-            )
-        })
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| devices.get(i))
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    Status::InvalidDevice,
+                    format!(
+                        "runtime '{}' has no device {index} ({} devices)",
+                        self.name(),
+                        devices.len()
+                    ),
+                )
+            })
     }
 
     pub fn properties(&self) -> Properties {

@@ -60,16 +60,25 @@ impl Command {
 
     pub fn label(&self) -> String {
         match &self.inner.kind {
-            CommandKind::Kernel(k) => format!("Command {} (kernel '{}')", self.inner.index, k.name()),
-            CommandKind::Signal { value, .. } => format!("Command {} (signal {value})", self.inner.index),
-            CommandKind::Wait { value, .. } => format!("Command {} (wait {value})", self.inner.index),
+            CommandKind::Kernel(k) => {
+                format!("Command {} (kernel '{}')", self.inner.index, k.name())
+            }
+            CommandKind::Signal { value, .. } => {
+                format!("Command {} (signal {value})", self.inner.index)
+            }
+            CommandKind::Wait { value, .. } => {
+                format!("Command {} (wait {value})", self.inner.index)
+            }
         }
     }
 
     fn kernel(&self) -> Result<&Kernel> {
         match &self.inner.kind {
             CommandKind::Kernel(k) => Ok(k),
-            _ => Err(Error::new(Status::InvalidCommand, format!("{} is not a kernel command", self.label()))),
+            _ => Err(Error::new(
+                Status::InvalidCommand,
+                format!("{} is not a kernel command", self.label()),
+            )),
         }
     }
 
@@ -123,13 +132,23 @@ impl Command {
     /// Fixes the launch shape; a command is finalized once.
     pub fn finalize(&self, group: &[i64], grid: &[i64], shared_memory: i64) -> Result<()> {
         self.kernel()?;
-        let dims = LaunchDims::new(group, grid).map_err(|e| Error::new(e.status, format!("{}: {}", self.label(), e.message)))?;
+        let dims = LaunchDims::new(group, grid)
+            .map_err(|e| Error::new(e.status, format!("{}: {}", self.label(), e.message)))?;
         if !(0..=u32::MAX as i64).contains(&shared_memory) {
-            return Err(Error::new(Status::InvalidSize, format!("{}: shared_memory {shared_memory} is out of range", self.label())));
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "{}: shared_memory {shared_memory} is out of range",
+                    self.label()
+                ),
+            ));
         }
         let mut st = lock(&self.inner.state);
         if st.dims.is_some() {
-            return Err(Error::new(Status::InvalidCommand, format!("{} is already finalized", self.label())));
+            return Err(Error::new(
+                Status::InvalidCommand,
+                format!("{} is already finalized", self.label()),
+            ));
         }
         st.dims = Some(dims);
         st.shared_memory = shared_memory as u32;
@@ -154,26 +173,51 @@ impl Command {
     /// The validated operation this command encodes to.
     fn to_op(&self) -> Result<hal::Op> {
         match &self.inner.kind {
-            CommandKind::Signal { event, value } => Ok(hal::Op::Signal { event: event.hal()?, value: *value }),
-            CommandKind::Wait { event, value } => Ok(hal::Op::Wait { event: event.hal()?, value: *value }),
+            CommandKind::Signal { event, value } => Ok(hal::Op::Signal {
+                event: event.hal()?,
+                value: *value,
+            }),
+            CommandKind::Wait { event, value } => Ok(hal::Op::Wait {
+                event: event.hal()?,
+                value: *value,
+            }),
             CommandKind::Kernel(kernel) => {
                 let st = lock(&self.inner.state);
                 let dims = st.dims.ok_or_else(|| {
-                    Error::new(Status::InvalidCommand, format!("{} was never finalized (call finalize(group_size, grid_size))", self.label()))
+                    Error::new(
+                        Status::InvalidCommand,
+                        format!(
+                            "{} was never finalized (call finalize(group_size, grid_size))",
+                            self.label()
+                        ),
+                    )
                 })?;
                 let args = st
                     .args
                     .iter()
                     .enumerate()
                     .map(|(i, a)| match a {
-                        Some(ArgValue::Buffer(b)) => Ok(hal::Arg::Buffer(
-                            b.hal().map_err(|e| Error::new(e.status, format!("{}: argument {i}: {}", self.label(), e.message)))?,
-                        )),
+                        Some(ArgValue::Buffer(b)) => {
+                            Ok(hal::Arg::Buffer(b.hal().map_err(|e| {
+                                Error::new(
+                                    e.status,
+                                    format!("{}: argument {i}: {}", self.label(), e.message),
+                                )
+                            })?))
+                        }
                         Some(ArgValue::Scalar(s)) => Ok(hal::Arg::Scalar(*s)),
-                        None => Err(Error::new(Status::InvalidArgument, format!("{}: argument {i} is not set", self.label()))),
+                        None => Err(Error::new(
+                            Status::InvalidArgument,
+                            format!("{}: argument {i} is not set", self.label()),
+                        )),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(hal::Op::Launch { kernel: kernel.hal().clone(), args, dims, shared_memory: st.shared_memory })
+                Ok(hal::Op::Launch {
+                    kernel: kernel.hal().clone(),
+                    args,
+                    dims,
+                    shared_memory: st.shared_memory,
+                })
             }
         }
     }
@@ -206,14 +250,22 @@ impl Command {
                 root["Arguments"] = json!(types);
                 root["ArgumentKinds"] = json!(kinds);
                 root["SharedMemory"] = json!(st.shared_memory);
-                root["Status"] = json!(if st.dims.is_some() { "finalized" } else { "recording" });
+                root["Status"] = json!(if st.dims.is_some() {
+                    "finalized"
+                } else {
+                    "recording"
+                });
                 if let Some(d) = st.dims {
                     root["GroupSize"] = json!(d.group);
                     root["GridSize"] = json!(d.grid);
                 }
             }
             CommandKind::Signal { value, event } | CommandKind::Wait { value, event } => {
-                let t = if matches!(self.inner.kind, CommandKind::Signal { .. }) { "signal" } else { "wait" };
+                let t = if matches!(self.inner.kind, CommandKind::Signal { .. }) {
+                    "signal"
+                } else {
+                    "wait"
+                };
                 root["Type"] = json!(t);
                 root["Value"] = json!(value);
                 root["EventType"] = json!(event.event_type().name());
@@ -266,7 +318,10 @@ impl Schedule {
 
     fn push(&self, kind: CommandKind) -> Result<Command> {
         if self.inner.released.load(Ordering::Acquire) {
-            return Err(Error::new(Status::Released, format!("Schedule on {} was released", self.device().label())));
+            return Err(Error::new(
+                Status::Released,
+                format!("Schedule on {} was released", self.device().label()),
+            ));
         }
         let mut cmds = lock(&self.inner.commands);
         let cmd = Command {
@@ -298,11 +353,17 @@ impl Schedule {
     }
 
     pub fn create_signal_command(&self, event: &Event, value: u64) -> Result<Command> {
-        self.push(CommandKind::Signal { event: event.clone(), value })
+        self.push(CommandKind::Signal {
+            event: event.clone(),
+            value,
+        })
     }
 
     pub fn create_wait_command(&self, event: &Event, value: u64) -> Result<Command> {
-        self.push(CommandKind::Wait { event: event.clone(), value })
+        self.push(CommandKind::Wait {
+            event: event.clone(),
+            value,
+        })
     }
 
     pub fn commands(&self) -> Vec<Command> {
@@ -322,17 +383,32 @@ impl Schedule {
         // Drop the old encoding first, so released memory it held goes now.
         *enc = None;
         if self.inner.released.load(Ordering::Acquire) {
-            return Err(Error::new(Status::Released, format!("Schedule on {} was released", self.device().label())));
+            return Err(Error::new(
+                Status::Released,
+                format!("Schedule on {} was released", self.device().label()),
+            ));
         }
         let ops = {
             let cmds = lock(&self.inner.commands);
             if cmds.is_empty() {
-                return Err(Error::new(Status::InvalidSchedule, format!("schedule on device {} has no commands", self.device().label())));
+                return Err(Error::new(
+                    Status::InvalidSchedule,
+                    format!(
+                        "schedule on device {} has no commands",
+                        self.device().label()
+                    ),
+                ));
             }
-            cmds.iter().map(Command::to_op).collect::<Result<Vec<_>>>()?
+            cmds.iter()
+                .map(Command::to_op)
+                .collect::<Result<Vec<_>>>()?
         };
         let schedule = self.device().hal().encode(ops)?;
-        *enc = Some(Encoded { revision, releases, schedule: schedule.clone() });
+        *enc = Some(Encoded {
+            revision,
+            releases,
+            schedule: schedule.clone(),
+        });
         Ok(schedule)
     }
 
@@ -350,7 +426,11 @@ impl Schedule {
             if s.device() != self.device() {
                 return Err(Error::new(
                     Status::InvalidStream,
-                    format!("stream is on device {}, the schedule on device {}", s.device().label(), self.device().label()),
+                    format!(
+                        "stream is on device {}, the schedule on device {}",
+                        s.device().label(),
+                        self.device().label()
+                    ),
                 ));
             }
         }
@@ -378,7 +458,9 @@ impl Schedule {
     pub fn properties(&self) -> Properties {
         let cmds = lock(&self.inner.commands);
         let revision = self.inner.revision.load(Ordering::Acquire);
-        let encoded = lock(&self.inner.encoded).as_ref().is_some_and(|e| e.revision == revision);
+        let encoded = lock(&self.inner.encoded)
+            .as_ref()
+            .is_some_and(|e| e.revision == revision);
         let names: Vec<Value> = cmds.iter().map(|c| Value::from(c.label())).collect();
         Properties::new(
             format!("Schedule on {}", self.device().label()),

@@ -26,7 +26,13 @@ pub struct Event {
 impl Event {
     pub(crate) fn create(device: &Device, event_type: EventType) -> Result<Event> {
         let hal = device.hal().create_event(event_type)?;
-        Ok(Event { inner: Arc::new(EventShared { device: device.clone(), hal: Handle::new(hal), event_type }) })
+        Ok(Event {
+            inner: Arc::new(EventShared {
+                device: device.clone(),
+                hal: Handle::new(hal),
+                event_type,
+            }),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -69,7 +75,11 @@ impl Event {
     }
 
     pub fn label(&self) -> String {
-        format!("Event({}) on {}", self.event_type().name(), self.inner.device.label())
+        format!(
+            "Event({}) on {}",
+            self.event_type().name(),
+            self.inner.device.label()
+        )
     }
 
     pub fn properties(&self) -> Properties {
@@ -106,7 +116,10 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn create(device: &Device) -> Result<Stream> {
-        Ok(Stream { device: device.clone(), hal: Arc::new(Handle::new(device.hal().create_stream()?)) })
+        Ok(Stream {
+            device: device.clone(),
+            hal: Arc::new(Handle::new(device.hal().create_stream()?)),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -128,10 +141,14 @@ impl Stream {
     }
 
     pub fn properties(&self) -> Properties {
-        Properties::new(format!("Stream on {}", self.device.label()), json!({"Device": self.device.label()}))
+        Properties::new(
+            format!("Stream on {}", self.device.label()),
+            json!({"Device": self.device.label()}),
+        )
     }
 
     pub(crate) fn hal(&self) -> Result<Arc<dyn hal::Stream>> {
-        self.hal.get(|| format!("Stream on {}", self.device.label()))
+        self.hal
+            .get(|| format!("Stream on {}", self.device.label()))
     }
 }

@@ -30,7 +30,12 @@ impl EventType {
             .iter()
             .copied()
             .find(|t| *t as i64 == code)
-            .ok_or_else(|| Error::new(Status::InvalidValue, format!("unknown event_type {code} (valid: 0 Shared, 1 Signal, 2 Fence)")))
+            .ok_or_else(|| {
+                Error::new(
+                    Status::InvalidValue,
+                    format!("unknown event_type {code} (valid: 0 Shared, 1 Signal, 2 Fence)"),
+                )
+            })
     }
 }
 
@@ -87,7 +92,11 @@ impl DataType {
 
     /// From a numpy dtype name; unknown names map to `Undefined` (raw bytes).
     pub fn from_numpy_name(name: &str) -> Self {
-        Self::ALL.iter().copied().find(|t| t.numpy_name() == name).unwrap_or(DataType::Undefined)
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.numpy_name() == name)
+            .unwrap_or(DataType::Undefined)
     }
 }
 
@@ -137,7 +146,10 @@ pub struct LaunchDims {
 impl LaunchDims {
     /// Validates sizes (each axis >= 1) as DESIGN.md decides.
     pub fn new(group: &[i64], grid: &[i64]) -> Result<Self> {
-        Ok(LaunchDims { group: axes("group_size", group)?, grid: axes("grid_size", grid)? })
+        Ok(LaunchDims {
+            group: axes("group_size", group)?,
+            grid: axes("grid_size", grid)?,
+        })
     }
 
     /// Groups per axis: ceil(grid / group).
@@ -156,14 +168,20 @@ impl LaunchDims {
 
 fn axes(what: &str, v: &[i64]) -> Result<[u32; 3]> {
     if v.is_empty() || v.len() > 3 {
-        return Err(Error::new(Status::InvalidSize, format!("{what} must have 1 to 3 axes, got {}", v.len())));
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!("{what} must have 1 to 3 axes, got {}", v.len()),
+        ));
     }
     let mut out = [1u32; 3];
     for (a, &n) in v.iter().enumerate() {
         if n <= 0 || n > u32::MAX as i64 {
             return Err(Error::new(
                 Status::InvalidSize,
-                format!("{what} axis {a} is {n}; it must be between 1 and {}", u32::MAX),
+                format!(
+                    "{what} axis {a} is {n}; it must be between 1 and {}",
+                    u32::MAX
+                ),
             ));
         }
         out[a] = n as u32;

@@ -10,7 +10,10 @@ fn cpu() -> nexus::Device {
 }
 
 fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn bytes(v: &[f32]) -> Vec<u8> {
@@ -22,7 +25,10 @@ fn runtimes_list_the_cpu_last() {
     let runtimes = nexus::get_runtimes();
     assert_eq!(runtimes.last().unwrap().name(), "cpu");
     assert!(nexus::get_runtime("hip").unwrap().devices().is_empty());
-    assert_eq!(nexus::get_runtime("nope").err().unwrap().status, Status::InvalidRuntime);
+    assert_eq!(
+        nexus::get_runtime("nope").err().unwrap().status,
+        Status::InvalidRuntime
+    );
 }
 
 #[test]
@@ -34,7 +40,11 @@ fn builtin_add_vectors_on_many_groups() {
     let ab = dev.create_buffer_from(&bytes(&a), DataType::F32).unwrap();
     let bb = dev.create_buffer_from(&bytes(&b), DataType::F32).unwrap();
     let cb = dev.create_buffer((n * 4) as i64, DataType::F32).unwrap();
-    let kernel = dev.load_library(LibrarySource::Builtin).unwrap().kernel("add_vectors").unwrap();
+    let kernel = dev
+        .load_library(LibrarySource::Builtin)
+        .unwrap()
+        .kernel("add_vectors")
+        .unwrap();
     let sched = dev.create_schedule();
     let cmd = sched.create_command(&kernel).unwrap();
     for (i, buf) in [&ab, &bb, &cb].into_iter().enumerate() {

@@ -23,13 +23,24 @@ use nexus::property::parse_path;
 use nexus::{PathItem, Properties};
 
 fn cases() -> u32 {
-    std::env::var("NEXUS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("NEXUS_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
 }
 
 /// Runs `test` on `cases()` values of `strategy`, counting every execution
 /// (shrinking included) and reporting the count on stderr.
-fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+fn fuzz<S: Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let config = Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    };
     let mut runner = TestRunner::new(config);
     let count = AtomicU64::new(0);
     let start = Instant::now();
@@ -94,7 +105,8 @@ fn path_text() -> impl Strategy<Value = String> {
         "[ab.\\[\\]0-9x-]{0,16}",
         "[A-Za-z]{1,6}(\\.[A-Za-z]{0,6}|\\[[0-9]{0,3}\\]|\\[|\\]){0,6}",
         any::<String>(),
-        prop::collection::vec(any::<u8>(), 0..24).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        prop::collection::vec(any::<u8>(), 0..24)
+            .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ]
 }
 
@@ -104,16 +116,31 @@ fn fuzz_parse_path_random_text() {
         match parse_path(&text) {
             Ok(items) => {
                 prop_assert!(!items.is_empty());
-                prop_assert!(matches!(items[0], PathItem::Key(_)), "{text:?} starts with an index");
+                prop_assert!(
+                    matches!(items[0], PathItem::Key(_)),
+                    "{text:?} starts with an index"
+                );
                 for item in &items {
                     if let PathItem::Key(k) = item {
-                        prop_assert!(!k.is_empty() && !k.contains(['.', '[', ']']), "{text:?} gave key {k:?}");
+                        prop_assert!(
+                            !k.is_empty() && !k.contains(['.', '[', ']']),
+                            "{text:?} gave key {k:?}"
+                        );
                     }
                 }
             }
-            Err(e) => prop_assert!(e.message.contains("malformed property path"), "{}", e.message),
+            Err(e) => prop_assert!(
+                e.message.contains("malformed property path"),
+                "{}",
+                e.message
+            ),
         }
-        prop_assert_eq!(parse_path(&text).is_ok(), grammar_accepts(&text), "{:?}", text);
+        prop_assert_eq!(
+            parse_path(&text).is_ok(),
+            grammar_accepts(&text),
+            "{:?}",
+            text
+        );
         Ok(())
     });
 }
@@ -128,24 +155,29 @@ fn segment() -> impl Strategy<Value = (String, Vec<usize>)> {
 
 #[test]
 fn fuzz_parse_path_round_trip() {
-    fuzz("parse_path_round_trip", prop::collection::vec(segment(), 1..6), |segments| {
-        let mut text = String::new();
-        let mut want = Vec::new();
-        for (n, (name, indexes)) in segments.iter().enumerate() {
-            if n > 0 {
-                text.push('.');
+    fuzz(
+        "parse_path_round_trip",
+        prop::collection::vec(segment(), 1..6),
+        |segments| {
+            let mut text = String::new();
+            let mut want = Vec::new();
+            for (n, (name, indexes)) in segments.iter().enumerate() {
+                if n > 0 {
+                    text.push('.');
+                }
+                text.push_str(name);
+                want.push(PathItem::Key(name.clone()));
+                for i in indexes {
+                    text.push_str(&format!("[{i}]"));
+                    want.push(PathItem::Index(*i));
+                }
             }
-            text.push_str(name);
-            want.push(PathItem::Key(name.clone()));
-            for i in indexes {
-                text.push_str(&format!("[{i}]"));
-                want.push(PathItem::Index(*i));
-            }
-        }
-        let got = parse_path(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {}", e.message)))?;
-        prop_assert_eq!(got, want, "{:?}", text);
-        Ok(())
-    });
+            let got = parse_path(&text)
+                .map_err(|e| TestCaseError::fail(format!("{text:?}: {}", e.message)))?;
+            prop_assert_eq!(got, want, "{:?}", text);
+            Ok(())
+        },
+    );
 }
 
 /// Regression (found by this suite): "a.[0]" used to parse as ["a", 0].
@@ -168,13 +200,16 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         key().prop_map(Value::String),
     ];
     leaf.prop_recursive(5, 96, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            prop::collection::vec((key(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
         ]
     })
 }
@@ -227,23 +262,32 @@ fn walk<'a>(root: &'a Value, choices: &[usize]) -> (Vec<PathItem>, &'a Value) {
 
 #[test]
 fn fuzz_properties_random_trees_and_paths() {
-    let strategy = (json_value(), prop::collection::vec(path_item(), 0..7), prop::collection::vec(any::<usize>(), 0..7));
-    fuzz("properties_get", strategy, |(tree, random_path, choices)| {
-        let layered = Properties::layered("fuzz", tree.clone(), vec![("layer".into(), tree.clone())]);
-        let plain = Properties::new("fuzz", tree.clone());
-        query_all(&plain, &random_path);
-        query_all(&layered, &random_path);
-        // A path that exists resolves to the node it names.
-        let (path, node) = walk(&tree, &choices);
-        prop_assert_eq!(plain.get(&path).ok(), Some(node));
-        prop_assert_eq!(layered.source(&path).ok(), Some("layer".to_string()));
-        query_all(&plain, &path);
-        // Misses are errors naming the path, never panics.
-        if let Err(e) = plain.get(&random_path) {
-            prop_assert!(e.message.contains("no property at path"), "{}", e.message);
-        }
-        Ok(())
-    });
+    let strategy = (
+        json_value(),
+        prop::collection::vec(path_item(), 0..7),
+        prop::collection::vec(any::<usize>(), 0..7),
+    );
+    fuzz(
+        "properties_get",
+        strategy,
+        |(tree, random_path, choices)| {
+            let layered =
+                Properties::layered("fuzz", tree.clone(), vec![("layer".into(), tree.clone())]);
+            let plain = Properties::new("fuzz", tree.clone());
+            query_all(&plain, &random_path);
+            query_all(&layered, &random_path);
+            // A path that exists resolves to the node it names.
+            let (path, node) = walk(&tree, &choices);
+            prop_assert_eq!(plain.get(&path).ok(), Some(node));
+            prop_assert_eq!(layered.source(&path).ok(), Some("layer".to_string()));
+            query_all(&plain, &path);
+            // Misses are errors naming the path, never panics.
+            if let Err(e) = plain.get(&random_path) {
+                prop_assert!(e.message.contains("no property at path"), "{}", e.message);
+            }
+            Ok(())
+        },
+    );
 }
 
 // ------------------------------------------------------------ device database
@@ -256,7 +300,15 @@ fn shipped_files() -> Vec<(String, Vec<u8>)> {
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
         .collect();
     files.sort();
-    files.into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).expect("readable"))).collect()
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).expect("readable"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -297,7 +349,13 @@ fn byte_edit() -> impl Strategy<Value = ByteEdit> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(p, b)| ByteEdit::Flip(p, b)),
         (any::<usize>(), 1usize..32).prop_map(|(p, n)| ByteEdit::Delete(p, n)),
-        (any::<usize>(), prop::collection::vec(prop_oneof![any::<u8>(), Just(b'{'), Just(b'"'), Just(b']')], 1..8))
+        (
+            any::<usize>(),
+            prop::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'{'), Just(b'"'), Just(b']')],
+                1..8
+            )
+        )
             .prop_map(|(p, b)| ByteEdit::Insert(p, b)),
         any::<usize>().prop_map(ByteEdit::Truncate),
         (any::<usize>(), 1usize..64).prop_map(|(p, n)| ByteEdit::Duplicate(p, n)),
@@ -336,15 +394,19 @@ fn apply(bytes: &mut Vec<u8>, edit: &ByteEdit) {
 fn fuzz_parse_entry_mutated_bytes() {
     let files = shipped_files();
     let n = files.len();
-    fuzz("parse_entry_mutated_bytes", (0..n, prop::collection::vec(byte_edit(), 1..6)), |(which, edits)| {
-        let (name, original) = &files[which];
-        let mut bytes = original.clone();
-        for e in &edits {
-            apply(&mut bytes, e);
-        }
-        let _ = parse_entry(name, &bytes);
-        Ok(())
-    });
+    fuzz(
+        "parse_entry_mutated_bytes",
+        (0..n, prop::collection::vec(byte_edit(), 1..6)),
+        |(which, edits)| {
+            let (name, original) = &files[which];
+            let mut bytes = original.clone();
+            for e in &edits {
+                apply(&mut bytes, e);
+            }
+            let _ = parse_entry(name, &bytes);
+            Ok(())
+        },
+    );
 }
 
 /// Replaces the `target`-th node (pre-order) of `v` with `with`.
@@ -379,16 +441,29 @@ fn fuzz_parse_entry_mutated_json() {
         })
         .collect();
     let n = files.len();
-    let strategy = (0..n, prop::collection::vec((any::<usize>(), json_value()), 1..4), any::<bool>());
-    fuzz("parse_entry_mutated_json", strategy, |(which, edits, pretty)| {
-        let (name, original) = &files[which];
-        let mut v = original.clone();
-        for (at, with) in &edits {
-            let mut target = at % count_nodes(&v);
-            replace_node(&mut v, &mut target, with);
-        }
-        let bytes = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.expect("serializable");
-        let _ = parse_entry(name, &bytes);
-        Ok(())
-    });
+    let strategy = (
+        0..n,
+        prop::collection::vec((any::<usize>(), json_value()), 1..4),
+        any::<bool>(),
+    );
+    fuzz(
+        "parse_entry_mutated_json",
+        strategy,
+        |(which, edits, pretty)| {
+            let (name, original) = &files[which];
+            let mut v = original.clone();
+            for (at, with) in &edits {
+                let mut target = at % count_nodes(&v);
+                replace_node(&mut v, &mut target, with);
+            }
+            let bytes = if pretty {
+                serde_json::to_vec_pretty(&v)
+            } else {
+                serde_json::to_vec(&v)
+            }
+            .expect("serializable");
+            let _ = parse_entry(name, &bytes);
+            Ok(())
+        },
+    );
 }

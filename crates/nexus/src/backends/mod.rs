@@ -13,5 +13,10 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
     #[cfg(not(any(target_os = "linux", target_os = "windows")))]
     let cuda: Option<Box<dyn hal::Api>> = None;
-    vec![("cuda", cuda), ("hip", None), ("metal", None), ("cpu", Some(Box::new(cpu::CpuApi)))]
+    vec![
+        ("cuda", cuda),
+        ("hip", None),
+        ("metal", None),
+        ("cpu", Some(Box::new(cpu::CpuApi))),
+    ]
 }

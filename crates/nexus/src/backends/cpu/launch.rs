@@ -50,7 +50,10 @@ impl ArgPack {
             b[..v.len()].copy_from_slice(v);
             *slot = u64::from_ne_bytes(b);
         }
-        let ptrs = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let ptrs = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
         ArgPack { slots, ptrs }
     }
 
@@ -67,10 +70,21 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
-fn run_group(func: KernelFn, args: &ArgPack, dims: &LaunchDims, groups: [u32; 3], flat: u64, scratch_bytes: usize) {
+fn run_group(
+    func: KernelFn,
+    args: &ArgPack,
+    dims: &LaunchDims,
+    groups: [u32; 3],
+    flat: u64,
+    scratch_bytes: usize,
+) {
     let gx = groups[0] as u64;
     let gy = groups[1] as u64;
-    let group_id = [(flat % gx) as u32, ((flat / gx) % gy) as u32, (flat / (gx * gy)) as u32];
+    let group_id = [
+        (flat % gx) as u32,
+        ((flat / gx) % gy) as u32,
+        (flat / (gx * gy)) as u32,
+    ];
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let words = scratch_bytes.div_ceil(8);
@@ -82,7 +96,11 @@ fn run_group(func: KernelFn, args: &ArgPack, dims: &LaunchDims, groups: [u32; 3]
             group_size: dims.group,
             num_groups: groups,
             group_id,
-            scratch: if scratch_bytes == 0 { std::ptr::null_mut() } else { s.as_mut_ptr() as *mut c_void },
+            scratch: if scratch_bytes == 0 {
+                std::ptr::null_mut()
+            } else {
+                s.as_mut_ptr() as *mut c_void
+            },
             scratch_size: scratch_bytes as u64,
         };
         // SAFETY: the kernel follows the ABI above; `args` and `ctx` outlive the call.
@@ -91,7 +109,12 @@ fn run_group(func: KernelFn, args: &ArgPack, dims: &LaunchDims, groups: [u32; 3]
 }
 
 /// Runs every group of a launch: inline for one group, else on the pool.
-pub fn launch(func: KernelFn, args: &ArgPack, dims: &LaunchDims, scratch_bytes: usize) -> Result<()> {
+pub fn launch(
+    func: KernelFn,
+    args: &ArgPack,
+    dims: &LaunchDims,
+    scratch_bytes: usize,
+) -> Result<()> {
     let groups = dims.groups();
     let total = dims.total_groups();
     if total == 1 {
@@ -102,7 +125,10 @@ pub fn launch(func: KernelFn, args: &ArgPack, dims: &LaunchDims, scratch_bytes: 
     let threads = pool.current_num_threads() as u64;
     let min_len = (total / (threads * 8)).max(1) as usize;
     pool.install(|| {
-        (0..total as usize).into_par_iter().with_min_len(min_len).for_each(|g| run_group(func, args, dims, groups, g as u64, scratch_bytes))
+        (0..total as usize)
+            .into_par_iter()
+            .with_min_len(min_len)
+            .for_each(|g| run_group(func, args, dims, groups, g as u64, scratch_bytes))
     });
     Ok(())
 }
@@ -113,7 +139,11 @@ pub fn thread_count() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 /// The pool is built on first use and rebuilt in a forked child (whose
@@ -137,7 +167,12 @@ fn pool() -> Result<Arc<rayon::ThreadPool>> {
         .num_threads(thread_count())
         .thread_name(|i| format!("nexus-cpu-{i}"))
         .build()
-        .map_err(|e| Error::new(Status::DriverError, format!("CPU runtime: cannot start worker threads: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                Status::DriverError,
+                format!("CPU runtime: cannot start worker threads: {e}"),
+            )
+        })?;
     let pool = Arc::new(pool);
     *slot = Some((pid, pool.clone()));
     Ok(pool)

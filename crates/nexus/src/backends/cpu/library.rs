@@ -13,7 +13,10 @@ use crate::error::{Error, Result, Status};
 use crate::hal;
 
 enum Origin {
-    SharedObject { _lib: Arc<libloading::Library>, path: PathBuf },
+    SharedObject {
+        _lib: Arc<libloading::Library>,
+        path: PathBuf,
+    },
     Builtin,
 }
 
@@ -35,20 +38,31 @@ impl CpuLibrary {
         match source {
             hal::LibrarySource::File(path) => Self::open_file(path),
             hal::LibrarySource::Bytes(bytes) => Self::open_bytes(bytes),
-            hal::LibrarySource::Builtin => Ok(CpuLibrary { origin: Arc::new(Origin::Builtin) }),
+            hal::LibrarySource::Builtin => Ok(CpuLibrary {
+                origin: Arc::new(Origin::Builtin),
+            }),
         }
     }
 
     fn open_file(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::new(Status::InvalidLibrary, format!("library file does not exist: '{}'", path.display())));
+            return Err(Error::new(
+                Status::InvalidLibrary,
+                format!("library file does not exist: '{}'", path.display()),
+            ));
         }
         if !path.is_file() {
-            return Err(Error::new(Status::InvalidLibrary, format!("library path is not a file: '{}'", path.display())));
+            return Err(Error::new(
+                Status::InvalidLibrary,
+                format!("library path is not a file: '{}'", path.display()),
+            ));
         }
         // An absolute path keeps the loader from searching LD_LIBRARY_PATH.
         let path = path.canonicalize().map_err(|e| {
-            Error::new(Status::InvalidLibrary, format!("cannot resolve library path '{}': {e}", path.display()))
+            Error::new(
+                Status::InvalidLibrary,
+                format!("cannot resolve library path '{}': {e}", path.display()),
+            )
         })?;
         check_elf_bounds(&path)?;
         // SAFETY: loading runs the library's initialisers; loading a kernel
@@ -56,10 +70,18 @@ impl CpuLibrary {
         let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| {
             Error::new(
                 Status::InvalidLibrary,
-                format!("'{}' is not a loadable CPU kernel library (shared object): {e}", path.display()),
+                format!(
+                    "'{}' is not a loadable CPU kernel library (shared object): {e}",
+                    path.display()
+                ),
             )
         })?;
-        Ok(CpuLibrary { origin: Arc::new(Origin::SharedObject { _lib: Arc::new(lib), path }) })
+        Ok(CpuLibrary {
+            origin: Arc::new(Origin::SharedObject {
+                _lib: Arc::new(lib),
+                path,
+            }),
+        })
     }
 
     fn open_bytes(bytes: &[u8]) -> Result<Self> {
@@ -67,8 +89,12 @@ impl CpuLibrary {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = std::env::temp_dir().join(format!("nexus-lib-{}-{n}.so", std::process::id()));
-        std::fs::write(&tmp, bytes)
-            .map_err(|e| Error::new(Status::InvalidLibrary, format!("cannot stage library bytes in '{}': {e}", tmp.display())))?;
+        std::fs::write(&tmp, bytes).map_err(|e| {
+            Error::new(
+                Status::InvalidLibrary,
+                format!("cannot stage library bytes in '{}': {e}", tmp.display()),
+            )
+        })?;
         let lib = Self::open_file(&tmp);
         let _ = std::fs::remove_file(&tmp);
         lib
@@ -80,7 +106,13 @@ impl CpuLibrary {
 /// would kill the process with SIGBUS. Other formats are left to the loader.
 fn check_elf_bounds(path: &Path) -> Result<()> {
     let bad = |why: String| {
-        Error::new(Status::InvalidLibrary, format!("'{}' is not a loadable CPU kernel library (shared object): {why}", path.display()))
+        Error::new(
+            Status::InvalidLibrary,
+            format!(
+                "'{}' is not a loadable CPU kernel library (shared object): {why}",
+                path.display()
+            ),
+        )
     };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     if !bytes.starts_with(b"\x7fELF") {
@@ -98,28 +130,43 @@ fn check_elf_bounds(path: &Path) -> Result<()> {
         let raw = bytes.get(at..at.checked_add(size)?)?;
         let mut v = 0u64;
         for i in 0..size {
-            let b = if big_endian { raw[i] } else { raw[size - 1 - i] };
+            let b = if big_endian {
+                raw[i]
+            } else {
+                raw[size - 1 - i]
+            };
             v = (v << 8) | b as u64;
         }
         Some(v)
     };
     // (phoff, phentsize, phnum) locations and the p_offset/p_filesz fields, per class.
-    let (phoff, phentsize, phnum, off_at, off_size, filesz_at) =
-        if wide { (read(0x20, 8), read(0x36, 2), read(0x38, 2), 8, 8, 0x20) } else { (read(0x1c, 4), read(0x2a, 2), read(0x2c, 2), 4, 4, 0x10) };
+    let (phoff, phentsize, phnum, off_at, off_size, filesz_at) = if wide {
+        (read(0x20, 8), read(0x36, 2), read(0x38, 2), 8, 8, 0x20)
+    } else {
+        (read(0x1c, 4), read(0x2a, 2), read(0x2c, 2), 4, 4, 0x10)
+    };
     let (Some(phoff), Some(phentsize), Some(phnum)) = (phoff, phentsize, phnum) else {
         return Err(bad("truncated ELF header".into()));
     };
     if phoff.saturating_add(phentsize.saturating_mul(phnum)) > len {
-        return Err(bad("program headers extend past the end of the file (truncated?)".into()));
+        return Err(bad(
+            "program headers extend past the end of the file (truncated?)".into(),
+        ));
     }
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
-        let (Some(p_type), Some(offset), Some(filesz)) = (read(ph, 4), read(ph + off_at, off_size), read(ph + filesz_at, off_size)) else {
+        let (Some(p_type), Some(offset), Some(filesz)) = (
+            read(ph, 4),
+            read(ph + off_at, off_size),
+            read(ph + filesz_at, off_size),
+        ) else {
             return Err(bad("truncated program header".into()));
         };
         const PT_LOAD: u64 = 1;
         if p_type == PT_LOAD && offset.saturating_add(filesz) > len {
-            return Err(bad(format!("segment {i} extends past the end of the file (truncated?)")));
+            return Err(bad(format!(
+                "segment {i} extends past the end of the file (truncated?)"
+            )));
         }
     }
     Ok(())
@@ -128,8 +175,12 @@ fn check_elf_bounds(path: &Path) -> Result<()> {
 impl hal::Library for CpuLibrary {
     fn properties(&self) -> Value {
         match &*self.origin {
-            Origin::SharedObject { path, .. } => json!({"Type": "shared_object", "Path": path.display().to_string()}),
-            Origin::Builtin => json!({"Type": "builtin", "Kernels": BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()}),
+            Origin::SharedObject { path, .. } => {
+                json!({"Type": "shared_object", "Path": path.display().to_string()})
+            }
+            Origin::Builtin => {
+                json!({"Type": "builtin", "Kernels": BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()})
+            }
         }
     }
 
@@ -139,7 +190,10 @@ impl hal::Library for CpuLibrary {
                 // SAFETY: the symbol is used as a function of the kernel ABI;
                 // a library exporting that name promises this signature.
                 let sym = unsafe { _lib.get::<KernelFn>(name.as_bytes()) }.map_err(|_| {
-                    Error::new(Status::InvalidKernel, format!("kernel '{name}' not found in library '{}'", path.display()))
+                    Error::new(
+                        Status::InvalidKernel,
+                        format!("kernel '{name}' not found in library '{}'", path.display()),
+                    )
                 })?;
                 // Kernels may declare their argument count (NXS_KERNEL_ARGS).
                 let count_symbol = format!("{name}__nxs_num_args");
@@ -150,12 +204,27 @@ impl hal::Library for CpuLibrary {
                     .map(|count| unsafe { **count } as usize);
                 (*sym, arity)
             }
-            Origin::Builtin => BUILTINS.iter().find(|(n, _, _)| *n == name).map(|(_, f, a)| (*f, Some(*a))).ok_or_else(|| {
-                let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
-                Error::new(Status::InvalidKernel, format!("kernel '{name}' not found in the builtin library (kernels: {})", names.join(", ")))
-            })?,
+            Origin::Builtin => BUILTINS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, f, a)| (*f, Some(*a)))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
+                    Error::new(
+                        Status::InvalidKernel,
+                        format!(
+                            "kernel '{name}' not found in the builtin library (kernels: {})",
+                            names.join(", ")
+                        ),
+                    )
+                })?,
         };
-        Ok(Arc::new(CpuKernel { name: name.to_string(), func, arity, _origin: self.origin.clone() }))
+        Ok(Arc::new(CpuKernel {
+            name: name.to_string(),
+            func,
+            arity,
+            _origin: self.origin.clone(),
+        }))
     }
 }
 
@@ -173,7 +242,8 @@ impl hal::Kernel for CpuKernel {
 
 /// Kernels compiled into nexus, written to the same ABI as users' kernels:
 /// (name, entry point, argument count).
-const BUILTINS: &[(&str, KernelFn, usize)] = &[("add_vectors", add_vectors, 3), ("empty", empty, 0)];
+const BUILTINS: &[(&str, KernelFn, usize)] =
+    &[("add_vectors", add_vectors, 3), ("empty", empty, 0)];
 
 /// `c[i] = a[i] + b[i]` over float32 buffers, i < grid_size[0].
 unsafe extern "C" fn add_vectors(args: *mut *mut c_void, launch: *const LaunchContext) {

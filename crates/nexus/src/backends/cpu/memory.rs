@@ -25,14 +25,32 @@ impl CpuBuffer {
     pub fn new(size: usize) -> Result<Self> {
         // Large buffers start on a huge-page boundary and ask for huge pages:
         // fewer TLB misses on streaming kernels (numpy does the same).
-        let align = if size >= HUGE_PAGE { HUGE_PAGE } else { ALIGNMENT };
-        let layout = Layout::from_size_align(size.max(1), align)
-            .map_err(|_| Error::new(Status::InvalidSize, format!("buffer size {size} is too large")))?;
+        let align = if size >= HUGE_PAGE {
+            HUGE_PAGE
+        } else {
+            ALIGNMENT
+        };
+        let layout = Layout::from_size_align(size.max(1), align).map_err(|_| {
+            Error::new(
+                Status::InvalidSize,
+                format!("buffer size {size} is too large"),
+            )
+        })?;
         let huge = cfg!(target_os = "linux") && size >= HUGE_PAGE;
         // SAFETY: layout has non-zero size.
-        let ptr = unsafe { if huge { alloc(layout) } else { alloc_zeroed(layout) } };
-        let ptr = NonNull::new(ptr)
-            .ok_or_else(|| Error::new(Status::OutOfMemory, format!("CPU runtime: cannot allocate a buffer of {size} bytes")))?;
+        let ptr = unsafe {
+            if huge {
+                alloc(layout)
+            } else {
+                alloc_zeroed(layout)
+            }
+        };
+        let ptr = NonNull::new(ptr).ok_or_else(|| {
+            Error::new(
+                Status::OutOfMemory,
+                format!("CPU runtime: cannot allocate a buffer of {size} bytes"),
+            )
+        })?;
         if huge {
             // Advise before the first touch, so the zeroing below faults in huge pages.
             #[cfg(target_os = "linux")]
@@ -61,13 +79,21 @@ impl hal::Buffer for CpuBuffer {
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
         // SAFETY: bounds are checked by the object model.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
         Ok(())
     }
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         // SAFETY: bounds are checked by the object model.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
         Ok(())
     }
 

@@ -35,7 +35,10 @@ impl hal::Api for CpuApi {
     }
 
     fn devices(&self) -> Result<Vec<Arc<dyn hal::Device>>> {
-        Ok(vec![Arc::new(CpuDevice { properties: OnceLock::new(), default_stream: Arc::new(OnceLock::new()) })])
+        Ok(vec![Arc::new(CpuDevice {
+            properties: OnceLock::new(),
+            default_stream: Arc::new(OnceLock::new()),
+        })])
     }
 }
 
@@ -46,7 +49,9 @@ pub struct CpuDevice {
 
 impl hal::Device for CpuDevice {
     fn properties(&self) -> Value {
-        self.properties.get_or_init(|| sysinfo::cpu_properties(launch::thread_count())).clone()
+        self.properties
+            .get_or_init(|| sysinfo::cpu_properties(launch::thread_count()))
+            .clone()
     }
 
     fn allocate(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {

@@ -10,9 +10,20 @@ use crate::hal;
 use crate::types::LaunchDims;
 
 enum CpuOp {
-    Launch { func: KernelFn, args: ArgPack, dims: LaunchDims, scratch: usize },
-    Signal { event: Arc<dyn hal::Event>, value: u64 },
-    Wait { event: Arc<dyn hal::Event>, value: u64 },
+    Launch {
+        func: KernelFn,
+        args: ArgPack,
+        dims: LaunchDims,
+        scratch: usize,
+    },
+    Signal {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+    Wait {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
 }
 
 pub struct CpuSchedule {
@@ -28,15 +39,30 @@ impl CpuSchedule {
         let mut out = Vec::with_capacity(ops.len());
         for op in &ops {
             out.push(match op {
-                hal::Op::Launch { kernel, args, dims, shared_memory } => {
+                hal::Op::Launch {
+                    kernel,
+                    args,
+                    dims,
+                    shared_memory,
+                } => {
                     let k = kernel.as_any().downcast_ref::<CpuKernel>().ok_or_else(|| {
-                        Error::new(Status::InvalidKernel, format!("kernel '{}' does not belong to the CPU runtime", kernel.name()))
+                        Error::new(
+                            Status::InvalidKernel,
+                            format!(
+                                "kernel '{}' does not belong to the CPU runtime",
+                                kernel.name()
+                            ),
+                        )
                     })?;
                     if let Some(n) = k.arity {
                         if args.len() < n {
                             return Err(Error::new(
                                 Status::InvalidArgument,
-                                format!("kernel '{}' takes {n} arguments, the command sets {}", kernel.name(), args.len()),
+                                format!(
+                                    "kernel '{}' takes {n} arguments, the command sets {}",
+                                    kernel.name(),
+                                    args.len()
+                                ),
                             ));
                         }
                     }
@@ -50,24 +76,49 @@ impl CpuSchedule {
                     if *shared_memory as usize > super::MAX_SCRATCH_BYTES {
                         return Err(Error::new(
                             Status::InvalidSize,
-                            format!("shared_memory {} exceeds the CPU limit of {} bytes", shared_memory, super::MAX_SCRATCH_BYTES),
+                            format!(
+                                "shared_memory {} exceeds the CPU limit of {} bytes",
+                                shared_memory,
+                                super::MAX_SCRATCH_BYTES
+                            ),
                         ));
                     }
-                    CpuOp::Launch { func: k.func, args: ArgPack::new(&values), dims: *dims, scratch: *shared_memory as usize }
+                    CpuOp::Launch {
+                        func: k.func,
+                        args: ArgPack::new(&values),
+                        dims: *dims,
+                        scratch: *shared_memory as usize,
+                    }
                 }
-                hal::Op::Signal { event, value } => CpuOp::Signal { event: event.clone(), value: *value },
-                hal::Op::Wait { event, value } => CpuOp::Wait { event: event.clone(), value: *value },
+                hal::Op::Signal { event, value } => CpuOp::Signal {
+                    event: event.clone(),
+                    value: *value,
+                },
+                hal::Op::Wait { event, value } => CpuOp::Wait {
+                    event: event.clone(),
+                    value: *value,
+                },
             });
         }
         let has_waits = out.iter().any(|o| matches!(o, CpuOp::Wait { .. }));
-        Ok(CpuSchedule { ops: out, _keep: ops, has_waits, default_stream })
+        Ok(CpuSchedule {
+            ops: out,
+            _keep: ops,
+            has_waits,
+            default_stream,
+        })
     }
 
     /// Runs the operations in order on the calling thread.
     pub fn execute(&self) -> Result<()> {
         for op in &self.ops {
             match op {
-                CpuOp::Launch { func, args, dims, scratch } => {
+                CpuOp::Launch {
+                    func,
+                    args,
+                    dims,
+                    scratch,
+                } => {
                     debug_assert!(args.len() <= hal::MAX_KERNEL_ARGS);
                     launch::launch(*func, args, dims, *scratch)?
                 }
@@ -87,7 +138,11 @@ pub struct CpuScheduleHandle(pub Arc<CpuSchedule>);
 impl CpuScheduleHandle {
     /// The stream a run goes to; `None` means run inline on the caller's
     /// thread (the fast path: nothing to wait for and the caller waits anyway).
-    fn target<'a>(&'a self, stream: Option<&'a dyn hal::Stream>, blocking: bool) -> Result<Option<&'a CpuStream>> {
+    fn target<'a>(
+        &'a self,
+        stream: Option<&'a dyn hal::Stream>,
+        blocking: bool,
+    ) -> Result<Option<&'a CpuStream>> {
         match stream {
             None if blocking && !self.0.has_waits => Ok(None),
             None => Ok(Some(self.0.default_stream.get_or_init(CpuStream::new))),
@@ -95,7 +150,12 @@ impl CpuScheduleHandle {
                 .as_any()
                 .downcast_ref::<CpuStream>()
                 .map(Some)
-                .ok_or_else(|| Error::new(Status::InvalidStream, "stream does not belong to the CPU runtime")),
+                .ok_or_else(|| {
+                    Error::new(
+                        Status::InvalidStream,
+                        "stream does not belong to the CPU runtime",
+                    )
+                }),
         }
     }
 }

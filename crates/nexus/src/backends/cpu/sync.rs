@@ -49,7 +49,11 @@ impl hal::Event for CpuEvent {
                     if now >= deadline {
                         return Ok(false);
                     }
-                    v = self.changed.wait_timeout(v, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+                    v = self
+                        .changed
+                        .wait_timeout(v, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 Ok(true)
             }
@@ -85,8 +89,21 @@ pub struct CpuStream {
 
 impl CpuStream {
     pub fn new() -> Self {
-        let queue = Queue { worker_pid: None, jobs: VecDeque::new(), submitted: 0, completed: 0, closing: false, error: None };
-        CpuStream { shared: Arc::new(Shared { queue: Mutex::new(queue), work: Condvar::new(), done: Condvar::new() }) }
+        let queue = Queue {
+            worker_pid: None,
+            jobs: VecDeque::new(),
+            submitted: 0,
+            completed: 0,
+            closing: false,
+            error: None,
+        };
+        CpuStream {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(queue),
+                work: Condvar::new(),
+                done: Condvar::new(),
+            }),
+        }
     }
 
     /// Queues a schedule; returns its ticket (completion count to wait for).
@@ -101,7 +118,12 @@ impl CpuStream {
             std::thread::Builder::new()
                 .name("nexus-cpu-stream".into())
                 .spawn(move || worker(shared))
-                .map_err(|e| Error::new(Status::InvalidStream, format!("CPU stream: cannot start its worker thread: {e}")))?;
+                .map_err(|e| {
+                    Error::new(
+                        Status::InvalidStream,
+                        format!("CPU stream: cannot start its worker thread: {e}"),
+                    )
+                })?;
             q.worker_pid = Some(pid);
         }
         q.jobs.push_back(job);
@@ -124,7 +146,10 @@ impl CpuStream {
 
     /// What a blocking caller waits on for one submission.
     pub fn pending(&self, ticket: u64) -> StreamTicket {
-        StreamTicket { shared: self.shared.clone(), ticket }
+        StreamTicket {
+            shared: self.shared.clone(),
+            ticket,
+        }
     }
 }
 
@@ -138,7 +163,11 @@ impl Shared {
             if now >= deadline {
                 return Ok(false);
             }
-            q = self.done.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            q = self
+                .done
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         match q.error.take() {
             Some(e) => Err(e),

@@ -34,12 +34,22 @@ fn caches() -> Vec<Cache> {
     let mut out = Vec::new();
     for i in 0..16 {
         let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-        let Some(level) = read(&format!("{base}/level")).and_then(|l| l.parse().ok()) else { break };
+        let Some(level) = read(&format!("{base}/level")).and_then(|l| l.parse().ok()) else {
+            break;
+        };
         let kind = read(&format!("{base}/type")).unwrap_or_default();
-        let Some(size) = read(&format!("{base}/size")).and_then(|s| parse_size(&s)) else { continue };
+        let Some(size) = read(&format!("{base}/size")).and_then(|s| parse_size(&s)) else {
+            continue;
+        };
         let line = read(&format!("{base}/coherency_line_size")).and_then(|s| s.parse().ok());
         let shared_cpus = read(&format!("{base}/shared_cpu_list")).map(|l| count_cpu_list(&l));
-        out.push(Cache { level, kind, size, line, shared_cpus });
+        out.push(Cache {
+            level,
+            kind,
+            size,
+            line,
+            shared_cpus,
+        });
     }
     out
 }
@@ -50,7 +60,10 @@ fn count_cpu_list(list: &str) -> u32 {
         .filter_map(|part| {
             let mut ends = part.trim().splitn(2, '-');
             let a: u32 = ends.next()?.trim().parse().ok()?;
-            let b: u32 = ends.next().map(|b| b.trim().parse().ok()).unwrap_or(Some(a))?;
+            let b: u32 = ends
+                .next()
+                .map(|b| b.trim().parse().ok())
+                .unwrap_or(Some(a))?;
             Some(b.saturating_sub(a) + 1)
         })
         .sum()
@@ -101,7 +114,11 @@ fn physical_cores(cpuinfo: &str) -> Option<usize> {
 
 fn memory_bytes() -> Option<u64> {
     let meminfo = read("/proc/meminfo")?;
-    let kb: u64 = cpuinfo_field(&meminfo, "MemTotal")?.split_whitespace().next()?.parse().ok()?;
+    let kb: u64 = cpuinfo_field(&meminfo, "MemTotal")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -113,18 +130,32 @@ pub fn cpu_properties(threads: usize) -> Value {
         .or_else(|| cpuinfo_field(&cpuinfo, "Model"))
         .or_else(|| cpuinfo_field(&cpuinfo, "Hardware"))
         .unwrap_or_else(|| format!("{arch} CPU"));
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cores = physical_cores(&cpuinfo).unwrap_or(logical);
-    let clock = cpuinfo_field(&cpuinfo, "cpu MHz").and_then(|v| v.parse::<f64>().ok()).map(|f| f.round() as i64);
+    let clock = cpuinfo_field(&cpuinfo, "cpu MHz")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|f| f.round() as i64);
 
     let caches = caches();
     let cache_size = |level: u32| -> Option<u64> {
-        caches.iter().find(|c| c.level == level && c.kind != "Instruction").map(|c| c.size)
+        caches
+            .iter()
+            .find(|c| c.level == level && c.kind != "Instruction")
+            .map(|c| c.size)
     };
     let mut memory_types = Vec::new();
     for level in 1..=3u32 {
-        if let Some(c) = caches.iter().find(|c| c.level == level && c.kind != "Instruction") {
-            let scope = if c.shared_cpus.unwrap_or(1) as usize >= logical && logical > 1 { "device" } else { "unit" };
+        if let Some(c) = caches
+            .iter()
+            .find(|c| c.level == level && c.kind != "Instruction")
+        {
+            let scope = if c.shared_cpus.unwrap_or(1) as usize >= logical && logical > 1 {
+                "device"
+            } else {
+                "unit"
+            };
             let mut entry = json!({"Type": format!("L{level}"), "Scope": scope, "Size": c.size});
             if let Some(line) = c.line {
                 entry["LineSize"] = json!(line);

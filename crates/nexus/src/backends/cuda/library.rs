@@ -66,72 +66,6 @@ DONE:
 }
 "#;
 
-/// `nexus_wait_geq(addr, value)`: one thread polls a mapped host u64 with
-/// system-scope acquire loads (seeing host stores and other streams'
-/// `cuStreamWriteValue64`) until it is >= value, sleeping between reads.
-pub const WAIT_PTX: &str = r#"
-.version 7.0
-.target sm_70
-.address_size 64
-
-.visible .entry nexus_wait_geq(
-    .param .u64 nexus_wait_geq_param_0,
-    .param .u64 nexus_wait_geq_param_1
-)
-{
-    .reg .pred %p<2>;
-    .reg .b64 %rd<5>;
-
-    ld.param.u64 %rd1, [nexus_wait_geq_param_0];
-    ld.param.u64 %rd2, [nexus_wait_geq_param_1];
-    cvta.to.global.u64 %rd3, %rd1;
-POLL:
-    ld.acquire.sys.global.u64 %rd4, [%rd3];
-    setp.ge.u64 %p1, %rd4, %rd2;
-    @%p1 bra DONE;
-    nanosleep.u32 500;
-    bra.uni POLL;
-DONE:
-    ret;
-}
-"#;
-
-/// `nexus_wait_geq(addr, value, exit_flag)`: as `WAIT_PTX`, and also
-/// returns once the u32 at `exit_flag` is non-zero (set at process exit).
-pub const WAIT_PTX_ABORTABLE: &str = r#"
-.version 7.0
-.target sm_70
-.address_size 64
-
-.visible .entry nexus_wait_geq(
-    .param .u64 nexus_wait_geq_param_0,
-    .param .u64 nexus_wait_geq_param_1,
-    .param .u64 nexus_wait_geq_param_2
-)
-{
-    .reg .pred %p<3>;
-    .reg .b32 %r<2>;
-    .reg .b64 %rd<7>;
-
-    ld.param.u64 %rd1, [nexus_wait_geq_param_0];
-    ld.param.u64 %rd2, [nexus_wait_geq_param_1];
-    ld.param.u64 %rd5, [nexus_wait_geq_param_2];
-    cvta.to.global.u64 %rd3, %rd1;
-    cvta.to.global.u64 %rd6, %rd5;
-POLL:
-    ld.acquire.sys.global.u64 %rd4, [%rd3];
-    setp.ge.u64 %p1, %rd4, %rd2;
-    @%p1 bra DONE;
-    ld.relaxed.sys.global.u32 %r1, [%rd6];
-    setp.ne.u32 %p2, %r1, 0;
-    @%p2 bra DONE;
-    nanosleep.u32 500;
-    bra.uni POLL;
-DONE:
-    ret;
-}
-"#;
-
 /// (name, arguments the user sets, hidden element-count argument)
 const BUILTINS: &[(&str, usize, bool)] = &[("add_vectors", 3, true), ("empty", 0, false)];
 
@@ -180,10 +114,15 @@ fn detect(bytes: &[u8], path: Option<&Path>) -> &'static str {
     if bytes.starts_with(b"\x7fELF") {
         return "cubin";
     }
-    if bytes.len() >= 4 && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == FATBIN_MAGIC {
+    if bytes.len() >= 4
+        && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == FATBIN_MAGIC
+    {
         return "fatbin";
     }
-    let ext = path.and_then(|p| p.extension()).and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    let ext = path
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
     match ext.as_deref() {
         Some("cu") | Some("cuh") => return "cuda",
         Some("ptx") => return "ptx",
@@ -209,7 +148,10 @@ impl CudaLibrary {
                 let image = nul_terminated(BUILTIN_PTX.as_bytes());
                 let m = r::module_load(gpu.d, &image)?;
                 return Ok(CudaLibrary {
-                    module: Arc::new(Module { gpu: gpu.clone(), handle: Handle(m) }),
+                    module: Arc::new(Module {
+                        gpu: gpu.clone(),
+                        handle: Handle(m),
+                    }),
                     format: "builtin",
                     builtin: true,
                     path: None,
@@ -218,17 +160,32 @@ impl CudaLibrary {
             }
             hal::LibrarySource::File(p) => {
                 if !p.is_file() {
-                    return Err(Error::new(Status::InvalidLibrary, format!("library file does not exist or is not a file: '{}'", p.display())));
+                    return Err(Error::new(
+                        Status::InvalidLibrary,
+                        format!(
+                            "library file does not exist or is not a file: '{}'",
+                            p.display()
+                        ),
+                    ));
                 }
-                let b = std::fs::read(p)
-                    .map_err(|e| Error::new(Status::InvalidLibrary, format!("cannot read library '{}': {e}", p.display())))?;
+                let b = std::fs::read(p).map_err(|e| {
+                    Error::new(
+                        Status::InvalidLibrary,
+                        format!("cannot read library '{}': {e}", p.display()),
+                    )
+                })?;
                 (b, Some(p.as_path()))
             }
             hal::LibrarySource::Bytes(b) => (b.clone(), None),
         };
-        let where_ = path.map(|p| format!("'{}'", p.display())).unwrap_or_else(|| format!("<{} bytes>", bytes.len()));
+        let where_ = path
+            .map(|p| format!("'{}'", p.display()))
+            .unwrap_or_else(|| format!("<{} bytes>", bytes.len()));
         if bytes.is_empty() {
-            return Err(Error::new(Status::InvalidLibrary, format!("library {where_} is empty (0 bytes)")));
+            return Err(Error::new(
+                Status::InvalidLibrary,
+                format!("library {where_} is empty (0 bytes)"),
+            ));
         }
         let format = detect(&bytes, path);
         let (image, log) = match format {
@@ -241,11 +198,18 @@ impl CudaLibrary {
         };
         gpu.bind()?;
         let m = r::module_load(gpu.d, &image).map_err(|mut e| {
-            e.message = format!("loading {format} library {where_} on {}: {}", gpu.label(), e.message);
+            e.message = format!(
+                "loading {format} library {where_} on {}: {}",
+                gpu.label(),
+                e.message
+            );
             e
         })?;
         Ok(CudaLibrary {
-            module: Arc::new(Module { gpu: gpu.clone(), handle: Handle(m) }),
+            module: Arc::new(Module {
+                gpu: gpu.clone(),
+                handle: Handle(m),
+            }),
             format,
             builtin: false,
             path: path.map(|p| p.display().to_string()),
@@ -305,21 +269,48 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     let n = sys::nvrtc().map_err(|e| {
         Error::new(Status::CompileError, format!("cannot compile CUDA source {where_}: NVRTC is not available ({e}); set NEXUS_NVRTC to its path"))
     })?;
-    let src = CString::new(source.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>())
-        .map_err(|_| Error::new(Status::CompileError, "CUDA source contains NUL"))?;
+    let src = CString::new(
+        source
+            .iter()
+            .copied()
+            .filter(|&c| c != 0)
+            .collect::<Vec<u8>>(),
+    )
+    .map_err(|_| Error::new(Status::CompileError, "CUDA source contains NUL"))?;
     let name = CString::new("nexus_kernel.cu").expect("static name");
     // NVRTC has no host C headers: the fixed-width integer ones are
     // supplied in memory (the CUDA toolkit's include folder, where found,
     // is on the search path for the rest).
-    let header_names: Vec<CString> = STD_HEADERS.iter().map(|(n, _)| CString::new(*n).expect("static")).collect();
-    let header_bodies: Vec<CString> = STD_HEADERS.iter().map(|(_, b)| CString::new(*b).expect("static")).collect();
+    let header_names: Vec<CString> = STD_HEADERS
+        .iter()
+        .map(|(n, _)| CString::new(*n).expect("static"))
+        .collect();
+    let header_bodies: Vec<CString> = STD_HEADERS
+        .iter()
+        .map(|(_, b)| CString::new(*b).expect("static"))
+        .collect();
     let hn: Vec<*const c_char> = header_names.iter().map(|c| c.as_ptr()).collect();
     let hb: Vec<*const c_char> = header_bodies.iter().map(|c| c.as_ptr()).collect();
     let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated strings; header arrays of equal length.
-    let code = unsafe { (n.nvrtcCreateProgram)(&mut prog, src.as_ptr(), name.as_ptr(), hb.len() as i32, hb.as_ptr(), hn.as_ptr()) };
+    let code = unsafe {
+        (n.nvrtcCreateProgram)(
+            &mut prog,
+            src.as_ptr(),
+            name.as_ptr(),
+            hb.len() as i32,
+            hb.as_ptr(),
+            hn.as_ptr(),
+        )
+    };
     if code != sys::NVRTC_SUCCESS {
-        return Err(Error::new(Status::CompileError, format!("nvrtcCreateProgram for {where_}: {}", r::nvrtc_error(n, code))));
+        return Err(Error::new(
+            Status::CompileError,
+            format!(
+                "nvrtcCreateProgram for {where_}: {}",
+                r::nvrtc_error(n, code)
+            ),
+        ));
     }
     struct Prog<'a>(&'a sys::Nvrtc, sys::nvrtcProgram);
     impl Drop for Prog<'_> {
@@ -330,12 +321,19 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     }
     let p = Prog(n, prog);
     let use_cubin = n.nvrtcGetCUBIN.is_some() && n.nvrtcGetCUBINSize.is_some();
-    let arch = if use_cubin { format!("--gpu-architecture={}", gpu.arch) } else { format!("--gpu-architecture={}", gpu.arch.replace("sm_", "compute_")) };
+    let arch = if use_cubin {
+        format!("--gpu-architecture={}", gpu.arch)
+    } else {
+        format!("--gpu-architecture={}", gpu.arch.replace("sm_", "compute_"))
+    };
     let mut opts: Vec<String> = vec![arch, "--std=c++17".into(), "-default-device".into()];
     for dir in cuda_include_dirs() {
         opts.push(format!("--include-path={dir}"));
     }
-    let opts: Vec<CString> = opts.into_iter().filter_map(|s| CString::new(s).ok()).collect();
+    let opts: Vec<CString> = opts
+        .into_iter()
+        .filter_map(|s| CString::new(s).ok())
+        .collect();
     let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: options outlive the call.
     let code = unsafe { (n.nvrtcCompileProgram)(p.1, ptrs.len() as i32, ptrs.as_ptr()) };
@@ -350,19 +348,29 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     if code != sys::NVRTC_SUCCESS {
         return Err(Error::new(
             Status::CompileError,
-            format!("NVRTC failed to compile CUDA source {where_} for {} ({}):\n{log}", gpu.arch, r::nvrtc_error(n, code)),
+            format!(
+                "NVRTC failed to compile CUDA source {where_} for {} ({}):\n{log}",
+                gpu.arch,
+                r::nvrtc_error(n, code)
+            ),
         ));
     }
     let mut size = 0usize;
     let image = if use_cubin {
-        let (get_size, get) = (n.nvrtcGetCUBINSize.expect("checked"), n.nvrtcGetCUBIN.expect("checked"));
+        let (get_size, get) = (
+            n.nvrtcGetCUBINSize.expect("checked"),
+            n.nvrtcGetCUBIN.expect("checked"),
+        );
         // SAFETY: out-pointer to a local.
         unsafe { get_size(p.1, &mut size) };
         let mut out = vec![0u8; size];
         // SAFETY: buffer of the reported size.
         let code = unsafe { get(p.1, out.as_mut_ptr() as *mut c_char) };
         if code != sys::NVRTC_SUCCESS {
-            return Err(Error::new(Status::CompileError, format!("nvrtcGetCUBIN: {}", r::nvrtc_error(n, code))));
+            return Err(Error::new(
+                Status::CompileError,
+                format!("nvrtcGetCUBIN: {}", r::nvrtc_error(n, code)),
+            ));
         }
         out
     } else {
@@ -372,7 +380,10 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
         // SAFETY: buffer of the reported size.
         let code = unsafe { (n.nvrtcGetPTX)(p.1, out.as_mut_ptr() as *mut c_char) };
         if code != sys::NVRTC_SUCCESS {
-            return Err(Error::new(Status::CompileError, format!("nvrtcGetPTX: {}", r::nvrtc_error(n, code))));
+            return Err(Error::new(
+                Status::CompileError,
+                format!("nvrtcGetPTX: {}", r::nvrtc_error(n, code)),
+            ));
         }
         nul_terminated(&out)
     };
@@ -403,7 +414,10 @@ impl hal::Library for CudaLibrary {
                     let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
                     return Err(Error::new(
                         Status::InvalidKernel,
-                        format!("kernel '{name}' not found in the builtin library (kernels: {})", names.join(", ")),
+                        format!(
+                            "kernel '{name}' not found in the builtin library (kernels: {})",
+                            names.join(", ")
+                        ),
                     ));
                 }
             }
@@ -465,6 +479,6 @@ mod tests {
         assert_eq!(detect(BUILTIN_PTX.as_bytes(), None), "ptx");
         assert_eq!(detect(b"extern \"C\" __global__ void k() {}", None), "cuda");
         assert_eq!(detect(b"anything", Some(Path::new("k.cu"))), "cuda");
-        assert!(BUILTIN_PTX.contains(".entry add_vectors") && WAIT_PTX.contains(".entry nexus_wait_geq"));
+        assert!(BUILTIN_PTX.contains(".entry add_vectors"));
     }
 }

@@ -53,7 +53,11 @@ impl Staging {
         };
         let e0 = r::event_create(gpu.d)?;
         let e1 = r::event_create(gpu.d)?;
-        Ok(Staging { chunk, chunks: [Handle(a), Handle(b)], events: [Handle(e0), Handle(e1)] })
+        Ok(Staging {
+            chunk,
+            chunks: [Handle(a), Handle(b)],
+            events: [Handle(e0), Handle(e1)],
+        })
     }
 }
 
@@ -71,17 +75,23 @@ fn spin_wait(d: &sys::Driver, what: &str, mut query: impl FnMut() -> sys::CUresu
 
 fn wait_event(d: &sys::Driver, e: CUevent) -> Result<()> {
     // SAFETY: live event handle.
-    spin_wait(d, "cuEventQuery (staged copy)", || unsafe { (d.cuEventQuery)(e) })
+    spin_wait(d, "cuEventQuery (staged copy)", || unsafe {
+        (d.cuEventQuery)(e)
+    })
 }
 
 fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
     // SAFETY: live stream handle.
-    spin_wait(d, "cuStreamQuery (copy)", || unsafe { (d.cuStreamQuery)(s) })
+    spin_wait(d, "cuStreamQuery (copy)", || unsafe {
+        (d.cuStreamQuery)(s)
+    })
 }
 
 fn host_copy(dst: &mut [u8], src: &[u8]) {
     if src.len() >= PARALLEL_MIN {
-        dst.par_chunks_mut(PIECE).zip(src.par_chunks(PIECE)).for_each(|(d, s)| d.copy_from_slice(s));
+        dst.par_chunks_mut(PIECE)
+            .zip(src.par_chunks(PIECE))
+            .for_each(|(d, s)| d.copy_from_slice(s));
     } else {
         dst.copy_from_slice(src);
     }
@@ -102,11 +112,28 @@ impl CudaBuffer {
             e.message = format!("{} on {}", e.message, gpu.label());
             e
         })?;
-        Ok(CudaBuffer { gpu: gpu.clone(), ptr, size, owned: true, _owner: None })
+        Ok(CudaBuffer {
+            gpu: gpu.clone(),
+            ptr,
+            size,
+            owned: true,
+            _owner: None,
+        })
     }
 
-    pub(crate) fn wrap(gpu: &Arc<Gpu>, ptr: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Self {
-        CudaBuffer { gpu: gpu.clone(), ptr, size, owned: false, _owner: Some(owner) }
+    pub(crate) fn wrap(
+        gpu: &Arc<Gpu>,
+        ptr: u64,
+        size: usize,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Self {
+        CudaBuffer {
+            gpu: gpu.clone(),
+            ptr,
+            size,
+            owned: false,
+            _owner: Some(owner),
+        }
     }
 }
 
@@ -140,8 +167,12 @@ impl hal::Buffer for CudaBuffer {
         let dst = self.ptr + offset as u64;
         if r::is_pinned_host(d, src.as_ptr(), src.len()) {
             // SAFETY: src is pinned and outlives the wait below.
-            let code = unsafe { (d.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr() as *const c_void, src.len(), stream) };
-            r::check(d, code, || format!("cuMemcpyHtoDAsync of {} bytes (pinned)", src.len()))?;
+            let code = unsafe {
+                (d.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr() as *const c_void, src.len(), stream)
+            };
+            r::check(d, code, || {
+                format!("cuMemcpyHtoDAsync of {} bytes (pinned)", src.len())
+            })?;
             return wait_stream(d, stream);
         }
         let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,14 +189,23 @@ impl hal::Buffer for CudaBuffer {
             // SAFETY: the chunk is CHUNK bytes of pinned memory owned by
             // the staging area, which the lock gives to this copy alone,
             // and the DMA that last read it has completed (event above).
-            let pinned = unsafe { std::slice::from_raw_parts_mut(st.chunks[b].0 as *mut u8, piece.len()) };
+            let pinned =
+                unsafe { std::slice::from_raw_parts_mut(st.chunks[b].0 as *mut u8, piece.len()) };
             host_copy(pinned, piece);
             let at = dst + (k * chunk) as u64;
             // SAFETY: pinned source; the event orders its reuse.
-            let code = unsafe { (d.cuMemcpyHtoDAsync_v2)(at, pinned.as_ptr() as *const c_void, piece.len(), stream) };
-            r::check(d, code, || format!("cuMemcpyHtoDAsync of chunk {k} ({} bytes)", piece.len()))?;
+            let code = unsafe {
+                (d.cuMemcpyHtoDAsync_v2)(at, pinned.as_ptr() as *const c_void, piece.len(), stream)
+            };
+            r::check(d, code, || {
+                format!("cuMemcpyHtoDAsync of chunk {k} ({} bytes)", piece.len())
+            })?;
             // SAFETY: live event and stream.
-            r::check(d, unsafe { (d.cuEventRecord)(st.events[b].0, stream) }, || "cuEventRecord".into())?;
+            r::check(
+                d,
+                unsafe { (d.cuEventRecord)(st.events[b].0, stream) },
+                || "cuEventRecord".into(),
+            )?;
         }
         wait_stream(d, stream)
     }
@@ -181,8 +221,12 @@ impl hal::Buffer for CudaBuffer {
         let src = self.ptr + offset as u64;
         if r::is_pinned_host(d, dst.as_ptr(), dst.len()) {
             // SAFETY: dst is pinned and outlives the wait below.
-            let code = unsafe { (d.cuMemcpyDtoHAsync_v2)(dst.as_mut_ptr() as *mut c_void, src, dst.len(), stream) };
-            r::check(d, code, || format!("cuMemcpyDtoHAsync of {} bytes (pinned)", dst.len()))?;
+            let code = unsafe {
+                (d.cuMemcpyDtoHAsync_v2)(dst.as_mut_ptr() as *mut c_void, src, dst.len(), stream)
+            };
+            r::check(d, code, || {
+                format!("cuMemcpyDtoHAsync of {} bytes (pinned)", dst.len())
+            })?;
             return wait_stream(d, stream);
         }
         let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,10 +241,18 @@ impl hal::Buffer for CudaBuffer {
             let b = k % 2;
             let len = chunk.min(total - k * chunk);
             // SAFETY: pinned chunk owned by the staging area under the lock.
-            let code = unsafe { (d.cuMemcpyDtoHAsync_v2)(st.chunks[b].0, src + (k * chunk) as u64, len, stream) };
-            r::check(d, code, || format!("cuMemcpyDtoHAsync of chunk {k} ({len} bytes)"))?;
+            let code = unsafe {
+                (d.cuMemcpyDtoHAsync_v2)(st.chunks[b].0, src + (k * chunk) as u64, len, stream)
+            };
+            r::check(d, code, || {
+                format!("cuMemcpyDtoHAsync of chunk {k} ({len} bytes)")
+            })?;
             // SAFETY: live event and stream.
-            r::check(d, unsafe { (d.cuEventRecord)(st.events[b].0, stream) }, || "cuEventRecord".into())
+            r::check(
+                d,
+                unsafe { (d.cuEventRecord)(st.events[b].0, stream) },
+                || "cuEventRecord".into(),
+            )
         };
         issue(0)?;
         for (k, piece) in dst.chunks_mut(chunk).enumerate() {
@@ -211,7 +263,8 @@ impl hal::Buffer for CudaBuffer {
             let b = k % 2;
             wait_event(d, st.events[b].0)?;
             // SAFETY: the DMA into this chunk has completed (event above).
-            let pinned = unsafe { std::slice::from_raw_parts(st.chunks[b].0 as *const u8, piece.len()) };
+            let pinned =
+                unsafe { std::slice::from_raw_parts(st.chunks[b].0 as *const u8, piece.len()) };
             host_copy(piece, pinned);
         }
         Ok(())

@@ -6,14 +6,16 @@
 //! devices on their primary contexts, buffers with a pinned staging
 //! pipeline, modules (PTX, cubin, fatbin, CUDA C++ through NVRTC),
 //! schedules replayed as CUDA graphs, and timeline events in mapped pinned
-//! memory (signalled by stream writes, awaited by a polling kernel).
+//! memory (signalled by stream writes, awaited by stream memory waits on
+//! queued signals; other waits are held on the host, see `queue.rs`).
 
 mod library;
 mod memory;
+mod queue;
 mod result;
 mod schedule;
-mod sys;
 mod sync;
+mod sys;
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,7 +45,12 @@ impl Default for CudaApi {
 /// The driver, initialised once (`cuInit`); `Err` when absent or failing.
 fn initialised() -> Result<&'static Driver> {
     static INIT: OnceLock<std::result::Result<(), Error>> = OnceLock::new();
-    let d = sys::driver().map_err(|e| Error::new(Status::NotSupported, format!("CUDA driver not available: {e}")))?;
+    let d = sys::driver().map_err(|e| {
+        Error::new(
+            Status::NotSupported,
+            format!("CUDA driver not available: {e}"),
+        )
+    })?;
     INIT.get_or_init(|| r::init(d)).clone()?;
     Ok(d)
 }
@@ -98,58 +105,17 @@ unsafe impl Sync for Handle {}
 
 /// One GPU: its primary context (retained on first use) and the shared
 /// resources of the device (default stream, staging buffers).
-/// The GPU-side wait kernel and, when it takes one, the device address of
-/// the process-wide exit flag it also polls.
-#[derive(Clone, Copy)]
-pub(crate) struct WaitKernel {
-    pub func: Handle,
-    pub exit_flag: Option<u64>,
-}
-
-/// A u32 in mapped pinned memory that an `atexit` handler sets, releasing
-/// every GPU-side wait so exit (and the context teardown) never hangs on a
-/// wait command whose event was never signalled. `None` if unavailable.
-fn exit_flag(d: &Driver) -> Option<u64> {
-    static FLAG: OnceLock<Option<(usize, u64)>> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let host = r::mem_host_alloc(d, 64, sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP).ok()?;
-        // SAFETY: 64 fresh bytes of pinned memory.
-        unsafe { std::ptr::write_volatile(host as *mut u32, 0) };
-        let dev = r::mem_host_device_pointer(d, host).ok()?;
-        EXIT_FLAG_HOST.store(host as usize, std::sync::atomic::Ordering::SeqCst);
-        #[cfg(unix)]
-        {
-            extern "C" fn release_gpu_waits() {
-                let p = EXIT_FLAG_HOST.load(std::sync::atomic::Ordering::SeqCst);
-                if p != 0 {
-                    // SAFETY: the flag's pinned page is never freed.
-                    unsafe { std::ptr::write_volatile(p as *mut u32, 1) };
-                }
-            }
-            // SAFETY: registering a plain function with no captured state.
-            unsafe { libc::atexit(release_gpu_waits) };
-        }
-        Some((host as usize, dev))
-    })
-    .map(|(_, dev)| dev)
-}
-
-static EXIT_FLAG_HOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 pub(crate) struct Gpu {
     pub d: &'static Driver,
     pub ordinal: i32,
     pub dev: CUdevice,
     pub name: String,
     pub arch: String,
-    pub cc_major: i32,
-    /// The GPU-side wait kernel, loaded on first use.
-    wait_kernel: OnceLock<WaitKernel>,
     /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
     pub mem_ops: bool,
     ctx: OnceLock<Handle>,
     ctx_lock: Mutex<()>,
-    default_stream: OnceLock<Handle>,
+    default_queue: OnceLock<Arc<queue::StreamQueue>>,
     capture_stream: Mutex<Option<Handle>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
@@ -177,12 +143,10 @@ impl Gpu {
             dev,
             name,
             arch,
-            cc_major: major,
-            wait_kernel: OnceLock::new(),
             mem_ops,
             ctx: OnceLock::new(),
             ctx_lock: Mutex::new(()),
-            default_stream: OnceLock::new(),
+            default_queue: OnceLock::new(),
             capture_stream: Mutex::new(None),
             staging: Mutex::new(None),
             properties,
@@ -200,12 +164,16 @@ impl Gpu {
         }
         let c = r::primary_ctx_retain(self.d, self.dev)?;
         let _ = self.ctx.set(Handle(c));
-        // Pinned host memory is allocated now, before any stream can park
-        // in a wait: allocating it later synchronises the device and would
-        // block behind that wait. (Failures leave the lazy paths to retry.)
+        // Pinned host memory is allocated now, while the device is idle:
+        // allocating it later synchronises the device, stalling behind
+        // whatever is queued. (Failures leave the lazy paths to retry.)
         if r::ctx_set_current(self.d, c).is_ok() {
             if let Err(e) = sync::reserve_slots(self) {
-                log::warn!("{}: cannot reserve event memory: {}", self.label(), e.message);
+                log::warn!(
+                    "{}: cannot reserve event memory: {}",
+                    self.label(),
+                    e.message
+                );
             }
             let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
             if staging.is_none() {
@@ -227,25 +195,33 @@ impl Gpu {
         r::ctx_set_current(self.d, c)
     }
 
-    /// The device's own (non-blocking) stream that `run(stream=None)` and
-    /// buffer copies use; never the legacy NULL stream.
-    pub fn default_stream(&self) -> Result<CUstream> {
-        if let Some(s) = self.default_stream.get() {
-            return Ok(s.0);
+    /// The queue of the device's own (non-blocking) stream, which
+    /// `run(stream=None)` and buffer copies use; never the legacy NULL stream.
+    pub fn default_queue(&self) -> Result<Arc<queue::StreamQueue>> {
+        if let Some(q) = self.default_queue.get() {
+            return Ok(q.clone());
         }
         let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = self.default_stream.get() {
-            return Ok(s.0);
+        if let Some(q) = self.default_queue.get() {
+            return Ok(q.clone());
         }
         self.bind()?;
         let s = r::stream_create(self.d)?;
-        let _ = self.default_stream.set(Handle(s));
-        Ok(s)
+        let q = Arc::new(queue::StreamQueue::new(self.d, Handle(s), None));
+        let _ = self.default_queue.set(q.clone());
+        Ok(q)
+    }
+
+    pub fn default_stream(&self) -> Result<CUstream> {
+        Ok(self.default_queue()?.raw())
     }
 
     /// Runs `f` with the stream used to capture graphs, one capture at a time.
     pub fn with_capture_stream<T>(&self, f: impl FnOnce(CUstream) -> Result<T>) -> Result<T> {
-        let mut slot = self.capture_stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .capture_stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let s = match *slot {
             Some(h) => h.0,
             None => {
@@ -260,47 +236,17 @@ impl Gpu {
     pub fn label(&self) -> String {
         format!("cuda:{} '{}'", self.ordinal, self.name)
     }
-
-    /// The kernel that makes a stream wait until a mapped u64 is >= a value
-    /// (sm_70+); `None` on older GPUs. See `schedule.rs` for why a kernel.
-    pub fn wait_kernel(&self) -> Result<Option<WaitKernel>> {
-        if self.cc_major < 7 {
-            return Ok(None);
-        }
-        if let Some(w) = self.wait_kernel.get() {
-            return Ok(Some(*w));
-        }
-        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = self.wait_kernel.get() {
-            return Ok(Some(*w));
-        }
-        self.bind()?;
-        // The abortable kernel also leaves when nexus's exit flag is set, so
-        // a wait that is never signalled cannot hold up process exit; the
-        // plain one is the fallback should the first not load.
-        let load = |ptx: &str| -> Result<(Handle, Handle)> {
-            let mut image = ptx.as_bytes().to_vec();
-            image.push(0);
-            let m = r::module_load(self.d, &image)?;
-            let f = r::module_get_function(self.d, m, "nexus_wait_geq")?;
-            Ok((Handle(m), Handle(f)))
-        };
-        let w = match (exit_flag(self.d), load(library::WAIT_PTX_ABORTABLE)) {
-            (Some(flag), Ok((_, f))) => WaitKernel { func: f, exit_flag: Some(flag) },
-            (_, other) => {
-                if let Err(e) = other {
-                    log::warn!("CUDA: abortable wait kernel unavailable ({}); using the plain one", e.message);
-                }
-                let (_, f) = load(library::WAIT_PTX)?;
-                WaitKernel { func: f, exit_flag: None }
-            }
-        };
-        let _ = self.wait_kernel.set(w);
-        Ok(Some(w))
-    }
 }
 
-fn device_properties(d: &Driver, dev: CUdevice, ordinal: i32, name: &str, arch: &str, major: i32, minor: i32) -> Value {
+fn device_properties(
+    d: &Driver,
+    dev: CUdevice,
+    ordinal: i32,
+    name: &str,
+    arch: &str,
+    major: i32,
+    minor: i32,
+) -> Value {
     let attr = |a| r::device_attribute(d, dev, a).ok().map(|v| v as i64);
     let mem = r::device_total_mem(d, dev).ok();
     let sms = attr(sys::ATTR_MULTIPROCESSOR_COUNT);
@@ -314,7 +260,13 @@ fn device_properties(d: &Driver, dev: CUdevice, ordinal: i32, name: &str, arch: 
     let db = crate::database::lookup(arch);
     let db_mem = |ty: &str, key: &str| -> Option<Value> {
         let root = db.as_ref()?.root().clone();
-        root.get("MemorySubsystem")?.get("MemoryTypes")?.as_array()?.iter().find(|m| m["Type"] == ty)?.get(key).cloned()
+        root.get("MemorySubsystem")?
+            .get("MemoryTypes")?
+            .as_array()?
+            .iter()
+            .find(|m| m["Type"] == ty)?
+            .get(key)
+            .cloned()
     };
     let mut l1 = json!({"Type": "L1", "Scope": "unit"});
     if let Some(s) = db_mem("L1", "Size") {
@@ -361,7 +313,10 @@ fn device_properties(d: &Driver, dev: CUdevice, ordinal: i32, name: &str, arch: 
     set("MemorySize", mem.map(|m| m as i64));
     set("ComputeUnits", sms);
     set("ClockMHz", clock);
-    set("MemoryClockMHz", attr(sys::ATTR_MEMORY_CLOCK_RATE).map(|k| k / 1000));
+    set(
+        "MemoryClockMHz",
+        attr(sys::ATTR_MEMORY_CLOCK_RATE).map(|k| k / 1000),
+    );
     set("MemoryBusWidth", attr(sys::ATTR_GLOBAL_MEMORY_BUS_WIDTH));
     set("L2Size", l2);
     set("MaxThreadsPerGroup", attr(sys::ATTR_MAX_THREADS_PER_BLOCK));
@@ -369,18 +324,32 @@ fn device_properties(d: &Driver, dev: CUdevice, ordinal: i32, name: &str, arch: 
     set("MaxGroupMemoryOptin", smem_optin);
     set("SharedMemoryPerUnit", smem_sm);
     set("RegistersPerUnit", regs_sm);
-    set("MaxRegistersPerGroup", attr(sys::ATTR_MAX_REGISTERS_PER_BLOCK));
-    set("MaxThreadsPerUnit", attr(sys::ATTR_MAX_THREADS_PER_MULTIPROCESSOR));
+    set(
+        "MaxRegistersPerGroup",
+        attr(sys::ATTR_MAX_REGISTERS_PER_BLOCK),
+    );
+    set(
+        "MaxThreadsPerUnit",
+        attr(sys::ATTR_MAX_THREADS_PER_MULTIPROCESSOR),
+    );
     set("ConstantMemorySize", attr(sys::ATTR_TOTAL_CONSTANT_MEMORY));
     set("AsyncEngineCount", attr(sys::ATTR_ASYNC_ENGINE_COUNT));
     let dims = |a: [i32; 3]| -> Option<Value> {
         let v: Option<Vec<i64>> = a.iter().map(|&x| attr(x)).collect();
         v.map(|v| json!(v))
     };
-    if let Some(v) = dims([sys::ATTR_MAX_BLOCK_DIM_X, sys::ATTR_MAX_BLOCK_DIM_Y, sys::ATTR_MAX_BLOCK_DIM_Z]) {
+    if let Some(v) = dims([
+        sys::ATTR_MAX_BLOCK_DIM_X,
+        sys::ATTR_MAX_BLOCK_DIM_Y,
+        sys::ATTR_MAX_BLOCK_DIM_Z,
+    ]) {
         p["MaxGroupSize"] = v;
     }
-    if let Some(v) = dims([sys::ATTR_MAX_GRID_DIM_X, sys::ATTR_MAX_GRID_DIM_Y, sys::ATTR_MAX_GRID_DIM_Z]) {
+    if let Some(v) = dims([
+        sys::ATTR_MAX_GRID_DIM_X,
+        sys::ATTR_MAX_GRID_DIM_Y,
+        sys::ATTR_MAX_GRID_DIM_Z,
+    ]) {
         p["MaxGridSize"] = v;
     }
     if let Ok(b) = r::device_pci_bus_id(d, dev) {
@@ -433,24 +402,34 @@ impl hal::Device for CudaDevice {
         Ok(Arc::new(schedule::CudaSchedule::encode(&self.gpu, ops)?))
     }
 
-    fn wrap_device_memory(&self, address: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Result<Arc<dyn hal::Buffer>> {
+    fn wrap_device_memory(
+        &self,
+        address: u64,
+        size: usize,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Arc<dyn hal::Buffer>> {
         if let Some(ord) = r::pointer_device_ordinal(self.gpu.d, address) {
             if ord != self.gpu.ordinal {
                 return Err(Error::new(
                     Status::InvalidBuffer,
-                    format!("device memory at {address:#x} belongs to CUDA device {ord}, not {}", self.gpu.label()),
+                    format!(
+                        "device memory at {address:#x} belongs to CUDA device {ord}, not {}",
+                        self.gpu.label()
+                    ),
                 ));
             }
         }
-        Ok(Arc::new(memory::CudaBuffer::wrap(&self.gpu, address, size, owner)))
+        Ok(Arc::new(memory::CudaBuffer::wrap(
+            &self.gpu, address, size, owner,
+        )))
     }
 
     fn synchronize(&self) -> Result<()> {
-        if self.gpu.default_stream.get().is_none() {
+        let Some(q) = self.gpu.default_queue.get() else {
             return Ok(());
-        }
+        };
         self.gpu.bind()?;
-        r::stream_wait(self.gpu.d, self.gpu.default_stream()?)
+        q.synchronize(None).map(|_| ())
     }
 
     fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
@@ -458,7 +437,9 @@ impl hal::Device for CudaDevice {
         // SAFETY: the handle comes from the producer of the array interface
         // (a CUstream, or 1 / 2 for the legacy / per-thread default streams).
         let code = unsafe { (self.gpu.d.cuStreamSynchronize)(handle as usize as CUstream) };
-        r::check(self.gpu.d, code, || format!("cuStreamSynchronize of the producer's stream {handle:#x}"))
+        r::check(self.gpu.d, code, || {
+            format!("cuStreamSynchronize of the producer's stream {handle:#x}")
+        })
     }
 
     fn owns_address(&self, address: u64) -> bool {
@@ -487,11 +468,13 @@ pub(crate) fn defer_release(job: Job) {
     let pid = std::process::id();
     if g.as_ref().map(|(p, _)| *p) != Some(pid) {
         let (tx, rx) = channel::<Job>();
-        let spawned = std::thread::Builder::new().name("nexus-cuda-release".into()).spawn(move || {
-            while let Ok(job) = rx.recv() {
-                job();
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("nexus-cuda-release".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            });
         if spawned.is_err() {
             drop(g);
             job();

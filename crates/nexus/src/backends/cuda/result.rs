@@ -55,7 +55,10 @@ pub fn check(d: &Driver, code: CUresult, what: impl FnOnce() -> String) -> Resul
     if code == CUDA_SUCCESS {
         Ok(())
     } else {
-        Err(Error::new(status_of(code), format!("CUDA: {} failed: {}", what(), error_name(d, code))))
+        Err(Error::new(
+            status_of(code),
+            format!("CUDA: {} failed: {}", what(), error_name(d, code)),
+        ))
     }
 }
 
@@ -67,80 +70,123 @@ pub fn init(d: &Driver) -> Result<()> {
 pub fn driver_version(d: &Driver) -> Result<i32> {
     let mut v = 0;
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDriverGetVersion)(&mut v) }, || "cuDriverGetVersion".into())?;
+    check(d, unsafe { (d.cuDriverGetVersion)(&mut v) }, || {
+        "cuDriverGetVersion".into()
+    })?;
     Ok(v)
 }
 
 pub fn device_count(d: &Driver) -> Result<i32> {
     let mut n = 0;
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDeviceGetCount)(&mut n) }, || "cuDeviceGetCount".into())?;
+    check(d, unsafe { (d.cuDeviceGetCount)(&mut n) }, || {
+        "cuDeviceGetCount".into()
+    })?;
     Ok(n)
 }
 
 pub fn device_get(d: &Driver, ordinal: i32) -> Result<CUdevice> {
     let mut dev = 0;
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDeviceGet)(&mut dev, ordinal) }, || format!("cuDeviceGet({ordinal})"))?;
+    check(d, unsafe { (d.cuDeviceGet)(&mut dev, ordinal) }, || {
+        format!("cuDeviceGet({ordinal})")
+    })?;
     Ok(dev)
 }
 
 pub fn device_name(d: &Driver, dev: CUdevice) -> Result<String> {
     let mut buf = [0 as std::ffi::c_char; 256];
     // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
-    check(d, unsafe { (d.cuDeviceGetName)(buf.as_mut_ptr(), buf.len() as c_int, dev) }, || "cuDeviceGetName".into())?;
+    check(
+        d,
+        unsafe { (d.cuDeviceGetName)(buf.as_mut_ptr(), buf.len() as c_int, dev) },
+        || "cuDeviceGetName".into(),
+    )?;
     // SAFETY: NUL-terminated within the buffer.
-    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 pub fn device_total_mem(d: &Driver, dev: CUdevice) -> Result<usize> {
     let mut n = 0usize;
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDeviceTotalMem_v2)(&mut n, dev) }, || "cuDeviceTotalMem".into())?;
+    check(d, unsafe { (d.cuDeviceTotalMem_v2)(&mut n, dev) }, || {
+        "cuDeviceTotalMem".into()
+    })?;
     Ok(n)
 }
 
 pub fn device_attribute(d: &Driver, dev: CUdevice, attr: c_int) -> Result<i32> {
     let mut v = 0;
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDeviceGetAttribute)(&mut v, attr, dev) }, || format!("cuDeviceGetAttribute({attr})"))?;
+    check(
+        d,
+        unsafe { (d.cuDeviceGetAttribute)(&mut v, attr, dev) },
+        || format!("cuDeviceGetAttribute({attr})"),
+    )?;
     Ok(v)
 }
 
 pub fn device_pci_bus_id(d: &Driver, dev: CUdevice) -> Result<String> {
     let mut buf = [0 as std::ffi::c_char; 64];
     // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
-    check(d, unsafe { (d.cuDeviceGetPCIBusId)(buf.as_mut_ptr(), buf.len() as c_int, dev) }, || "cuDeviceGetPCIBusId".into())?;
+    check(
+        d,
+        unsafe { (d.cuDeviceGetPCIBusId)(buf.as_mut_ptr(), buf.len() as c_int, dev) },
+        || "cuDeviceGetPCIBusId".into(),
+    )?;
     // SAFETY: NUL-terminated within the buffer.
-    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it.
 pub fn device_uuid(d: &Driver, dev: CUdevice) -> Result<String> {
-    let f = d.cuDeviceGetUuid.ok_or_else(|| Error::new(Status::NotSupported, "cuDeviceGetUuid is missing"))?;
+    let f = d
+        .cuDeviceGetUuid
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuDeviceGetUuid is missing"))?;
     let mut b = [0u8; 16];
     // SAFETY: CUuuid is 16 bytes.
-    check(d, unsafe { f(b.as_mut_ptr(), dev) }, || "cuDeviceGetUuid".into())?;
+    check(d, unsafe { f(b.as_mut_ptr(), dev) }, || {
+        "cuDeviceGetUuid".into()
+    })?;
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("GPU-{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat()))
+    Ok(format!(
+        "GPU-{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    ))
 }
 
 pub fn primary_ctx_retain(d: &Driver, dev: CUdevice) -> Result<CUcontext> {
     let mut ctx = std::ptr::null_mut();
     // SAFETY: out-pointer to a local.
-    check(d, unsafe { (d.cuDevicePrimaryCtxRetain)(&mut ctx, dev) }, || "cuDevicePrimaryCtxRetain".into())?;
+    check(
+        d,
+        unsafe { (d.cuDevicePrimaryCtxRetain)(&mut ctx, dev) },
+        || "cuDevicePrimaryCtxRetain".into(),
+    )?;
     Ok(ctx)
 }
 
 pub fn ctx_set_current(d: &Driver, ctx: CUcontext) -> Result<()> {
     // SAFETY: ctx is a retained primary context.
-    check(d, unsafe { (d.cuCtxSetCurrent)(ctx) }, || "cuCtxSetCurrent".into())
+    check(d, unsafe { (d.cuCtxSetCurrent)(ctx) }, || {
+        "cuCtxSetCurrent".into()
+    })
 }
 
 pub fn mem_alloc(d: &Driver, size: usize) -> Result<CUdeviceptr> {
     let mut p = 0;
     // SAFETY: out-pointer to a local; a context is current.
-    check(d, unsafe { (d.cuMemAlloc_v2)(&mut p, size) }, || format!("cuMemAlloc of {size} bytes"))?;
+    check(d, unsafe { (d.cuMemAlloc_v2)(&mut p, size) }, || {
+        format!("cuMemAlloc of {size} bytes")
+    })?;
     Ok(p)
 }
 
@@ -148,14 +194,22 @@ pub fn mem_alloc(d: &Driver, size: usize) -> Result<CUdeviceptr> {
 pub fn mem_host_alloc(d: &Driver, size: usize, flags: u32) -> Result<*mut c_void> {
     let mut p = std::ptr::null_mut();
     // SAFETY: out-pointer to a local; a context is current.
-    check(d, unsafe { (d.cuMemHostAlloc)(&mut p, size, flags) }, || format!("cuMemHostAlloc of {size} bytes"))?;
+    check(
+        d,
+        unsafe { (d.cuMemHostAlloc)(&mut p, size, flags) },
+        || format!("cuMemHostAlloc of {size} bytes"),
+    )?;
     Ok(p)
 }
 
 pub fn mem_host_device_pointer(d: &Driver, host: *mut c_void) -> Result<CUdeviceptr> {
     let mut p = 0;
     // SAFETY: host is pinned, mapped memory from cuMemHostAlloc.
-    check(d, unsafe { (d.cuMemHostGetDevicePointer_v2)(&mut p, host, 0) }, || "cuMemHostGetDevicePointer".into())?;
+    check(
+        d,
+        unsafe { (d.cuMemHostGetDevicePointer_v2)(&mut p, host, 0) },
+        || "cuMemHostGetDevicePointer".into(),
+    )?;
     Ok(p)
 }
 
@@ -165,45 +219,85 @@ pub fn is_pinned_host(d: &Driver, ptr: *const u8, len: usize) -> bool {
     let addr = ptr as u64;
     let mut kind: u32 = 0;
     // SAFETY: querying attributes of an address never dereferences it.
-    let r = unsafe { (d.cuPointerGetAttribute)(&mut kind as *mut u32 as *mut c_void, POINTER_ATTRIBUTE_MEMORY_TYPE, addr) };
+    let r = unsafe {
+        (d.cuPointerGetAttribute)(
+            &mut kind as *mut u32 as *mut c_void,
+            POINTER_ATTRIBUTE_MEMORY_TYPE,
+            addr,
+        )
+    };
     if r != CUDA_SUCCESS || kind != MEMORYTYPE_HOST {
         return false;
     }
     let mut start: u64 = 0;
     let mut size: usize = 0;
     // SAFETY: as above.
-    let r1 = unsafe { (d.cuPointerGetAttribute)(&mut start as *mut u64 as *mut c_void, POINTER_ATTRIBUTE_RANGE_START_ADDR, addr) };
+    let r1 = unsafe {
+        (d.cuPointerGetAttribute)(
+            &mut start as *mut u64 as *mut c_void,
+            POINTER_ATTRIBUTE_RANGE_START_ADDR,
+            addr,
+        )
+    };
     // SAFETY: as above.
-    let r2 = unsafe { (d.cuPointerGetAttribute)(&mut size as *mut usize as *mut c_void, POINTER_ATTRIBUTE_RANGE_SIZE, addr) };
-    r1 == CUDA_SUCCESS && r2 == CUDA_SUCCESS && addr >= start && addr + len as u64 <= start + size as u64
+    let r2 = unsafe {
+        (d.cuPointerGetAttribute)(
+            &mut size as *mut usize as *mut c_void,
+            POINTER_ATTRIBUTE_RANGE_SIZE,
+            addr,
+        )
+    };
+    r1 == CUDA_SUCCESS
+        && r2 == CUDA_SUCCESS
+        && addr >= start
+        && addr + len as u64 <= start + size as u64
 }
 
 /// The device ordinal owning a device pointer, if the driver knows it.
 pub fn pointer_device_ordinal(d: &Driver, addr: u64) -> Option<i32> {
     let mut ord: c_int = -1;
     // SAFETY: querying attributes of an address never dereferences it.
-    let r = unsafe { (d.cuPointerGetAttribute)(&mut ord as *mut c_int as *mut c_void, POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr) };
+    let r = unsafe {
+        (d.cuPointerGetAttribute)(
+            &mut ord as *mut c_int as *mut c_void,
+            POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+            addr,
+        )
+    };
     (r == CUDA_SUCCESS).then_some(ord)
 }
 
 pub fn stream_create(d: &Driver) -> Result<CUstream> {
     let mut s = std::ptr::null_mut();
     // SAFETY: out-pointer to a local; a context is current.
-    check(d, unsafe { (d.cuStreamCreate)(&mut s, STREAM_NON_BLOCKING) }, || "cuStreamCreate".into())?;
+    check(
+        d,
+        unsafe { (d.cuStreamCreate)(&mut s, STREAM_NON_BLOCKING) },
+        || "cuStreamCreate".into(),
+    )?;
     Ok(s)
 }
 
 pub fn event_create(d: &Driver) -> Result<CUevent> {
     let mut e = std::ptr::null_mut();
     // SAFETY: out-pointer to a local; a context is current.
-    check(d, unsafe { (d.cuEventCreate)(&mut e, EVENT_DISABLE_TIMING) }, || "cuEventCreate".into())?;
+    check(
+        d,
+        unsafe { (d.cuEventCreate)(&mut e, EVENT_DISABLE_TIMING) },
+        || "cuEventCreate".into(),
+    )?;
     Ok(e)
 }
 
 /// Waits by polling `query` (CUDA_ERROR_NOT_READY = keep waiting): a short
 /// spin for low latency, then sleeps that grow up to `MAX_SLEEP`, so a long
 /// wait costs little CPU. `Ok(false)` when `timeout` expired first.
-pub fn poll_until(d: &Driver, what: &str, timeout: Option<Duration>, mut query: impl FnMut() -> CUresult) -> Result<bool> {
+pub fn poll_until(
+    d: &Driver,
+    what: &str,
+    timeout: Option<Duration>,
+    mut query: impl FnMut() -> CUresult,
+) -> Result<bool> {
     const SPIN: Duration = Duration::from_micros(100);
     const MAX_SLEEP: Duration = Duration::from_micros(200);
     let start = Instant::now();
@@ -227,11 +321,6 @@ pub fn poll_until(d: &Driver, what: &str, timeout: Option<Duration>, mut query: 
     }
 }
 
-pub fn stream_wait(d: &Driver, stream: CUstream) -> Result<()> {
-    // SAFETY: stream is a live stream handle of a current context.
-    poll_until(d, "cuStreamQuery (waiting for a stream)", None, || unsafe { (d.cuStreamQuery)(stream) }).map(|_| ())
-}
-
 /// A module from an image (PTX text NUL-terminated, cubin or fatbin); the
 /// JIT's error log goes into the error message.
 pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
@@ -240,7 +329,15 @@ pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
     let mut opts = [JIT_ERROR_LOG_BUFFER, JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
     let mut vals = [log.as_mut_ptr() as *mut c_void, log.len() as *mut c_void];
     // SAFETY: the image outlives the call; options point at live storage.
-    let r = unsafe { (d.cuModuleLoadDataEx)(&mut module, image.as_ptr() as *const c_void, 2, opts.as_mut_ptr(), vals.as_mut_ptr()) };
+    let r = unsafe {
+        (d.cuModuleLoadDataEx)(
+            &mut module,
+            image.as_ptr() as *const c_void,
+            2,
+            opts.as_mut_ptr(),
+            vals.as_mut_ptr(),
+        )
+    };
     if r != CUDA_SUCCESS {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         let text = String::from_utf8_lossy(&log[..end]).trim().to_string();
@@ -254,7 +351,12 @@ pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
 }
 
 pub fn module_get_function(d: &Driver, module: CUmodule, name: &str) -> Result<CUfunction> {
-    let c = CString::new(name).map_err(|_| Error::new(Status::InvalidKernel, format!("kernel name {name:?} contains NUL")))?;
+    let c = CString::new(name).map_err(|_| {
+        Error::new(
+            Status::InvalidKernel,
+            format!("kernel name {name:?} contains NUL"),
+        )
+    })?;
     let mut f = std::ptr::null_mut();
     // SAFETY: module is loaded; name is NUL-terminated.
     let r = unsafe { (d.cuModuleGetFunction)(&mut f, module, c.as_ptr()) };
@@ -279,7 +381,11 @@ pub fn module_get_function(d: &Driver, module: CUmodule, name: &str) -> Result<C
 pub fn func_attribute(d: &Driver, f: CUfunction, attr: c_int) -> Result<i32> {
     let mut v = 0;
     // SAFETY: f is a live function handle.
-    check(d, unsafe { (d.cuFuncGetAttribute)(&mut v, attr, f) }, || format!("cuFuncGetAttribute({attr})"))?;
+    check(
+        d,
+        unsafe { (d.cuFuncGetAttribute)(&mut v, attr, f) },
+        || format!("cuFuncGetAttribute({attr})"),
+    )?;
     Ok(v)
 }
 

@@ -5,16 +5,18 @@
 //! and replayed with one `cuGraphLaunch`; a lone kernel is launched
 //! directly (cheaper than a one-node graph). A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
-//! mapped value; a wait command is a one-thread polling kernel on that
-//! value (see `encode`); on events of other runtimes both fall back to host
-//! functions.
+//! mapped value; a wait command is decided at each run (`queue_from`): a
+//! stream memory wait when its signal is already queued, else held on the
+//! host (`queue.rs`). Signals of other runtimes' events are host functions.
 
 use std::ffi::c_void;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::library::CudaKernel;
+use super::queue::StreamQueue;
 use super::result as r;
-use super::sync::{CudaEvent, CudaStream};
+use super::sync::{self, CudaEvent, CudaStream, Timeline};
 use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
 use crate::error::{Error, Result, Status};
@@ -34,8 +36,14 @@ impl ArgPack {
             b[..v.len().min(8)].copy_from_slice(&v[..v.len().min(8)]);
             *slot = u64::from_ne_bytes(b);
         }
-        let ptrs = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
-        ArgPack { _slots: slots, ptrs }
+        let ptrs = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
+        ArgPack {
+            _slots: slots,
+            ptrs,
+        }
     }
 }
 
@@ -49,13 +57,35 @@ struct Launch {
 
 enum Step {
     Launch(Launch),
-    Graph { exec: Handle, graph: Handle },
-    WriteValue { address: u64, value: u64 },
-    WaitValue { address: u64, value: u64 },
-    Host { event: Arc<dyn hal::Event>, value: u64, wait: bool },
+    Graph {
+        exec: Handle,
+        graph: Handle,
+    },
+    /// A stream write of a CUDA event's mapped value.
+    Signal {
+        timeline: Arc<Timeline>,
+        value: u64,
+    },
+    /// Signals an event of another runtime from a host function.
+    HostSignal {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+    /// Waits for a CUDA event's value (see `queue_from` for how).
+    Wait {
+        timeline: Arc<Timeline>,
+        value: u64,
+    },
+    /// Waits for an event of another runtime (held on the host).
+    HostWait {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
 }
 
-pub struct CudaSchedule {
+/// What an encoded schedule queues: shared with the runs held on the host,
+/// so it lives until the last of them has gone to the driver.
+pub(crate) struct Steps {
     gpu: Arc<Gpu>,
     steps: Vec<Step>,
     /// Keeps kernels, buffers and events alive while the schedule exists.
@@ -63,11 +93,11 @@ pub struct CudaSchedule {
 }
 
 // Raw pointers in the steps point into storage the schedule owns (argument
-// packs) or at driver objects it owns; running only reads them.
-unsafe impl Send for CudaSchedule {}
-unsafe impl Sync for CudaSchedule {}
+// packs) or at driver objects it owns; queueing only reads them.
+unsafe impl Send for Steps {}
+unsafe impl Sync for Steps {}
 
-impl Drop for CudaSchedule {
+impl Drop for Steps {
     fn drop(&mut self) {
         if self.gpu.bind().is_err() {
             return;
@@ -82,6 +112,10 @@ impl Drop for CudaSchedule {
             }
         }
     }
+}
+
+pub struct CudaSchedule {
+    steps: Arc<Steps>,
 }
 
 fn launch(gpu: &Gpu, l: &Launch, stream: CUstream) -> Result<()> {
@@ -102,16 +136,23 @@ fn launch(gpu: &Gpu, l: &Launch, stream: CUstream) -> Result<()> {
             std::ptr::null_mut(),
         )
     };
-    r::check(gpu.d, code, || format!("cuLaunchKernel (groups {:?}, group size {:?}, shared memory {})", l.grid, l.block, l.shared))
+    r::check(gpu.d, code, || {
+        format!(
+            "cuLaunchKernel (groups {:?}, group size {:?}, shared memory {})",
+            l.grid, l.block, l.shared
+        )
+    })
 }
 
-unsafe extern "C" fn host_step(user: *mut c_void) {
-    // SAFETY: `user` is the Box leaked by `run` for exactly this call.
-    let b = unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64, bool)) };
-    let (event, value, wait) = *b;
-    let result = if wait { event.wait(value, None).map(|_| ()) } else { event.signal(value) };
-    if let Err(e) = result {
-        log::error!("CUDA host step on a foreign event failed: {}", e.message);
+unsafe extern "C" fn host_signal(user: *mut c_void) {
+    // SAFETY: `user` is the Box leaked by `queue_from` for exactly this call.
+    let b = unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64)) };
+    let (event, value) = *b;
+    if let Err(e) = event.signal(value) {
+        log::error!(
+            "CUDA host step signalling a foreign event failed: {}",
+            e.message
+        );
     }
 }
 
@@ -122,21 +163,44 @@ impl CudaSchedule {
         let mut pending: Vec<Launch> = Vec::new();
         for op in &ops {
             match op {
-                hal::Op::Launch { kernel, args, dims, shared_memory } => {
-                    let k = kernel.as_any().downcast_ref::<CudaKernel>().ok_or_else(|| {
-                        Error::new(Status::InvalidKernel, format!("kernel '{}' does not belong to the CUDA runtime", kernel.name()))
-                    })?;
+                hal::Op::Launch {
+                    kernel,
+                    args,
+                    dims,
+                    shared_memory,
+                } => {
+                    let k = kernel
+                        .as_any()
+                        .downcast_ref::<CudaKernel>()
+                        .ok_or_else(|| {
+                            Error::new(
+                                Status::InvalidKernel,
+                                format!(
+                                    "kernel '{}' does not belong to the CUDA runtime",
+                                    kernel.name()
+                                ),
+                            )
+                        })?;
                     if !Arc::ptr_eq(&k.gpu, gpu) {
                         return Err(Error::new(
                             Status::InvalidKernel,
-                            format!("kernel '{}' was loaded on {}, the schedule runs on {}", k.name_str(), k.gpu.label(), gpu.label()),
+                            format!(
+                                "kernel '{}' was loaded on {}, the schedule runs on {}",
+                                k.name_str(),
+                                k.gpu.label(),
+                                gpu.label()
+                            ),
                         ));
                     }
                     if let Some(n) = k.arity {
                         if args.len() < n {
                             return Err(Error::new(
                                 Status::InvalidArgument,
-                                format!("kernel '{}' takes {n} arguments, the command sets {}", k.name_str(), args.len()),
+                                format!(
+                                    "kernel '{}' takes {n} arguments, the command sets {}",
+                                    k.name_str(),
+                                    args.len()
+                                ),
                             ));
                         }
                     }
@@ -152,7 +216,8 @@ impl CudaSchedule {
                         values.push(dims.grid[0].to_ne_bytes().to_vec());
                     }
                     let threads = dims.threads_per_group();
-                    let max = r::func_attribute(gpu.d, k.func.0, sys::FUNC_MAX_THREADS_PER_BLOCK).unwrap_or(1024) as u64;
+                    let max = r::func_attribute(gpu.d, k.func.0, sys::FUNC_MAX_THREADS_PER_BLOCK)
+                        .unwrap_or(1024) as u64;
                     if threads > max {
                         return Err(Error::new(
                             Status::InvalidSize,
@@ -162,42 +227,58 @@ impl CudaSchedule {
                     if *shared_memory > 48 * 1024 {
                         // SAFETY: live function handle.
                         let code = unsafe {
-                            (gpu.d.cuFuncSetAttribute)(k.func.0, sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES, *shared_memory as i32)
+                            (gpu.d.cuFuncSetAttribute)(
+                                k.func.0,
+                                sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                *shared_memory as i32,
+                            )
                         };
-                        r::check(gpu.d, code, || format!("kernel '{}': allowing {} bytes of shared memory", k.name_str(), shared_memory))?;
+                        r::check(gpu.d, code, || {
+                            format!(
+                                "kernel '{}': allowing {} bytes of shared memory",
+                                k.name_str(),
+                                shared_memory
+                            )
+                        })?;
                     }
-                    pending.push(Launch { func: k.func, grid: dims.groups(), block: dims.group, shared: *shared_memory, args: ArgPack::new(&values) });
-                }
-                hal::Op::Wait { event, value } if event.as_any().is::<CudaEvent>() && gpu.wait_kernel()?.is_some() => {
-                    // A stream memory wait (cuStreamWaitValue64) stalls the
-                    // context's other streams on this driver: a value that
-                    // another nexus stream writes later never lands
-                    // (measured on H100/H200, CUDA 13). A one-thread polling
-                    // kernel waits in stream order without blocking other
-                    // streams, and is a plain launch (graph-capturable).
-                    let e = event.as_any().downcast_ref::<CudaEvent>().expect("checked above");
-                    let w = gpu.wait_kernel()?.expect("checked above");
-                    let mut values = vec![e.device_address.to_ne_bytes().to_vec(), value.to_ne_bytes().to_vec()];
-                    if let Some(flag) = w.exit_flag {
-                        values.push(flag.to_ne_bytes().to_vec());
-                    }
-                    pending.push(Launch { func: w.func, grid: [1, 1, 1], block: [1, 1, 1], shared: 0, args: ArgPack::new(&values) });
+                    pending.push(Launch {
+                        func: k.func,
+                        grid: dims.groups(),
+                        block: dims.group,
+                        shared: *shared_memory,
+                        args: ArgPack::new(&values),
+                    });
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
                     Self::flush(gpu, &mut pending, &mut steps)?;
-                    let wait = matches!(op, hal::Op::Wait { .. });
-                    match event.as_any().downcast_ref::<CudaEvent>() {
-                        Some(e) if gpu.mem_ops => {
-                            let address = e.device_address;
-                            steps.push(if wait { Step::WaitValue { address, value: *value } } else { Step::WriteValue { address, value: *value } });
-                        }
-                        _ => steps.push(Step::Host { event: event.clone(), value: *value, wait }),
-                    }
+                    let value = *value;
+                    let timeline = event
+                        .as_any()
+                        .downcast_ref::<CudaEvent>()
+                        .map(|e| e.timeline.clone());
+                    steps.push(match (op, timeline) {
+                        (hal::Op::Wait { .. }, Some(timeline)) => Step::Wait { timeline, value },
+                        (hal::Op::Wait { .. }, None) => Step::HostWait {
+                            event: event.clone(),
+                            value,
+                        },
+                        (_, Some(timeline)) if gpu.mem_ops => Step::Signal { timeline, value },
+                        _ => Step::HostSignal {
+                            event: event.clone(),
+                            value,
+                        },
+                    });
                 }
             }
         }
         Self::flush(gpu, &mut pending, &mut steps)?;
-        Ok(CudaSchedule { gpu: gpu.clone(), steps, _ops: ops })
+        Ok(CudaSchedule {
+            steps: Arc::new(Steps {
+                gpu: gpu.clone(),
+                steps,
+                _ops: ops,
+            }),
+        })
     }
 
     /// Turns the launches recorded since the last signal/wait into a step:
@@ -214,9 +295,13 @@ impl CudaSchedule {
                 let (graph, exec) = gpu.with_capture_stream(|s| {
                     let d = gpu.d;
                     // SAFETY: live stream of the current context.
-                    r::check(d, unsafe { (d.cuStreamBeginCapture_v2)(s, sys::STREAM_CAPTURE_MODE_THREAD_LOCAL) }, || {
-                        "cuStreamBeginCapture".into()
-                    })?;
+                    r::check(
+                        d,
+                        unsafe {
+                            (d.cuStreamBeginCapture_v2)(s, sys::STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                        },
+                        || "cuStreamBeginCapture".into(),
+                    )?;
                     let mut failed = None;
                     for l in &launches {
                         if let Err(e) = launch(gpu, l, s) {
@@ -241,88 +326,174 @@ impl CudaSchedule {
                     if code != sys::CUDA_SUCCESS {
                         // SAFETY: as above.
                         unsafe { (d.cuGraphDestroy)(graph) };
-                        return r::check(d, code, || format!("cuGraphInstantiate of {} kernels", launches.len())).map(|_| unreachable!());
+                        return r::check(d, code, || {
+                            format!("cuGraphInstantiate of {} kernels", launches.len())
+                        })
+                        .map(|_| unreachable!());
                     }
                     Ok((graph, exec))
                 })?;
-                steps.push(Step::Graph { exec: Handle(exec), graph: Handle(graph) });
+                steps.push(Step::Graph {
+                    exec: Handle(exec),
+                    graph: Handle(graph),
+                });
                 Ok(())
             }
         }
     }
+}
 
-    fn execute(&self, stream: CUstream) -> Result<()> {
+impl Steps {
+    pub(crate) fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Queues steps `from..` on `stream` and returns `None`, or stops at the
+    /// first wait that cannot go to the GPU yet and returns its index.
+    ///
+    /// A wait for a CUDA event is dropped when the value is already there,
+    /// and becomes `cuStreamWaitValue64` when a signal reaching it is already
+    /// queued on some stream: then the GPU waits only for queued work (no
+    /// host round trip, no deadlock). Anything else is held (`queue.rs`).
+    pub(crate) fn queue_from(&self, from: usize, stream: CUstream) -> Result<Option<usize>> {
         let g = &*self.gpu;
         let d = g.d;
-        for step in &self.steps {
+        for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
                 Step::Launch(l) => launch(g, l, stream)?,
                 // SAFETY: instantiated graph, live stream.
-                Step::Graph { exec, .. } => r::check(d, unsafe { (d.cuGraphLaunch)(exec.0, stream) }, || "cuGraphLaunch".into())?,
-                Step::WriteValue { address, value } => {
-                    let f = d.cuStreamWriteValue64.ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWriteValue64 missing"))?;
-                    // SAFETY: the address is the mapped value of an event the schedule keeps alive.
-                    r::check(d, unsafe { f(stream, *address, *value, sys::STREAM_WRITE_VALUE_DEFAULT) }, || {
-                        format!("cuStreamWriteValue64 (signal {value})")
+                Step::Graph { exec, .. } => {
+                    r::check(d, unsafe { (d.cuGraphLaunch)(exec.0, stream) }, || {
+                        "cuGraphLaunch".into()
                     })?
                 }
-                Step::WaitValue { address, value } => {
-                    let f = d.cuStreamWaitValue64.ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWaitValue64 missing"))?;
+                Step::Signal { timeline, value } => {
+                    let f = d.cuStreamWriteValue64.ok_or_else(|| {
+                        Error::new(Status::NotSupported, "cuStreamWriteValue64 missing")
+                    })?;
+                    // SAFETY: the mapped value of an event the schedule keeps alive.
+                    r::check(
+                        d,
+                        unsafe {
+                            f(
+                                stream,
+                                timeline.device_address,
+                                *value,
+                                sys::STREAM_WRITE_VALUE_DEFAULT,
+                            )
+                        },
+                        || format!("cuStreamWriteValue64 (signal {value})"),
+                    )?;
+                    timeline.mark_queued(*value);
+                }
+                Step::Wait { timeline, value } => {
+                    if timeline.value() >= *value {
+                        continue;
+                    }
+                    if !(g.mem_ops && timeline.queued() >= *value) {
+                        return Ok(Some(i));
+                    }
+                    let f = d.cuStreamWaitValue64.ok_or_else(|| {
+                        Error::new(Status::NotSupported, "cuStreamWaitValue64 missing")
+                    })?;
                     // SAFETY: as above.
-                    r::check(d, unsafe { f(stream, *address, *value, sys::STREAM_WAIT_VALUE_GEQ) }, || {
-                        format!("cuStreamWaitValue64 (wait for {value})")
-                    })?
+                    r::check(
+                        d,
+                        unsafe {
+                            f(
+                                stream,
+                                timeline.device_address,
+                                *value,
+                                sys::STREAM_WAIT_VALUE_GEQ,
+                            )
+                        },
+                        || format!("cuStreamWaitValue64 (wait for {value})"),
+                    )?
                 }
-                Step::Host { event, value, wait } => {
-                    let user = Box::into_raw(Box::new((event.clone(), *value, *wait))) as *mut c_void;
-                    // SAFETY: host_step takes back exactly this box.
-                    let code = unsafe { (d.cuLaunchHostFunc)(stream, host_step, user) };
+                Step::HostWait { event, value } => {
+                    if event.value() < *value {
+                        return Ok(Some(i));
+                    }
+                }
+                Step::HostSignal { event, value } => {
+                    let user = Box::into_raw(Box::new((event.clone(), *value))) as *mut c_void;
+                    // SAFETY: host_signal takes back exactly this box.
+                    let code = unsafe { (d.cuLaunchHostFunc)(stream, host_signal, user) };
                     if code != sys::CUDA_SUCCESS {
                         // SAFETY: the callback was not queued; reclaim the box.
-                        drop(unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64, bool)) });
+                        drop(unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64)) });
                         r::check(d, code, || "cuLaunchHostFunc".into())?;
                     }
                 }
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Blocks until the wait at step `at` can be queued (see `queue_from`).
+    pub(crate) fn wait_queueable(&self, at: usize) {
+        match self.steps.get(at) {
+            Some(Step::Wait { timeline, value }) => {
+                let mem_ops = self.gpu.mem_ops;
+                sync::wait_until_moved(|| {
+                    timeline.value() >= *value || (mem_ops && timeline.queued() >= *value)
+                });
+            }
+            Some(Step::HostWait { event, value }) => {
+                // The foreign event's own wait, in slices; a failing wait
+                // backs off instead of spinning.
+                loop {
+                    match event.wait(*value, Some(Duration::from_millis(100))) {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(_) if event.value() >= *value => break,
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
-/// A blocking run in flight: completion is the stream draining.
+/// A run in flight: its held part (if any) going to the driver, then the
+/// stream draining.
 struct CudaPending {
-    gpu: Arc<Gpu>,
-    stream: Handle,
+    queue: Arc<StreamQueue>,
+    ticket: Option<u64>,
 }
 
 impl hal::Pending for CudaPending {
-    fn wait(&self, timeout: std::time::Duration) -> Result<bool> {
-        let d = self.gpu.d;
-        let s = self.stream.0;
-        // SAFETY: the stream outlives the run (the caller holds it).
-        r::poll_until(d, "cuStreamQuery (waiting for a run)", Some(timeout), || unsafe { (d.cuStreamQuery)(s) })
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        self.queue.wait(self.ticket, Some(Instant::now() + timeout))
     }
 }
 
 impl CudaSchedule {
-    /// The stream a run goes to, with this GPU's context made current.
-    fn stream_for(&self, stream: Option<&dyn hal::Stream>) -> Result<CUstream> {
-        let g = &*self.gpu;
+    /// The queue of the stream a run goes to, with this GPU's context current.
+    fn queue_for(&self, stream: Option<&dyn hal::Stream>) -> Result<Arc<StreamQueue>> {
+        let g = &self.steps.gpu;
         g.bind()?;
         Ok(match stream {
-            None => g.default_stream()?,
+            None => g.default_queue()?,
             Some(s) => {
-                let cs = s
-                    .as_any()
-                    .downcast_ref::<CudaStream>()
-                    .ok_or_else(|| Error::new(Status::InvalidStream, "stream does not belong to the CUDA runtime"))?;
-                if !Arc::ptr_eq(&cs.gpu, &self.gpu) {
+                let cs = s.as_any().downcast_ref::<CudaStream>().ok_or_else(|| {
+                    Error::new(
+                        Status::InvalidStream,
+                        "stream does not belong to the CUDA runtime",
+                    )
+                })?;
+                if !Arc::ptr_eq(&cs.gpu, g) {
                     return Err(Error::new(
                         Status::InvalidStream,
-                        format!("stream is on {}, the schedule on {}", cs.gpu.label(), self.gpu.label()),
+                        format!(
+                            "stream is on {}, the schedule on {}",
+                            cs.gpu.label(),
+                            g.label()
+                        ),
                     ));
                 }
-                cs.raw()
+                cs.queue.clone()
             }
         })
     }
@@ -330,17 +501,17 @@ impl CudaSchedule {
 
 impl hal::Schedule for CudaSchedule {
     fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
-        let s = self.stream_for(stream)?;
-        self.execute(s)?;
+        let queue = self.queue_for(stream)?;
+        let ticket = queue.submit(&self.steps)?;
         if blocking {
-            r::stream_wait(self.gpu.d, s)?;
+            queue.wait(ticket, None)?;
         }
         Ok(())
     }
 
     fn launch(&self, stream: Option<&dyn hal::Stream>) -> Result<Box<dyn hal::Pending>> {
-        let s = self.stream_for(stream)?;
-        self.execute(s)?;
-        Ok(Box::new(CudaPending { gpu: self.gpu.clone(), stream: Handle(s) }))
+        let queue = self.queue_for(stream)?;
+        let ticket = queue.submit(&self.steps)?;
+        Ok(Box::new(CudaPending { queue, ticket }))
     }
 }

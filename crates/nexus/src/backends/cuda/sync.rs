@@ -2,35 +2,41 @@
 //!
 //! An event is one u64 in page-locked host memory mapped into every GPU's
 //! address space. The host signals with a plain (volatile) store and waits
-//! by polling; a stream signals with `cuStreamWriteValue64` and waits with
-//! a one-thread kernel polling the value (see `schedule.rs` for why not
-//! `cuStreamWaitValue64`), so GPU work waits for an event with no host
-//! round trip.
+//! by polling. A stream signals with `cuStreamWriteValue64`; how a stream
+//! waits is decided when the run is queued (see `queue.rs`): not at all if
+//! the value is already there, with `cuStreamWaitValue64` (GPU-side, no
+//! host round trip) if the signal that reaches it is already queued on a
+//! GPU stream, and otherwise the rest of the run is held on the host until
+//! such a signal is queued or given.
 
 use std::any::Any;
-use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::queue::StreamQueue;
 use super::result as r;
-use super::sys::{self, CUstream};
+use super::sys;
 use super::{Gpu, Handle};
 use crate::error::Result;
 use crate::hal;
 
-/// Event values live in slabs of mapped pinned memory that are allocated
-/// ahead and never freed: allocating or freeing pinned memory synchronises
-/// the device, which must not happen while a stream is parked in a wait
-/// (the wait would hold it forever).
+/// Event values live in slabs of mapped pinned memory allocated ahead and
+/// never freed: allocating or freeing pinned memory synchronises the whole
+/// device, which costs milliseconds per event when work is queued.
 const SLAB_BYTES: usize = 64 * 1024;
 
 /// Free value slots: (host address, device address).
 static FREE_SLOTS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
 
-/// Adds one slab of slots (called when a context is created, before any
-/// wait can be queued, and again only if every slot is in use).
+/// Adds one slab of slots (called when a context is created, and again
+/// only if every slot is in use).
 pub(crate) fn reserve_slots(gpu: &Gpu) -> Result<()> {
-    let host = r::mem_host_alloc(gpu.d, SLAB_BYTES, sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP)?;
+    let host = r::mem_host_alloc(
+        gpu.d,
+        SLAB_BYTES,
+        sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP,
+    )?;
     let device = match r::mem_host_device_pointer(gpu.d, host) {
         Ok(p) => p,
         Err(e) => {
@@ -55,10 +61,91 @@ fn take_slot(gpu: &Gpu) -> Result<(usize, u64)> {
     }
 }
 
-pub struct CudaEvent {
+/// Wakes runs held on the host whenever some timeline moves (a host signal,
+/// or a GPU signal queued). One process-wide condition: held runs are rare
+/// and each re-checks its own event, so a shared wake-up costs nothing.
+static MOVED: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+/// Threads waiting on `MOVED`; signals skip the lock when there are none.
+static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+
+fn notify_moved() {
+    if WATCHERS.load(Ordering::SeqCst) > 0 {
+        let mut generation = MOVED.0.lock().unwrap_or_else(|e| e.into_inner());
+        *generation = generation.wrapping_add(1);
+        MOVED.1.notify_all();
+    }
+}
+
+/// Blocks until `ready()` holds. `ready` is re-checked after every timeline
+/// move, and every 50 ms in case a value changed behind nexus's back.
+pub(crate) fn wait_until_moved(mut ready: impl FnMut() -> bool) {
+    WATCHERS.fetch_add(1, Ordering::SeqCst);
+    let mut generation = MOVED.0.lock().unwrap_or_else(|e| e.into_inner());
+    while !ready() {
+        generation = match MOVED.1.wait_timeout(generation, Duration::from_millis(50)) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+    }
+    drop(generation);
+    WATCHERS.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The state of one event that queued work refers to: the mapped value and
+/// the highest value a signal already queued on a GPU stream will write.
+pub(crate) struct Timeline {
     host: Handle,
     /// The device address of the value (equal to the host address under UVA).
-    pub(super) device_address: u64,
+    pub(crate) device_address: u64,
+    queued: AtomicU64,
+}
+
+impl Timeline {
+    fn slot(&self) -> *mut u64 {
+        self.host.0 as *mut u64
+    }
+
+    pub(crate) fn value(&self) -> u64 {
+        // SAFETY: live pinned memory owned by this timeline; the GPU writes
+        // it with 64-bit stores.
+        let v = unsafe { std::ptr::read_volatile(self.slot()) };
+        fence(Ordering::Acquire);
+        v
+    }
+
+    fn store(&self, value: u64) {
+        fence(Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(self.slot(), value) };
+        fence(Ordering::SeqCst);
+        notify_moved();
+    }
+
+    /// The highest value written by a GPU signal queued so far.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Records that a stream write of `value` has been queued.
+    pub(crate) fn mark_queued(&self, value: u64) {
+        self.queued.fetch_max(value, Ordering::SeqCst);
+        notify_moved();
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        // Queued work holds the timeline through its schedule, so nothing
+        // reads or writes the slot any more: it goes back to the pool.
+        FREE_SLOTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.host.0 as usize, self.device_address));
+    }
+}
+
+pub struct CudaEvent {
+    pub(crate) timeline: Arc<Timeline>,
 }
 
 impl CudaEvent {
@@ -67,36 +154,25 @@ impl CudaEvent {
         let (host, device_address) = take_slot(gpu)?;
         // SAFETY: an 8-byte slot of pinned memory owned by this event now.
         unsafe { std::ptr::write_volatile(host as *mut u64, 0) };
-        Ok(CudaEvent { host: Handle(host as *mut std::ffi::c_void), device_address })
-    }
-
-    fn slot(&self) -> *mut u64 {
-        self.host.0 as *mut u64
-    }
-}
-
-impl Drop for CudaEvent {
-    fn drop(&mut self) {
-        // The slot goes back to the pool (work that used it holds the event
-        // through its schedule, so nothing still polls it).
-        FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push((self.host.0 as usize, self.device_address));
+        let timeline = Timeline {
+            host: Handle(host as *mut std::ffi::c_void),
+            device_address,
+            queued: AtomicU64::new(0),
+        };
+        Ok(CudaEvent {
+            timeline: Arc::new(timeline),
+        })
     }
 }
 
 impl hal::Event for CudaEvent {
     fn signal(&self, value: u64) -> Result<()> {
-        fence(Ordering::SeqCst);
-        // SAFETY: the slot is live pinned memory owned by this event.
-        unsafe { std::ptr::write_volatile(self.slot(), value) };
-        fence(Ordering::SeqCst);
+        self.timeline.store(value);
         Ok(())
     }
 
     fn value(&self) -> u64 {
-        // SAFETY: as above; the GPU writes it with 64-bit stores.
-        let v = unsafe { std::ptr::read_volatile(self.slot()) };
-        fence(Ordering::Acquire);
-        v
+        self.timeline.value()
     }
 
     /// A short spin (a GPU signal usually lands within microseconds), then
@@ -107,7 +183,7 @@ impl hal::Event for CudaEvent {
         let start = Instant::now();
         let mut sleep = Duration::from_micros(10);
         loop {
-            if self.value() >= value {
+            if self.timeline.value() >= value {
                 return Ok(true);
             }
             let elapsed = start.elapsed();
@@ -122,7 +198,9 @@ impl hal::Event for CudaEvent {
             }
             let mut s = sleep;
             if let Some(t) = timeout {
-                s = s.min(t.saturating_sub(elapsed)).max(Duration::from_micros(1));
+                s = s
+                    .min(t.saturating_sub(elapsed))
+                    .max(Duration::from_micros(1));
             }
             std::thread::sleep(s);
             sleep = (sleep * 2).min(MAX_SLEEP);
@@ -136,42 +214,29 @@ impl hal::Event for CudaEvent {
 
 pub struct CudaStream {
     pub(super) gpu: Arc<Gpu>,
-    pub(super) stream: Handle,
+    pub(super) queue: Arc<StreamQueue>,
 }
 
 impl CudaStream {
     pub(crate) fn new(gpu: &Arc<Gpu>) -> Result<Self> {
         gpu.bind()?;
         let s = r::stream_create(gpu.d)?;
-        Ok(CudaStream { gpu: gpu.clone(), stream: Handle(s) })
-    }
-
-    pub fn raw(&self) -> CUstream {
-        self.stream.0
-    }
-}
-
-impl Drop for CudaStream {
-    fn drop(&mut self) {
-        if self.gpu.bind().is_ok() {
-            // SAFETY: created by cuStreamCreate, destroyed once (pending
-            // work still completes; the driver frees it afterwards).
-            unsafe { (self.gpu.d.cuStreamDestroy_v2)(self.stream.0) };
-        }
+        Ok(CudaStream {
+            gpu: gpu.clone(),
+            queue: Arc::new(StreamQueue::new(gpu.d, Handle(s), Some(gpu.clone()))),
+        })
     }
 }
 
 impl hal::Stream for CudaStream {
     fn synchronize(&self) -> Result<()> {
         self.gpu.bind()?;
-        r::stream_wait(self.gpu.d, self.stream.0)
+        self.queue.synchronize(None).map(|_| ())
     }
 
     fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
         self.gpu.bind()?;
-        let (d, s) = (self.gpu.d, self.stream.0);
-        // SAFETY: live stream handle.
-        r::poll_until(d, "cuStreamQuery (synchronize)", Some(timeout), || unsafe { (d.cuStreamQuery)(s) })
+        self.queue.synchronize(Some(Instant::now() + timeout))
     }
 
     fn as_any(&self) -> &dyn Any {
