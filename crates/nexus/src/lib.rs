@@ -19,6 +19,7 @@ mod buffer;
 mod device;
 mod handle;
 mod library;
+mod process;
 mod runtime;
 mod schedule;
 mod sync;

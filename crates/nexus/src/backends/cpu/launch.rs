@@ -152,7 +152,7 @@ pub fn thread_count() -> usize {
 static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
 
 fn pool() -> Result<Arc<rayon::ThreadPool>> {
-    let pid = std::process::id();
+    let pid = crate::process::id();
     let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((owner, pool)) = slot.as_ref() {
         if *owner == pid {

@@ -109,7 +109,7 @@ impl CpuStream {
     /// Queues a schedule; returns its ticket (completion count to wait for).
     pub fn submit(&self, job: Arc<CpuSchedule>) -> Result<u64> {
         let mut q = lock(&self.shared.queue);
-        let pid = std::process::id();
+        let pid = crate::process::id();
         if q.worker_pid != Some(pid) {
             // First use, or a forked child: the parent's worker is not here.
             q.jobs.clear();
@@ -158,7 +158,7 @@ impl Shared {
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.queue);
         // A forked child has no worker: what the parent queued never runs here.
-        while q.completed < ticket && q.worker_pid == Some(std::process::id()) {
+        while q.completed < ticket && q.worker_pid == Some(crate::process::id()) {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(false);

@@ -150,7 +150,7 @@ impl Gpu {
             capture_stream: Mutex::new(None),
             staging: Mutex::new(None),
             properties,
-            pid: std::process::id(),
+            pid: crate::process::id(),
         })
     }
 
@@ -185,13 +185,19 @@ impl Gpu {
 
     /// Makes this GPU's primary context current on the calling thread.
     pub fn bind(&self) -> Result<()> {
-        if std::process::id() != self.pid {
+        if crate::process::id() != self.pid {
             return Err(Error::new(
                 Status::InvalidDevice,
                 format!("{}: CUDA cannot be used in a process forked after CUDA was initialised (use the 'spawn' start method)", self.label()),
             ));
         }
         let c = self.ctx()?;
+        let mut current = std::ptr::null_mut();
+        // SAFETY: out-pointer to a local. Reading is cheaper than setting,
+        // and the launch path binds on every call.
+        if unsafe { (self.d.cuCtxGetCurrent)(&mut current) } == sys::CUDA_SUCCESS && current == c {
+            return Ok(());
+        }
         r::ctx_set_current(self.d, c)
     }
 
@@ -465,7 +471,7 @@ pub(crate) fn defer_release(job: Job) {
     static REAPER: OnceLock<Reaper> = OnceLock::new();
     let slot = REAPER.get_or_init(|| Mutex::new(None));
     let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
+    let pid = crate::process::id();
     if g.as_ref().map(|(p, _)| *p) != Some(pid) {
         let (tx, rx) = channel::<Job>();
         let spawned = std::thread::Builder::new()

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::result as r;
 use super::schedule::Steps;
@@ -49,6 +49,8 @@ pub(crate) struct StreamQueue {
     owner: Option<Arc<Gpu>>,
     state: Mutex<State>,
     progress: Condvar,
+    /// Wakes an idle worker when a run is held.
+    arrived: Condvar,
 }
 
 impl StreamQueue {
@@ -59,6 +61,7 @@ impl StreamQueue {
             owner,
             state: Mutex::new(State::default()),
             progress: Condvar::new(),
+            arrived: Condvar::new(),
         }
     }
 
@@ -106,15 +109,23 @@ impl StreamQueue {
                 }
             }
         }
+        self.arrived.notify_one();
         Ok(Some(ticket))
     }
 
     /// The worker: waits for the first held run's wait to become queueable,
-    /// queues what it can, and repeats until nothing is held.
+    /// queues what it can, and repeats. It stays a while once nothing is
+    /// held, so a pipeline that holds a run every iteration does not pay for
+    /// a new thread each time.
     fn work(self: Arc<Self>) {
+        const IDLE: Duration = Duration::from_secs(1);
         loop {
             let (steps, from) = {
                 let mut st = self.lock();
+                let idle_since = Instant::now();
+                while st.held.is_empty() && idle_since.elapsed() < IDLE {
+                    st = self.arrived.wait_timeout(st, IDLE).unwrap_or_else(|e| e.into_inner()).0;
+                }
                 match st.held.front() {
                     Some(h) => (h.steps.clone(), h.from),
                     None => {

@@ -368,23 +368,12 @@ impl Steps {
                     })?
                 }
                 Step::Signal { timeline, value } => {
-                    let f = d.cuStreamWriteValue64.ok_or_else(|| {
-                        Error::new(Status::NotSupported, "cuStreamWriteValue64 missing")
-                    })?;
+                    let f = d.cuStreamWriteValue64.ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWriteValue64 missing"))?;
                     // SAFETY: the mapped value of an event the schedule keeps alive.
-                    r::check(
-                        d,
-                        unsafe {
-                            f(
-                                stream,
-                                timeline.device_address,
-                                *value,
-                                sys::STREAM_WRITE_VALUE_DEFAULT,
-                            )
-                        },
-                        || format!("cuStreamWriteValue64 (signal {value})"),
-                    )?;
-                    timeline.mark_queued(*value);
+                    r::check(d, unsafe { f(stream, timeline.device_address, *value, sys::STREAM_WRITE_VALUE_DEFAULT) }, || {
+                        format!("cuStreamWriteValue64 (signal {value})")
+                    })?;
+                    timeline.mark_queued(&self.gpu, stream, *value)?;
                 }
                 Step::Wait { timeline, value } => {
                     if timeline.value() >= *value {
@@ -393,22 +382,7 @@ impl Steps {
                     if !(g.mem_ops && timeline.queued() >= *value) {
                         return Ok(Some(i));
                     }
-                    let f = d.cuStreamWaitValue64.ok_or_else(|| {
-                        Error::new(Status::NotSupported, "cuStreamWaitValue64 missing")
-                    })?;
-                    // SAFETY: as above.
-                    r::check(
-                        d,
-                        unsafe {
-                            f(
-                                stream,
-                                timeline.device_address,
-                                *value,
-                                sys::STREAM_WAIT_VALUE_GEQ,
-                            )
-                        },
-                        || format!("cuStreamWaitValue64 (wait for {value})"),
-                    )?
+                    timeline.queue_wait(g, stream, *value)?;
                 }
                 Step::HostWait { event, value } => {
                     if event.value() < *value {

@@ -2,12 +2,12 @@
 //!
 //! An event is one u64 in page-locked host memory mapped into every GPU's
 //! address space. The host signals with a plain (volatile) store and waits
-//! by polling. A stream signals with `cuStreamWriteValue64`; how a stream
-//! waits is decided when the run is queued (see `queue.rs`): not at all if
-//! the value is already there, with `cuStreamWaitValue64` (GPU-side, no
-//! host round trip) if the signal that reaches it is already queued on a
-//! GPU stream, and otherwise the rest of the run is held on the host until
-//! such a signal is queued or given.
+//! by polling. A stream signals with `cuStreamWriteValue64` (and marks the
+//! signal with a CUDA event); how a stream waits is decided when the run is
+//! queued (see `queue.rs`): not at all if the value is already there, on
+//! the GPU (`cuStreamWaitEvent` on the mark, no host round trip) if the
+//! signal that reaches it is already queued, and otherwise the rest of the
+//! run is held on the host until such a signal is queued or given.
 
 use std::any::Any;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::queue::StreamQueue;
 use super::result as r;
-use super::sys;
+use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
-use crate::error::Result;
+use crate::error::{Error, Result, Status};
 use crate::hal;
 
 /// Event values live in slabs of mapped pinned memory allocated ahead and
@@ -98,6 +98,26 @@ pub(crate) struct Timeline {
     /// The device address of the value (equal to the host address under UVA).
     pub(crate) device_address: u64,
     queued: AtomicU64,
+    marks: Mutex<Marks>,
+}
+
+/// CUDA events recorded right after this timeline's GPU signals, one per
+/// GPU that signals it: a stream waits for a queued signal through the
+/// mark of the highest one (`cuStreamWaitEvent`, which the GPU resolves
+/// faster than polling host memory with `cuStreamWaitValue64`).
+#[derive(Default)]
+struct Marks {
+    events: Vec<(Arc<Gpu>, Handle)>,
+    /// The value of the highest marked signal and the event marking it.
+    latest: Option<(u64, Handle)>,
+}
+
+/// How a stream waits for a signal already queued: `cuStreamWaitEvent` on
+/// the signal's mark (default) or `cuStreamWaitValue64` on the mapped
+/// value (`NEXUS_CUDA_GPU_WAIT=value`).
+pub(crate) fn wait_by_event() -> bool {
+    static BY_EVENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BY_EVENT.get_or_init(|| std::env::var("NEXUS_CUDA_GPU_WAIT").map(|v| v.trim() != "value").unwrap_or(true))
 }
 
 impl Timeline {
@@ -126,15 +146,64 @@ impl Timeline {
         self.queued.load(Ordering::SeqCst)
     }
 
-    /// Records that a stream write of `value` has been queued.
-    pub(crate) fn mark_queued(&self, value: u64) {
+    /// Records that a stream write of `value` has been queued on `stream` of
+    /// `gpu` (whose context is current): marks it with a CUDA event.
+    pub(crate) fn mark_queued(&self, gpu: &Arc<Gpu>, stream: CUstream, value: u64) -> Result<()> {
+        if wait_by_event() {
+            let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+            if marks.latest.is_none_or(|(v, _)| value >= v) {
+                let event = match marks.events.iter().find(|(g, _)| Arc::ptr_eq(g, gpu)) {
+                    Some((_, e)) => e.0,
+                    None => {
+                        let e = r::event_create(gpu.d)?;
+                        marks.events.push((gpu.clone(), Handle(e)));
+                        e
+                    }
+                };
+                // SAFETY: live event of the current context, live stream.
+                r::check(gpu.d, unsafe { (gpu.d.cuEventRecord)(event, stream) }, || "cuEventRecord (signal mark)".into())?;
+                marks.latest = Some((value, Handle(event)));
+            }
+        }
         self.queued.fetch_max(value, Ordering::SeqCst);
         notify_moved();
+        Ok(())
+    }
+
+    /// Queues on `stream` a GPU-side wait for a signal already queued.
+    pub(crate) fn queue_wait(&self, gpu: &Gpu, stream: CUstream, value: u64) -> Result<()> {
+        let d = gpu.d;
+        if wait_by_event() {
+            let marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((v, event)) = marks.latest {
+                if v >= value {
+                    // SAFETY: live event (destroyed only with the timeline), live stream.
+                    return r::check(d, unsafe { (d.cuStreamWaitEvent)(stream, event.0, 0) }, || {
+                        format!("cuStreamWaitEvent (wait for {value})")
+                    });
+                }
+            }
+        }
+        let f = d.cuStreamWaitValue64.ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWaitValue64 missing"))?;
+        // SAFETY: the mapped value of a live timeline.
+        r::check(d, unsafe { f(stream, self.device_address, value, sys::STREAM_WAIT_VALUE_GEQ) }, || {
+            format!("cuStreamWaitValue64 (wait for {value})")
+        })
     }
 }
 
 impl Drop for Timeline {
     fn drop(&mut self) {
+        let marks = std::mem::take(self.marks.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (gpu, event) in marks.events {
+            super::defer_release(Box::new(move || {
+                if gpu.bind().is_ok() {
+                    // SAFETY: created for this timeline, destroyed once; a
+                    // wait still queued on it keeps the record it captured.
+                    unsafe { (gpu.d.cuEventDestroy_v2)({ event }.0) };
+                }
+            }));
+        }
         // Queued work holds the timeline through its schedule, so nothing
         // reads or writes the slot any more: it goes back to the pool.
         FREE_SLOTS
@@ -158,6 +227,7 @@ impl CudaEvent {
             host: Handle(host as *mut std::ffi::c_void),
             device_address,
             queued: AtomicU64::new(0),
+            marks: Mutex::new(Marks::default()),
         };
         Ok(CudaEvent {
             timeline: Arc::new(timeline),
@@ -175,10 +245,11 @@ impl hal::Event for CudaEvent {
         self.timeline.value()
     }
 
-    /// A short spin (a GPU signal usually lands within microseconds), then
-    /// sleeps growing to 500 us, so long waits cost almost no CPU.
+    /// A short spin (a GPU signal usually lands within tens of
+    /// microseconds, and a sleep costs at least the kernel's 50 us timer
+    /// slack), then sleeps growing to 500 us, so long waits cost almost no CPU.
     fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool> {
-        const SPIN: Duration = Duration::from_micros(50);
+        const SPIN: Duration = Duration::from_micros(200);
         const MAX_SLEEP: Duration = Duration::from_micros(500);
         let start = Instant::now();
         let mut sleep = Duration::from_micros(10);
