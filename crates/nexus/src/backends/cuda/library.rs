@@ -99,8 +99,11 @@ pub struct CudaKernel {
     name: String,
     pub(super) func: Handle,
     pub(super) gpu: Arc<Gpu>,
-    /// Arguments the kernel takes from the user, where known (builtins).
+    /// Arguments the kernel takes from the user, where known (builtins, and
+    /// every kernel on drivers that report parameters).
     pub(super) arity: Option<usize>,
+    /// The byte size of each parameter, where the driver reports them.
+    pub(super) param_sizes: Option<Vec<usize>>,
     /// Appends the grid's x size as a trailing u32 (builtins).
     pub(super) hidden_count: bool,
     properties: Value,
@@ -426,8 +429,11 @@ impl hal::Library for CudaLibrary {
         };
         gpu.bind()?;
         let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
+        // Builtins append a hidden parameter, so their table is the truth.
+        let param_sizes = if self.builtin { None } else { r::func_param_sizes(gpu.d, f) };
+        let arity = arity.or(param_sizes.as_ref().map(Vec::len));
         let a = |attr| r::func_attribute(gpu.d, f, attr).ok();
-        let properties = json!({
+        let mut properties = json!({
             "Name": name,
             "MaxThreadsPerGroup": a(sys::FUNC_MAX_THREADS_PER_BLOCK),
             "Registers": a(sys::FUNC_NUM_REGS),
@@ -438,11 +444,15 @@ impl hal::Library for CudaLibrary {
             "PTXVersion": a(sys::FUNC_PTX_VERSION),
             "BinaryVersion": a(sys::FUNC_BINARY_VERSION),
         });
+        if let Some(n) = arity {
+            properties["ArgumentCount"] = json!(n);
+        }
         Ok(Arc::new(CudaKernel {
             name: name.to_string(),
             func: Handle(f),
             gpu: gpu.clone(),
             arity,
+            param_sizes,
             hidden_count,
             properties,
             _module: self.module.clone(),

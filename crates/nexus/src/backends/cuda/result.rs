@@ -378,6 +378,24 @@ pub fn module_get_function(d: &Driver, module: CUmodule, name: &str) -> Result<C
     Ok(f)
 }
 
+/// The byte size of each of the kernel's parameters, in order (driver
+/// 12.4+); `None` when the driver cannot tell.
+pub fn func_param_sizes(d: &Driver, f: CUfunction) -> Option<Vec<usize>> {
+    let info = d.cuFuncGetParamInfo?;
+    let mut sizes = Vec::new();
+    // Parameters fill at most 32764 bytes, so at most 32764 of them.
+    for index in 0..32764usize {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: live function handle, out-pointers to locals.
+        match unsafe { info(f, index, &mut offset, &mut size) } {
+            CUDA_SUCCESS => sizes.push(size),
+            CUDA_ERROR_INVALID_VALUE => return Some(sizes),
+            _ => return None,
+        }
+    }
+    Some(sizes)
+}
+
 pub fn func_attribute(d: &Driver, f: CUfunction, attr: c_int) -> Result<i32> {
     let mut v = 0;
     // SAFETY: f is a live function handle.

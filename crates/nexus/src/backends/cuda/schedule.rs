@@ -204,6 +204,19 @@ impl CudaSchedule {
                             ));
                         }
                     }
+                    if let Some(sizes) = &k.param_sizes {
+                        for (i, (arg, size)) in args.iter().zip(sizes).enumerate() {
+                            if matches!(arg, hal::Arg::Buffer(_)) && *size != 8 {
+                                return Err(Error::new(
+                                    Status::InvalidArgument,
+                                    format!(
+                                        "kernel '{}' argument {i} is a buffer (a 64-bit device pointer), but the kernel's parameter {i} is {size} bytes",
+                                        k.name_str()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
                     let mut values: Vec<Vec<u8>> = args
                         .iter()
                         .map(|a| match a {

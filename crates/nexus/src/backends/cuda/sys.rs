@@ -196,6 +196,7 @@ function_table! {
     optional {
         cuDeviceGetUuid ["cuDeviceGetUuid_v2", "cuDeviceGetUuid"]: fn(*mut u8, CUdevice) -> CUresult;
         cuFuncLoad ["cuFuncLoad"]: fn(CUfunction) -> CUresult;
+        cuFuncGetParamInfo ["cuFuncGetParamInfo"]: fn(CUfunction, usize, *mut usize, *mut usize) -> CUresult;
         cuStreamWriteValue64 ["cuStreamWriteValue64_v2", "cuStreamWriteValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
         cuStreamWaitValue64 ["cuStreamWaitValue64_v2", "cuStreamWaitValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
     }
