@@ -262,6 +262,12 @@ def test_host_event_signal_wait_and_timeout(dev: nexus.Device) -> None:
         assert time.perf_counter() - t0 < 2
 
 
+def test_events_use_stream_memory_operations(dev: nexus.Device) -> None:
+    # Every GPU nexus targets (sm_70+, driver 12+) has them; without them
+    # signals fall back to host functions, which is correct but slow.
+    assert dev.get_property_int("StreamMemoryOperations") == 1
+
+
 def test_stream_waits_for_a_host_signal(dev: nexus.Device, scale_kernel: nexus.Kernel) -> None:
     n = 1 << 16
     buf = dev.create_buffer(np.ones(n, np.float32))

@@ -135,8 +135,12 @@ impl Gpu {
         let arch = format!("sm_{major}{minor}");
         let mem_ops = d.cuStreamWaitValue64.is_some()
             && d.cuStreamWriteValue64.is_some()
-            && attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS).unwrap_or(0) != 0;
-        let properties = device_properties(d, dev, ordinal, &name, &arch, major, minor);
+            && (attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS).unwrap_or(0) != 0
+                || attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS_V1).unwrap_or(0) != 0);
+        let mut properties = device_properties(d, dev, ordinal, &name, &arch, major, minor);
+        // 1 where signal and wait commands on CUDA events run as stream
+        // memory operations (else host functions and host-held waits).
+        properties["StreamMemoryOperations"] = json!(mem_ops as i64);
         Ok(Gpu {
             d,
             ordinal,

@@ -63,8 +63,10 @@ pub const ATTR_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 pub const ATTR_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: c_int = 81;
 pub const ATTR_MAX_REGISTERS_PER_MULTIPROCESSOR: c_int = 82;
 pub const ATTR_MANAGED_MEMORY: c_int = 83;
-pub const ATTR_CAN_USE_STREAM_MEM_OPS: c_int = 92;
-pub const ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS: c_int = 93;
+/// 64-bit stream memory operations: the current attribute (CUDA 12+) and
+/// the deprecated one, which reads 0 on current drivers even where they work.
+pub const ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS: c_int = 122;
+pub const ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS_V1: c_int = 93;
 pub const ATTR_COOPERATIVE_LAUNCH: c_int = 95;
 pub const ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: c_int = 97;
 
