@@ -642,10 +642,12 @@ fn scalar(value: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<Scalar> 
         }
         DataType::F32 => Scalar::F32(value.extract::<f64>()? as f32),
         DataType::F64 => Scalar::F64(value.extract::<f64>()?),
-        other => return Err(PyValueError::new_err(format!(
+        other => {
+            return Err(PyValueError::new_err(format!(
             "scalar kernel arguments are int32, uint32, int64, uint64, float32 or float64, not {}",
             other.numpy_name()
-        ))),
+        )))
+        }
     })
 }
 

@@ -430,7 +430,11 @@ impl hal::Library for CudaLibrary {
         gpu.bind()?;
         let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
         // Builtins append a hidden parameter, so their table is the truth.
-        let param_sizes = if self.builtin { None } else { r::func_param_sizes(gpu.d, f) };
+        let param_sizes = if self.builtin {
+            None
+        } else {
+            r::func_param_sizes(gpu.d, f)
+        };
         let arity = arity.or(param_sizes.as_ref().map(Vec::len));
         let a = |attr| r::func_attribute(gpu.d, f, attr).ok();
         let mut properties = json!({

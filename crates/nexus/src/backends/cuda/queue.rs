@@ -124,7 +124,11 @@ impl StreamQueue {
                 let mut st = self.lock();
                 let idle_since = Instant::now();
                 while st.held.is_empty() && idle_since.elapsed() < IDLE {
-                    st = self.arrived.wait_timeout(st, IDLE).unwrap_or_else(|e| e.into_inner()).0;
+                    st = self
+                        .arrived
+                        .wait_timeout(st, IDLE)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 match st.held.front() {
                     Some(h) => (h.steps.clone(), h.from),

@@ -381,12 +381,23 @@ impl Steps {
                     })?
                 }
                 Step::Signal { timeline, value } => {
-                    let f = d.cuStreamWriteValue64.ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWriteValue64 missing"))?;
-                    // SAFETY: the mapped value of an event the schedule keeps alive.
-                    r::check(d, unsafe { f(stream, timeline.device_address, *value, sys::STREAM_WRITE_VALUE_DEFAULT) }, || {
-                        format!("cuStreamWriteValue64 (signal {value})")
+                    let f = d.cuStreamWriteValue64.ok_or_else(|| {
+                        Error::new(Status::NotSupported, "cuStreamWriteValue64 missing")
                     })?;
-                    timeline.mark_queued(&self.gpu, stream, *value)?;
+                    // SAFETY: the mapped value of an event the schedule keeps alive.
+                    r::check(
+                        d,
+                        unsafe {
+                            f(
+                                stream,
+                                timeline.device_address,
+                                *value,
+                                sys::STREAM_WRITE_VALUE_DEFAULT,
+                            )
+                        },
+                        || format!("cuStreamWriteValue64 (signal {value})"),
+                    )?;
+                    timeline.mark_queued(*value);
                 }
                 Step::Wait { timeline, value } => {
                     if timeline.value() >= *value {
