@@ -76,7 +76,7 @@ def test_reprs(device: nexus.Device) -> None:
     cmd = sched.create_command(kernel)
     for obj, pattern in [
         (nexus.get_runtime("cpu"), r"Runtime 'cpu' with 1 device"),
-        (device, r"Device \w+:0"),
+        (device, r"Device \w+:\d+ "),
         (buf, r"Buffer\(16 bytes, float32\)"),
         (lib, r"Library '<builtin>'"),
         (kernel, r"Kernel 'add_vectors'"),

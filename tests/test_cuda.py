@@ -450,3 +450,73 @@ def test_cupy_interop_both_ways(dev: nexus.Device, scale_kernel: nexus.Kernel) -
     assert int(c2.sum()) == n * (n - 1) // 2
     cpu_buf = nexus.create_buffer(np.arange(10, dtype=np.float64))
     np.testing.assert_array_equal(np.from_dlpack(cpu_buf), np.arange(10, dtype=np.float64))
+
+
+class _DLPackOnly:
+    """Exposes an array through DLPack alone (no __cuda_array_interface__)."""
+
+    def __init__(self, array) -> None:
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__() if stream is None else self.array.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+def test_dlpack_import_wraps_without_a_copy(dev: nexus.Device, scale_kernel: nexus.Kernel) -> None:
+    cp = pytest.importorskip("cupy")
+    n = 5000
+    a = cp.arange(n, dtype=cp.float32)
+    buf = dev.create_buffer(_DLPackOnly(a))
+    assert buf.get_property_int("Size") == 4 * n
+    s = dev.create_schedule()
+    scale_cmd(s, scale_kernel, buf, 2.0, n)
+    s.run()
+    expect = 2 * np.arange(n, dtype=np.float32)
+    np.testing.assert_array_equal(cp.asnumpy(a), expect)  # same memory
+    del a  # the buffer keeps the DLPack tensor, and so the memory, alive
+    import gc
+
+    gc.collect()
+    out = np.empty(n, np.float32)
+    buf.copy(out)
+    np.testing.assert_array_equal(out, expect)
+    # A CUDA tensor given to the CPU device is copied over.
+    host = nexus.get_runtime("cpu").get_device(0).create_buffer(_DLPackOnly(cp.ones(7, dtype=cp.int32)))
+    got = np.empty(7, np.int32)
+    host.copy(got)
+    assert (got == 1).all()
+    # Non-contiguous views are refused by name.
+    with pytest.raises(ValueError, match="C-contiguous"):
+        dev.create_buffer(_DLPackOnly(cp.arange(20, dtype=cp.float32)[::2]))
+
+
+def test_two_gpus_share_events_and_buffers(scale_kernel: nexus.Kernel) -> None:
+    """GPU 1 waits (on the GPU) for a signal GPU 0's stream queues, and
+    buffers copy between the two."""
+    if len(CUDA.get_devices()) < 2:
+        pytest.skip("needs two CUDA devices")
+    g0, g1 = CUDA.get_device(0), CUDA.get_device(1)
+    n = 4096
+    x = np.arange(n, dtype=np.float32)
+    b0, b1 = g0.create_buffer(x), g1.create_buffer(x)
+    ready, done = g0.create_event(), g1.create_event()
+    k1 = g1.load_library(SCALE_PTX.encode()).get_kernel("scale")
+    consumer = g1.create_schedule()
+    consumer.create_wait_command(ready, 1)
+    scale_cmd(consumer, k1, b1, 3.0, n)
+    consumer.create_signal_command(done, 1)
+    producer = g0.create_schedule()
+    scale_cmd(producer, scale_kernel, b0, 2.0, n)
+    producer.create_signal_command(ready, 1)
+    consumer.run(g1.create_stream(), blocking=False)  # queued first: held until the signal is queued
+    producer.run(g0.create_stream(), blocking=False)
+    done.wait(1, timeout=30)
+    out = np.empty(n, np.float32)
+    b1.copy(out)
+    np.testing.assert_array_equal(out, 3 * x)
+    moved = g1.copy_buffer(b0)
+    moved.copy(out)
+    np.testing.assert_array_equal(out, 2 * x)

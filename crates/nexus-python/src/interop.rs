@@ -3,8 +3,9 @@
 //! Export: CUDA buffers carry `__cuda_array_interface__` (version 3) and
 //! every buffer `__dlpack__` / `__dlpack_device__` (kDLCUDA for CUDA
 //! buffers, kDLCPU for host buffers). Import: `create_buffer(x)` of an
-//! object with `__cuda_array_interface__` (a torch or CuPy CUDA tensor)
-//! wraps its memory on the CUDA device that owns it, keeping `x` alive, and
+//! object with `__cuda_array_interface__` (a torch or CuPy CUDA tensor), or
+//! else a DLPack tensor on a CUDA device, wraps its memory on the CUDA
+//! device that owns it, keeping `x` (or the DLPack tensor) alive, and
 //! copies only when the target is another device.
 
 use std::any::Any;
@@ -272,13 +273,53 @@ impl PyBuffer {
     }
 }
 
-/// `create_buffer(x)` for objects exposing `__cuda_array_interface__`:
-/// `Ok(None)` when `x` has none (the caller takes the host path).
-pub fn try_import(
+/// GPU memory found on a Python object: where, how much, of what type,
+/// and what keeps it alive.
+struct Foreign {
+    ptr: u64,
+    size: usize,
+    data_type: DataType,
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+/// Checks that `strides` (in elements of `item` bytes, or bytes when
+/// `in_bytes`) describe a C-contiguous array of `shape`.
+fn check_contiguous(
+    shape: &[i64],
+    strides: &[i64],
+    item: usize,
+    in_bytes: bool,
+    what: &str,
+) -> PyResult<()> {
+    let mut expect: i64 = if in_bytes { item as i64 } else { 1 };
+    for (s, n) in strides.iter().zip(shape.iter()).rev() {
+        if *n > 1 && *s != expect {
+            return Err(PyValueError::new_err(format!(
+                "create_buffer needs a C-contiguous CUDA array ({what}: shape {shape:?}, strides {strides:?}); call .contiguous() first"
+            )));
+        }
+        expect *= n;
+    }
+    Ok(())
+}
+
+fn element_count(shape: &[i64], what: &str) -> PyResult<usize> {
+    if shape.iter().any(|&s| s < 0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid shape {shape:?} in {what}"
+        )));
+    }
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n as usize));
+    count.ok_or_else(|| PyValueError::new_err(format!("shape {shape:?} in {what} overflows")))
+}
+
+/// `__cuda_array_interface__` (v2/v3): `Ok(None)` when `x` has none.
+fn from_cuda_array_interface(
     device: &nexus::Device,
     data: &Bound<'_, PyAny>,
-    data_type: Option<i64>,
-) -> PyResult<Option<PyBuffer>> {
+) -> PyResult<Option<Foreign>> {
     let py = data.py();
     let cai = match data.getattr("__cuda_array_interface__") {
         Ok(c) => c,
@@ -301,31 +342,12 @@ pub fn try_import(
             "unsupported typestr {ts:?} in __cuda_array_interface__"
         ))
     })?;
-    if shape.iter().any(|&s| s < 0) {
-        return Err(PyValueError::new_err(format!(
-            "invalid shape {shape:?} in __cuda_array_interface__"
-        )));
-    }
-    let count: i64 = shape.iter().product();
+    let count = element_count(&shape, "__cuda_array_interface__")?;
     if let Some(strides) = cai.get_item("strides")? {
         if !strides.is_none() {
             let strides: Vec<i64> = strides.extract()?;
-            let mut expect = item as i64;
-            for (s, n) in strides.iter().zip(shape.iter()).rev() {
-                if *n > 1 && *s != expect {
-                    return Err(PyValueError::new_err(format!(
-                        "create_buffer needs a C-contiguous CUDA array (shape {shape:?}, strides {strides:?}); call .contiguous() first"
-                    )));
-                }
-                expect *= n;
-            }
+            check_contiguous(&shape, &strides, item, true, "__cuda_array_interface__")?;
         }
-    }
-    let size = count as usize * item;
-    if size == 0 {
-        return Err(PyValueError::new_err(
-            "create_buffer data is empty (0 bytes)",
-        ));
     }
     if let Some(s) = cai.get_item("stream")? {
         if !s.is_none() {
@@ -335,6 +357,161 @@ pub fn try_import(
                     .py()?;
             }
         }
+    }
+    let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
+    Ok(Some(Foreign {
+        ptr,
+        size: count * item,
+        data_type: dt,
+        owner,
+    }))
+}
+
+/// A consumed DLPack tensor: its deleter runs (with the GIL held, as the
+/// producer's deleter may touch Python objects) when nexus drops the buffer.
+struct DlpackOwner(*mut DLManagedTensor);
+// SAFETY: the tensor is only touched in `drop`, under the GIL.
+unsafe impl Send for DlpackOwner {}
+unsafe impl Sync for DlpackOwner {}
+
+impl Drop for DlpackOwner {
+    fn drop(&mut self) {
+        let t = self.0;
+        // SAFETY: a plain query; after finalisation the tensor is leaked.
+        if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+            return;
+        }
+        Python::attach(|_| {
+            // SAFETY: the tensor was taken from a "dltensor" capsule and
+            // renamed "used_dltensor": nexus owns it and deletes it once.
+            if let Some(d) = unsafe { t.as_ref() }.and_then(|m| m.deleter) {
+                unsafe { d(t) };
+            }
+        });
+    }
+}
+
+fn from_dl_dtype(t: &DLDataType) -> Option<DataType> {
+    if t.lanes != 1 {
+        return None;
+    }
+    Some(match (t.code, t.bits) {
+        (2, 32) => DataType::F32,
+        (2, 16) => DataType::F16,
+        (4, 16) => DataType::BF16,
+        (2, 64) => DataType::F64,
+        (0, 32) => DataType::I32,
+        (1, 32) => DataType::U32,
+        (0, 64) => DataType::I64,
+        (1, 64) => DataType::U64,
+        (0, 16) => DataType::I16,
+        (1, 16) => DataType::U16,
+        (0, 8) => DataType::I8,
+        (1, 8) => DataType::U8,
+        (6, 8) => DataType::Bool,
+        _ => return None,
+    })
+}
+
+/// DLPack on a CUDA device (`__dlpack_device__()` = kDLCUDA): `Ok(None)`
+/// for host tensors and objects without DLPack (the host path takes them).
+fn from_dlpack(device: &nexus::Device, data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
+    let py = data.py();
+    let Ok(dev) = data.getattr("__dlpack_device__") else {
+        return Ok(None);
+    };
+    let (dev_type, _dev_id): (i32, i32) = dev.call0()?.extract()?;
+    if dev_type != KDL_CUDA {
+        return Ok(None);
+    }
+    // No stream argument: the producer orders its work before the legacy
+    // default stream, which is then synchronised here.
+    let capsule = data.call_method0("__dlpack__")?;
+    let cap = capsule.as_ptr();
+    // SAFETY: checks the capsule's name before reading its pointer.
+    let t = unsafe {
+        if pyo3::ffi::PyCapsule_IsValid(cap, DLTENSOR.as_ptr()) != 1 {
+            return Err(PyTypeError::new_err(
+                "__dlpack__ did not return an unused 'dltensor' capsule",
+            ));
+        }
+        pyo3::ffi::PyCapsule_GetPointer(cap, DLTENSOR.as_ptr()) as *mut DLManagedTensor
+    };
+    if t.is_null() {
+        return Err(PyValueError::new_err(
+            "__dlpack__ returned an empty capsule",
+        ));
+    }
+    // Take ownership first, so every error below still frees the tensor.
+    // SAFETY: renaming marks the capsule consumed (DLPack protocol).
+    if unsafe { pyo3::ffi::PyCapsule_SetName(cap, c"used_dltensor".as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let owner = DlpackOwner(t);
+    // SAFETY: a live managed tensor from the producer.
+    let tensor = unsafe { &(*t).dl_tensor };
+    let dt = from_dl_dtype(&tensor.dtype).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unsupported DLPack dtype (code {}, bits {}, lanes {})",
+            tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes
+        ))
+    })?;
+    if tensor.ndim < 0 || (tensor.ndim > 0 && tensor.shape.is_null()) {
+        return Err(PyValueError::new_err(format!(
+            "invalid DLPack tensor of {} dimensions",
+            tensor.ndim
+        )));
+    }
+    let ndim = tensor.ndim as usize;
+    // SAFETY: shape (and strides when set) hold ndim values.
+    let shape: Vec<i64> = (0..ndim).map(|i| unsafe { *tensor.shape.add(i) }).collect();
+    let count = element_count(&shape, "the DLPack tensor")?;
+    if !tensor.strides.is_null() {
+        let strides: Vec<i64> = (0..ndim)
+            .map(|i| unsafe { *tensor.strides.add(i) })
+            .collect();
+        check_contiguous(&shape, &strides, 1, false, "DLPack")?;
+    }
+    let item = tensor.dtype.bits as usize / 8;
+    let ptr = tensor.data as u64 + tensor.byte_offset;
+    if device.runtime_name() == "cuda" {
+        py.detach(|| device.synchronize_external_stream(1)).py()?;
+    }
+    Ok(Some(Foreign {
+        ptr,
+        size: count * item,
+        data_type: dt,
+        owner: Arc::new(owner),
+    }))
+}
+
+/// `create_buffer(x)` for GPU arrays: `__cuda_array_interface__` first,
+/// else DLPack on a CUDA device. `Ok(None)` when `x` is neither (the caller
+/// takes the host path). The memory is wrapped on the CUDA device that owns
+/// it, and copied only when the target is another device.
+pub fn try_import(
+    device: &nexus::Device,
+    data: &Bound<'_, PyAny>,
+    data_type: Option<i64>,
+) -> PyResult<Option<PyBuffer>> {
+    let py = data.py();
+    let found = match from_cuda_array_interface(device, data)? {
+        Some(f) => f,
+        None => match from_dlpack(device, data)? {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+    };
+    let Foreign {
+        ptr,
+        size,
+        data_type: dt,
+        owner,
+    } = found;
+    if size == 0 {
+        return Err(PyValueError::new_err(
+            "create_buffer data is empty (0 bytes)",
+        ));
     }
     let dt = match data_type {
         Some(code) => DataType::from_code(code).py()?,
@@ -357,7 +534,6 @@ pub fn try_import(
                 ))
             })?
     };
-    let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
     let wrapped = owner_device.wrap_device_memory(ptr, size, dt, owner).py()?;
     if owner_device == *device {
         return Ok(Some(PyBuffer { inner: wrapped }));
