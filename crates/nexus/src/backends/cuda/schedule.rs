@@ -397,7 +397,7 @@ impl Steps {
                         },
                         || format!("cuStreamWriteValue64 (signal {value})"),
                     )?;
-                    timeline.mark_queued(*value);
+                    timeline.mark_queued(&self.gpu, *value);
                 }
                 Step::Wait { timeline, value } => {
                     if timeline.value() >= *value {
@@ -406,7 +406,7 @@ impl Steps {
                     if !(g.mem_ops && timeline.queued() >= *value) {
                         return Ok(Some(i));
                     }
-                    timeline.queue_wait(g, stream, *value)?;
+                    timeline.queue_wait(&self.gpu, stream, *value)?;
                 }
                 Step::HostWait { event, value } => {
                     if event.value() < *value {

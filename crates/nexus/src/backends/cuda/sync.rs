@@ -105,6 +105,8 @@ pub(crate) struct Timeline {
     /// The device address of the value (equal to the host address under UVA).
     pub(crate) device_address: u64,
     queued: AtomicU64,
+    /// GPUs that have queued a write or a wait on the slot.
+    users: Mutex<Vec<Arc<Gpu>>>,
 }
 
 impl Timeline {
@@ -133,8 +135,17 @@ impl Timeline {
         self.queued.load(Ordering::SeqCst)
     }
 
-    /// Records that a stream write of `value` has been queued.
-    pub(crate) fn mark_queued(&self, value: u64) {
+    /// Remembers that `gpu` has work queued that touches the slot.
+    fn used_by(&self, gpu: &Arc<Gpu>) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if !users.iter().any(|g| Arc::ptr_eq(g, gpu)) {
+            users.push(gpu.clone());
+        }
+    }
+
+    /// Records that a stream write of `value` has been queued on `gpu`.
+    pub(crate) fn mark_queued(&self, gpu: &Arc<Gpu>, value: u64) {
+        self.used_by(gpu);
         self.queued.fetch_max(value, Ordering::SeqCst);
         notify_moved();
     }
@@ -143,7 +154,8 @@ impl Timeline {
     /// (`cuStreamWaitValue64`; a CUDA event recorded after each signal and
     /// `cuStreamWaitEvent` measured the same on an H100: 22.7 vs 23.0 us
     /// for a two-stream step, and cost an extra record per signal.)
-    pub(crate) fn queue_wait(&self, gpu: &Gpu, stream: CUstream, value: u64) -> Result<()> {
+    pub(crate) fn queue_wait(&self, gpu: &Arc<Gpu>, stream: CUstream, value: u64) -> Result<()> {
+        self.used_by(gpu);
         let d = gpu.d;
         let f = d
             .cuStreamWaitValue64
@@ -166,12 +178,31 @@ impl Timeline {
 
 impl Drop for Timeline {
     fn drop(&mut self) {
-        // Queued work holds the timeline through its schedule, so nothing
-        // reads or writes the slot any more: it goes back to the pool.
-        FREE_SLOTS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((self.host.0 as usize, self.device_address));
+        let slot = (self.host.0 as usize, self.device_address);
+        let users = std::mem::take(self.users.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if users.is_empty() {
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(slot);
+            return;
+        }
+        // A schedule dropped mid-run may still have a write or a wait on the
+        // slot queued: reusing it before that work is done would corrupt the
+        // next event (or hold its wait). The release thread waits for the
+        // GPUs that used it (no wait on a GPU is unbounded, see queue.rs).
+        super::defer_release(Box::new(move || {
+            for gpu in &users {
+                if gpu.bind().is_ok() {
+                    // SAFETY: the GPU's context is current on this thread.
+                    unsafe { (gpu.d.cuCtxSynchronize)() };
+                }
+            }
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(slot);
+        }));
     }
 }
 
@@ -189,6 +220,7 @@ impl CudaEvent {
             host: Handle(host as *mut std::ffi::c_void),
             device_address,
             queued: AtomicU64::new(0),
+            users: Mutex::new(Vec::new()),
         };
         Ok(CudaEvent {
             timeline: Arc::new(timeline),

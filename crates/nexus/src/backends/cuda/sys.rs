@@ -161,6 +161,7 @@ function_table! {
         cuDeviceGetPCIBusId: fn(*mut c_char, c_int, CUdevice) -> CUresult;
         cuDevicePrimaryCtxRetain: fn(*mut CUcontext, CUdevice) -> CUresult;
         cuCtxSetCurrent: fn(CUcontext) -> CUresult;
+        cuCtxSynchronize: fn() -> CUresult;
         cuCtxGetCurrent: fn(*mut CUcontext) -> CUresult;
         cuMemAlloc_v2: fn(*mut CUdeviceptr, usize) -> CUresult;
         cuMemFree_v2: fn(CUdeviceptr) -> CUresult;
