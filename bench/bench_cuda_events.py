@@ -57,23 +57,22 @@ def main() -> None:
     e0 = dev.create_event()
     rows.append(("kernel + signal, host waits on the event", per_iter(lambda i: (sched(("k",), ("s", e0, i)).run(sa, blocking=False), e0.wait(i))), None))
 
-    ev, fin = dev.create_event(), dev.create_event()
+    def two_streams(producer_first: bool):
+        """A: kernel + signal; B: wait + kernel + signal; host waits for B."""
+        ev, fin = dev.create_event(), dev.create_event()
 
-    def producer_first(i):
-        a = sched(("k",), ("s", ev, i))
-        b = sched(("w", ev, i), ("k",), ("s", fin, i))
-        a.run(sa, blocking=False)
-        b.run(sb, blocking=False)
-        fin.wait(i)
+        def step(i):
+            a = sched(("k",), ("s", ev, i))
+            b = sched(("w", ev, i), ("k",), ("s", fin, i))
+            first, second = ((a, sa), (b, sb)) if producer_first else ((b, sb), (a, sa))
+            first[0].run(first[1], blocking=False)
+            second[0].run(second[1], blocking=False)
+            fin.wait(i)
 
+        return step
+
+    producer_first, consumer_first = two_streams(True), two_streams(False)
     ev2, fin2 = dev.create_event(), dev.create_event()
-
-    def consumer_first(i):
-        a = sched(("k",), ("s", ev2, i))
-        b = sched(("w", ev2, i), ("k",), ("s", fin2, i))
-        b.run(sb, blocking=False)
-        a.run(sa, blocking=False)
-        fin2.wait(i)
 
     go, done = dev.create_event(), dev.create_event()
 

@@ -109,6 +109,11 @@ pub trait Library: Send + Sync {
 pub trait Kernel: Send + Sync {
     fn name(&self) -> &str;
     fn properties(&self) -> Value;
+    /// The arguments a command must set, where the backend knows it; the
+    /// object model refuses a command that sets fewer.
+    fn arity(&self) -> Option<usize> {
+        None
+    }
     fn as_any(&self) -> &dyn Any;
 }
 

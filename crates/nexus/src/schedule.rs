@@ -212,6 +212,18 @@ impl Command {
                         )),
                     })
                     .collect::<Result<Vec<_>>>()?;
+                if let Some(n) = kernel.hal().arity() {
+                    if args.len() < n {
+                        return Err(Error::new(
+                            Status::InvalidArgument,
+                            format!(
+                                "kernel '{}' takes {n} arguments, the command sets {}",
+                                kernel.name(),
+                                args.len()
+                            ),
+                        ));
+                    }
+                }
                 Ok(hal::Op::Launch {
                     kernel: kernel.hal().clone(),
                     args,

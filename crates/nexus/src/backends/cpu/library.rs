@@ -235,6 +235,9 @@ impl hal::Kernel for CpuKernel {
     fn properties(&self) -> Value {
         json!({"Name": self.name, "MaxThreadsPerGroup": 1 << 20, "SharedMemory": 0})
     }
+    fn arity(&self) -> Option<usize> {
+        self.arity
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }

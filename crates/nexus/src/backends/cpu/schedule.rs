@@ -54,18 +54,6 @@ impl CpuSchedule {
                             ),
                         )
                     })?;
-                    if let Some(n) = k.arity {
-                        if args.len() < n {
-                            return Err(Error::new(
-                                Status::InvalidArgument,
-                                format!(
-                                    "kernel '{}' takes {n} arguments, the command sets {}",
-                                    kernel.name(),
-                                    args.len()
-                                ),
-                            ));
-                        }
-                    }
                     let values: Vec<Vec<u8>> = args
                         .iter()
                         .map(|a| match a {

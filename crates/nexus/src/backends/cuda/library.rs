@@ -471,6 +471,9 @@ impl hal::Kernel for CudaKernel {
     fn properties(&self) -> Value {
         self.properties.clone()
     }
+    fn arity(&self) -> Option<usize> {
+        self.arity
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }

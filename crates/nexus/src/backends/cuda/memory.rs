@@ -87,6 +87,16 @@ fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
     })
 }
 
+/// The device's staging area, locked for one copy (made here if the
+/// context's creation could not allocate it).
+fn staging(g: &Gpu) -> Result<std::sync::MutexGuard<'_, Option<Staging>>> {
+    let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        *guard = Some(Staging::new(g)?);
+    }
+    Ok(guard)
+}
+
 fn host_copy(dst: &mut [u8], src: &[u8]) {
     if src.len() >= PARALLEL_MIN {
         dst.par_chunks_mut(PIECE)
@@ -175,11 +185,8 @@ impl hal::Buffer for CudaBuffer {
             })?;
             return wait_stream(d, stream);
         }
-        let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(Staging::new(g)?);
-        }
-        let st = guard.as_ref().expect("staging set above");
+        let guard = staging(g)?;
+        let st = guard.as_ref().expect("staging() fills it");
         let chunk = st.chunk;
         for (k, piece) in src.chunks(chunk).enumerate() {
             let b = k % 2;
@@ -229,11 +236,8 @@ impl hal::Buffer for CudaBuffer {
             })?;
             return wait_stream(d, stream);
         }
-        let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(Staging::new(g)?);
-        }
-        let st = guard.as_ref().expect("staging set above");
+        let guard = staging(g)?;
+        let st = guard.as_ref().expect("staging() fills it");
         let chunk = st.chunk;
         let n = dst.len().div_ceil(chunk);
         let total = dst.len();

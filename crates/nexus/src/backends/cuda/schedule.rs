@@ -192,18 +192,6 @@ impl CudaSchedule {
                             ),
                         ));
                     }
-                    if let Some(n) = k.arity {
-                        if args.len() < n {
-                            return Err(Error::new(
-                                Status::InvalidArgument,
-                                format!(
-                                    "kernel '{}' takes {n} arguments, the command sets {}",
-                                    k.name_str(),
-                                    args.len()
-                                ),
-                            ));
-                        }
-                    }
                     if let Some(sizes) = &k.param_sizes {
                         for (i, (arg, size)) in args.iter().zip(sizes).enumerate() {
                             if matches!(arg, hal::Arg::Buffer(_)) && *size != 8 {
