@@ -9,7 +9,8 @@ share. Cases:
     cudaStreamWaitEvent and a stream sync;
   - consumer first: as above with B queued before A (B is held on the host
     until A's signal is queued; CuPy has no such wait);
-  - held run released by a host signal.
+  - held run released by a host signal;
+  - producer first with schedules built once (events reset from the host).
 Run: python bench/bench_cuda_events.py
 """
 
@@ -72,6 +73,19 @@ def main() -> None:
         return step
 
     producer_first, consumer_first = two_streams(True), two_streams(False)
+
+    # The producer-first pair with schedules built once: the host resets both
+    # events to 0 each iteration, so the fixed value 1 is reached anew.
+    pev, pfin = dev.create_event(), dev.create_event()
+    pa = sched(("k",), ("s", pev, 1))
+    pb = sched(("w", pev, 1), ("k",), ("s", pfin, 1))
+
+    def prebuilt(i):
+        pev.signal(0)
+        pfin.signal(0)
+        pa.run(sa, blocking=False)
+        pb.run(sb, blocking=False)
+        pfin.wait(1)
     ev2, fin2 = dev.create_event(), dev.create_event()
 
     go, done = dev.create_event(), dev.create_event()
@@ -99,6 +113,7 @@ def main() -> None:
     except Exception as e:  # pragma: no cover
         print(f"(no CuPy: {e})")
     rows.append(("producer first, GPU-side wait", per_iter(producer_first), per_iter(cupy_pair) if cupy_pair else None))
+    rows.append(("producer first, prebuilt schedules", per_iter(prebuilt), per_iter(cupy_pair) if cupy_pair else None))
     rows.append(("consumer first, held then GPU-side wait", per_iter(consumer_first), None))
     rows.append(("held run released by a host signal", per_iter(host_release), None))
     rows.append(("two schedule builds alone", per_iter(lambda i: (sched(("k",), ("s", ev2, i)), sched(("w", ev2, i), ("k",), ("s", fin2, i)))), None))
