@@ -64,6 +64,9 @@ pub trait IntoPyResult<T> {
 
 impl<T> IntoPyResult<T> for nexus::Result<T> {
     fn py(self) -> PyResult<T> {
+        // Every binding call passes here with the GIL held and no core lock:
+        // the place to hand queued log records to Python.
+        crate::logging::emit_pending();
         self.map_err(to_py)
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! Export: CUDA buffers carry `__cuda_array_interface__` (version 3) and
 //! every buffer `__dlpack__` / `__dlpack_device__` (kDLCUDA for CUDA
-//! buffers, kDLCPU for host buffers). Import: `create_buffer(x)` of an
-//! object with `__cuda_array_interface__` (a torch or CuPy CUDA tensor), or
-//! else a DLPack tensor on a CUDA device, wraps its memory on the CUDA
-//! device that owns it, keeping `x` (or the DLPack tensor) alive, and
-//! copies only when the target is another device.
+//! buffers, kDLCPU for host buffers). An export first waits (in slices, so
+//! Ctrl-C works) for the runs that use the buffer, and holds the memory
+//! itself, so `release()` of the buffer never frees what a view reads.
+//! Import: `create_buffer(x)` of an object with `__cuda_array_interface__`
+//! (a torch or CuPy CUDA tensor), or else a DLPack tensor on a CUDA device,
+//! waits for the producer's stream and wraps the memory on the CUDA device
+//! that owns it, keeping `x` (or the DLPack capsule) alive, and copies only
+//! when the target is another device or the array is read-only.
 
 use std::any::Any;
 use std::ffi::{c_void, CStr};
@@ -19,7 +22,7 @@ use pyo3::types::{PyDict, PyTuple};
 use nexus::DataType;
 
 use crate::errors::IntoPyResult;
-use crate::objects::PyBuffer;
+use crate::objects::{wait_in_slices, PyBuffer};
 
 /// Element size and array-interface type string of a data type.
 fn typestr(dt: DataType) -> (usize, &'static str) {
@@ -104,7 +107,7 @@ const KDL_CUDA: i32 = 2;
 struct Export {
     tensor: DLManagedTensor,
     shape: [i64; 1],
-    _buffer: nexus::Buffer,
+    _memory: Arc<dyn Any + Send + Sync>,
 }
 
 unsafe extern "C" fn export_deleter(t: *mut DLManagedTensor) {
@@ -118,18 +121,25 @@ const DLTENSOR: &CStr = c"dltensor";
 
 unsafe extern "C" fn capsule_destructor(capsule: *mut pyo3::ffi::PyObject) {
     // A consumer renames the capsule "used_dltensor" and owns the tensor
-    // then; an unconsumed capsule still owns it.
-    // SAFETY: called by Python with a live capsule.
+    // then; an unconsumed capsule still owns it. The destructor may run
+    // while an exception is being raised: it is kept, not cleared.
+    // SAFETY: called by Python, with the GIL, on a live capsule; the error
+    // indicator is saved first and restored last.
     unsafe {
+        let (mut t, mut v, mut tb) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        pyo3::ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
         if pyo3::ffi::PyCapsule_IsValid(capsule, DLTENSOR.as_ptr()) == 1 {
             let p =
                 pyo3::ffi::PyCapsule_GetPointer(capsule, DLTENSOR.as_ptr()) as *mut DLManagedTensor;
             if let Some(d) = p.as_ref().and_then(|t| t.deleter) {
                 d(p);
             }
-        } else {
-            pyo3::ffi::PyErr_Clear();
         }
+        pyo3::ffi::PyErr_Restore(t, v, tb);
     }
 }
 
@@ -163,6 +173,11 @@ impl PyBuffer {
     fn is_cuda(&self) -> bool {
         self.inner.device().runtime_name() == "cuda"
     }
+
+    /// Waits, in slices that answer Ctrl-C, for the runs that use the buffer.
+    fn wait_uses(&self, py: Python<'_>) -> PyResult<()> {
+        wait_in_slices(py, None, |t| self.inner.wait_idle(t)).map(|_| ())
+    }
 }
 
 #[pymethods]
@@ -177,8 +192,11 @@ impl PyBuffer {
                 "__cuda_array_interface__ exists only on buffers of the CUDA runtime",
             ));
         }
-        let device = self.inner.device().clone();
-        py.detach(|| device.synchronize()).py()?;
+        self.wait_uses(py)?;
+        // The consumer keeps this object, not the memory: from now on this
+        // object holds the memory too, so `release()` cannot free it.
+        let memory = self.inner.keep_alive().py()?;
+        let _ = self.exported.set(memory);
         let (item, ts) = typestr(self.inner.data_type());
         let d = PyDict::new(py);
         d.set_item("shape", PyTuple::new(py, [self.inner.size() / item])?)?;
@@ -214,10 +232,7 @@ impl PyBuffer {
                 }
             }
         }
-        if self.is_cuda() {
-            let device = self.inner.device().clone();
-            py.detach(|| device.synchronize()).py()?;
-        }
+        self.wait_uses(py)?;
         let (dtype, item) = dl_dtype(self.inner.data_type());
         let mut export = Box::new(Export {
             tensor: DLManagedTensor {
@@ -237,7 +252,7 @@ impl PyBuffer {
                 deleter: Some(export_deleter),
             },
             shape: [(self.inner.size() / item) as i64],
-            _buffer: self.inner.clone(),
+            _memory: self.inner.keep_alive().py()?,
         });
         export.tensor.dl_tensor.shape = export.shape.as_mut_ptr();
         let raw = Box::into_raw(export);
@@ -280,6 +295,10 @@ struct Foreign {
     size: usize,
     data_type: DataType,
     owner: Arc<dyn Any + Send + Sync>,
+    /// The producer's stream to wait for (a raw handle), if it named one.
+    stream: Option<u64>,
+    /// The producer forbids writes: nexus then works on a copy.
+    readonly: bool,
 }
 
 /// Checks that `strides` (in elements of `item` bytes, or bytes when
@@ -316,10 +335,7 @@ fn element_count(shape: &[i64], what: &str) -> PyResult<usize> {
 }
 
 /// `__cuda_array_interface__` (v2/v3): `Ok(None)` when `x` has none.
-fn from_cuda_array_interface(
-    device: &nexus::Device,
-    data: &Bound<'_, PyAny>,
-) -> PyResult<Option<Foreign>> {
+fn from_cuda_array_interface(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
     let py = data.py();
     let cai = match data.getattr("__cuda_array_interface__") {
         Ok(c) => c,
@@ -336,7 +352,7 @@ fn from_cuda_array_interface(
     };
     let shape: Vec<i64> = get("shape")?.extract()?;
     let ts: String = get("typestr")?.extract()?;
-    let (ptr, _readonly): (u64, bool) = get("data")?.extract()?;
+    let (ptr, readonly): (u64, bool) = get("data")?.extract()?;
     let (dt, item) = from_typestr(&ts).ok_or_else(|| {
         PyValueError::new_err(format!(
             "unsupported typestr {ts:?} in __cuda_array_interface__"
@@ -349,46 +365,44 @@ fn from_cuda_array_interface(
             check_contiguous(&shape, &strides, item, true, "__cuda_array_interface__")?;
         }
     }
-    if let Some(s) = cai.get_item("stream")? {
-        if !s.is_none() {
-            let handle: u64 = s.extract()?;
-            if device.runtime_name() == "cuda" {
-                py.detach(|| device.synchronize_external_stream(handle))
-                    .py()?;
+    let stream = match cai.get_item("stream")? {
+        Some(s) if !s.is_none() => {
+            let handle: i64 = s.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "__cuda_array_interface__ 'stream' must be an int or None, got {}",
+                    s.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            if handle <= 0 {
+                return Err(PyValueError::new_err(format!(
+                    "__cuda_array_interface__ 'stream' {handle} is not a stream handle (0 is disallowed by the protocol; 1 is the legacy default stream, 2 the per-thread one)"
+                )));
             }
+            Some(handle as u64)
         }
-    }
+        _ => None,
+    };
     let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
     Ok(Some(Foreign {
         ptr,
         size: count * item,
         data_type: dt,
         owner,
+        stream,
+        readonly,
     }))
 }
 
-/// A consumed DLPack tensor: its deleter runs (with the GIL held, as the
-/// producer's deleter may touch Python objects) when nexus drops the buffer.
-struct DlpackOwner(*mut DLManagedTensor);
-// SAFETY: the tensor is only touched in `drop`, under the GIL.
-unsafe impl Send for DlpackOwner {}
-unsafe impl Sync for DlpackOwner {}
-
-impl Drop for DlpackOwner {
-    fn drop(&mut self) {
-        let t = self.0;
-        // SAFETY: a plain query; after finalisation the tensor is leaked.
-        if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
-            return;
-        }
-        Python::attach(|_| {
-            // SAFETY: the tensor was taken from a "dltensor" capsule and
-            // renamed "used_dltensor": nexus owns it and deletes it once.
-            if let Some(d) = unsafe { t.as_ref() }.and_then(|m| m.deleter) {
-                unsafe { d(t) };
-            }
-        });
-    }
+/// A DLPack capsule nexus keeps unconsumed while it uses the memory: the
+/// producer's own capsule destructor frees the tensor when the capsule goes
+/// (DLPack's rule for capsules nobody renamed), so dropping it needs no
+/// GIL here: PyO3 defers the reference count to the next GIL holder, and
+/// no core lock ever waits for Python.
+struct DlpackOwner {
+    _capsule: Py<PyAny>,
 }
 
 fn from_dl_dtype(t: &DLDataType) -> Option<DataType> {
@@ -415,8 +429,7 @@ fn from_dl_dtype(t: &DLDataType) -> Option<DataType> {
 
 /// DLPack on a CUDA device (`__dlpack_device__()` = kDLCUDA): `Ok(None)`
 /// for host tensors and objects without DLPack (the host path takes them).
-fn from_dlpack(device: &nexus::Device, data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
-    let py = data.py();
+fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
     let Ok(dev) = data.getattr("__dlpack_device__") else {
         return Ok(None);
     };
@@ -442,13 +455,11 @@ fn from_dlpack(device: &nexus::Device, data: &Bound<'_, PyAny>) -> PyResult<Opti
             "__dlpack__ returned an empty capsule",
         ));
     }
-    // Take ownership first, so every error below still frees the tensor.
-    // SAFETY: renaming marks the capsule consumed (DLPack protocol).
-    if unsafe { pyo3::ffi::PyCapsule_SetName(cap, c"used_dltensor".as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
-    }
-    let owner = DlpackOwner(t);
-    // SAFETY: a live managed tensor from the producer.
+    let owner = DlpackOwner {
+        _capsule: capsule.clone().unbind(),
+    };
+    // SAFETY: a live managed tensor from the producer; the capsule (held
+    // by `owner`) keeps it alive.
     let tensor = unsafe { &(*t).dl_tensor };
     let dt = from_dl_dtype(&tensor.dtype).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -474,14 +485,15 @@ fn from_dlpack(device: &nexus::Device, data: &Bound<'_, PyAny>) -> PyResult<Opti
     }
     let item = tensor.dtype.bits as usize / 8;
     let ptr = tensor.data as u64 + tensor.byte_offset;
-    if device.runtime_name() == "cuda" {
-        py.detach(|| device.synchronize_external_stream(1)).py()?;
-    }
     Ok(Some(Foreign {
         ptr,
         size: count * item,
         data_type: dt,
         owner: Arc::new(owner),
+        // No stream was passed to `__dlpack__`: the producer ordered its
+        // work before the legacy default stream.
+        stream: Some(1),
+        readonly: false,
     }))
 }
 
@@ -495,9 +507,20 @@ pub fn try_import(
     data_type: Option<i64>,
 ) -> PyResult<Option<PyBuffer>> {
     let py = data.py();
-    let found = match from_cuda_array_interface(device, data)? {
+    if let Ok(b) = data.cast::<PyBuffer>() {
+        // A nexus buffer: the same memory (an alias that keeps it alive and
+        // shares its record of runs), or a copy on another device.
+        let src = b.get().inner.clone();
+        if src.device() == device && data_type.is_none() {
+            return Ok(Some(PyBuffer::new(src.alias().py()?)));
+        }
+        wait_in_slices(py, None, |t| src.wait_idle(t))?;
+        let copied = py.detach(|| device.copy_buffer(&src)).py()?;
+        return Ok(Some(PyBuffer::new(copied)));
+    }
+    let found = match from_cuda_array_interface(data)? {
         Some(f) => f,
-        None => match from_dlpack(device, data)? {
+        None => match from_dlpack(data)? {
             Some(f) => f,
             None => return Ok(None),
         },
@@ -507,6 +530,8 @@ pub fn try_import(
         size,
         data_type: dt,
         owner,
+        stream,
+        readonly,
     } = found;
     if size == 0 {
         return Err(PyValueError::new_err(
@@ -534,10 +559,15 @@ pub fn try_import(
                 ))
             })?
     };
+    // The producer's work on the memory comes first, whatever the target.
+    if let Some(handle) = stream {
+        py.detach(|| owner_device.synchronize_external_stream(handle))
+            .py()?;
+    }
     let wrapped = owner_device.wrap_device_memory(ptr, size, dt, owner).py()?;
-    if owner_device == *device {
-        return Ok(Some(PyBuffer { inner: wrapped }));
+    if owner_device == *device && !readonly {
+        return Ok(Some(PyBuffer::new(wrapped)));
     }
     let copied = py.detach(|| device.copy_buffer(&wrapped)).py()?;
-    Ok(Some(PyBuffer { inner: copied }))
+    Ok(Some(PyBuffer::new(copied)))
 }

@@ -110,7 +110,7 @@ pub fn create_buffer_on(
             None => DataType::U8,
         };
         let buf = py.detach(|| device.create_buffer(size, dt)).py()?;
-        return Ok(PyBuffer { inner: buf });
+        return Ok(PyBuffer::new(buf));
     }
     if let Some(buf) = crate::interop::try_import(device, data, data_type)? {
         return Ok(buf);
@@ -139,7 +139,7 @@ pub fn create_buffer_on(
             device.create_buffer_from(bytes, dt)
         })
         .py()?;
-    Ok(PyBuffer { inner: buf })
+    Ok(PyBuffer::new(buf))
 }
 
 #[pymethods]
@@ -155,9 +155,8 @@ impl PyDevice {
     }
     fn copy_buffer(&self, py: Python<'_>, buffer: PyRef<'_, PyBuffer>) -> PyResult<PyBuffer> {
         let src = buffer.inner.clone();
-        Ok(PyBuffer {
-            inner: py.detach(|| self.inner.copy_buffer(&src)).py()?,
-        })
+        wait_in_slices(py, None, |t| src.wait_idle(t))?;
+        Ok(PyBuffer::new(py.detach(|| self.inner.copy_buffer(&src)).py()?))
     }
     #[pyo3(signature = (event_type=None))]
     fn create_event(&self, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {
@@ -218,6 +217,18 @@ impl PyDevice {
 #[pyclass(name = "Buffer", module = "nexus", frozen)]
 pub struct PyBuffer {
     pub inner: nexus::Buffer,
+    /// The memory, once `__cuda_array_interface__` exported it: consumers
+    /// of that protocol keep this object, so it keeps the memory.
+    pub exported: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl PyBuffer {
+    pub fn new(inner: nexus::Buffer) -> Self {
+        PyBuffer {
+            inner,
+            exported: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl PyBuffer {
@@ -242,6 +253,9 @@ impl PyBuffer {
             )));
         }
         let (ptr, len) = (view.ptr, view.len);
+        // Runs that use the buffer finish first: waited here in slices, so
+        // a buffer behind a held run answers Ctrl-C.
+        wait_in_slices(py, None, |t| self.inner.wait_idle(t))?;
         py.detach(|| {
             // SAFETY: `_keep` holds the writable array alive for this call.
             let dst = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
@@ -254,6 +268,7 @@ impl PyBuffer {
     fn write(&self, py: Python<'_>, host_array: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let (_keep, view) = crate::convert::host_array(host_array, "write source", false, true)?;
         let (ptr, len) = (view.ptr, view.len);
+        wait_in_slices(py, None, |t| self.inner.wait_idle(t))?;
         py.detach(|| {
             // SAFETY: `_keep` holds the array alive for this call.
             let src = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
@@ -393,7 +408,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// reports done or `deadline` passes (`Ok(false)`): first a poll with the
 /// GIL held (most waits are over by then), then waits of at most WAIT_SLICE
 /// with the GIL released, checking signals (Ctrl-C) between them.
-fn wait_in_slices(
+pub(crate) fn wait_in_slices(
     py: Python<'_>,
     deadline: Option<Instant>,
     step: impl Fn(Duration) -> nexus::Result<bool> + Send + Sync,
@@ -554,12 +569,14 @@ impl PySchedule {
         let stream = stream.map(|s| s.inner.clone());
         if blocking {
             // Wait in slices so a run stuck on a wait command answers Ctrl-C.
-            let pending = py.detach(|| self.inner.launch(stream.as_ref())).py()?;
-            wait_in_slices(py, None, |t| pending.wait(t))?;
+            let run = py
+                .detach(|| self.inner.submit(stream.as_ref(), true))
+                .py()?;
+            wait_in_slices(py, None, |t| run.wait(t))?;
         } else {
             // Queuing returns at once: keeping the GIL saves the hand-off
             // (a launch-rate cost of ~0.1 us per run).
-            self.inner.run(stream.as_ref(), false).py()?;
+            self.inner.submit(stream.as_ref(), false).py()?;
         }
         Ok(success(py))
     }

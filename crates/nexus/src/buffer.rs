@@ -1,9 +1,17 @@
 //! Buffers: device memory with a size and an element type.
+//!
+//! Host access follows the execution model: `read`, `write` and exports
+//! first wait for every submitted run that uses the memory (on any stream),
+//! and views (`alias`, `keep_alive`) hold the memory itself, so `release()`
+//! of the buffer never frees what a view or a queued run still uses.
 
+use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
+use crate::backends::common::{release, usage::Usage};
 use crate::device::Device;
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -18,9 +26,15 @@ pub const MAX_BUFFER_BYTES: u64 = 1 << 48;
 pub(crate) struct BufferShared {
     pub device: Device,
     hal: Handle<dyn hal::Buffer>,
+    /// The runs that use the memory; shared by every alias of it.
+    pub(crate) usage: Arc<Usage>,
     size: usize,
     pub data_type: DataType,
 }
+
+/// How long an allocation that failed waits for pending frees before it
+/// tries again.
+const RECLAIM_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Buffer {
@@ -35,7 +49,16 @@ impl Buffer {
                 format!("buffer size {size} on device {} is invalid (must be 1..={MAX_BUFFER_BYTES} bytes)", device.label()),
             ));
         }
-        let hal = device.hal().allocate(size as usize)?;
+        let hal = match device.hal().allocate(size as usize) {
+            Err(e) if e.status == Status::OutOfMemory => {
+                // Memory dropped by the user may only be waiting for its
+                // last runs or for the release thread: free it, then retry.
+                device.hal().reclaim();
+                release::drain(RECLAIM_WAIT);
+                device.hal().allocate(size as usize)?
+            }
+            other => other?,
+        };
         Ok(Buffer::from_hal(device, hal, data_type))
     }
 
@@ -50,10 +73,45 @@ impl Buffer {
             inner: Arc::new(BufferShared {
                 device: device.clone(),
                 hal: Handle::new(hal),
+                usage: Arc::new(Usage::default()),
                 size,
                 data_type,
             }),
         }
+    }
+
+    /// Another buffer over the same memory (a buffer made from a buffer):
+    /// it keeps the memory alive after this one is released, and shares
+    /// its record of the runs that use it.
+    pub fn alias(&self) -> Result<Buffer> {
+        let hal = self.hal()?;
+        Ok(Buffer {
+            inner: Arc::new(BufferShared {
+                device: self.inner.device.clone(),
+                hal: Handle::new(hal),
+                usage: self.inner.usage.clone(),
+                size: self.inner.size,
+                data_type: self.inner.data_type,
+            }),
+        })
+    }
+
+    /// What a zero-copy export (DLPack, the CUDA array interface) holds:
+    /// the memory itself, alive while the export is, whatever happens to
+    /// this buffer.
+    pub fn keep_alive(&self) -> Result<Arc<dyn Any + Send + Sync>> {
+        Ok(Arc::new(self.hal()?))
+    }
+
+    /// Waits up to `timeout` for every submitted run that uses this
+    /// memory: `Ok(true)` once there is none left.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<bool> {
+        self.hal()?;
+        Ok(self.inner.usage.wait(timeout))
+    }
+
+    fn wait_all_uses(&self) {
+        while !self.inner.usage.wait(Duration::from_secs(3600)) {}
     }
 
     pub fn size(&self) -> usize {
@@ -85,7 +143,9 @@ impl Buffer {
                 ),
             ));
         }
-        self.hal()?.write(0, src)
+        let hal = self.hal()?;
+        self.wait_all_uses();
+        hal.write(0, src)
     }
 
     /// Buffer to host: fills `dst`, which must hold at least the buffer's size.
@@ -101,7 +161,9 @@ impl Buffer {
             ));
         }
         let n = self.size();
-        self.hal()?.read(0, &mut dst[..n])
+        let hal = self.hal()?;
+        self.wait_all_uses();
+        hal.read(0, &mut dst[..n])
     }
 
     pub fn properties(&self) -> Properties {

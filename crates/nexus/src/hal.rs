@@ -69,6 +69,9 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+    /// Frees what waits only for finished work (retired runs, deferred
+    /// frees), so an allocation that failed can be tried again.
+    fn reclaim(&self) {}
     /// Blocks until a stream of another library on this device (a raw
     /// handle of this runtime's stream type, e.g. a `CUstream` from
     /// `__cuda_array_interface__`) has finished its work.
@@ -114,13 +117,24 @@ pub trait Kernel: Send + Sync {
     fn arity(&self) -> Option<usize> {
         None
     }
+    /// The byte size of each parameter, where the driver reports it; the
+    /// object model checks every argument against it.
+    fn param_sizes(&self) -> Option<&[usize]> {
+        None
+    }
+    /// Checks a launch against what the kernel is known to touch (the
+    /// builtin kernels know their bounds); `Ok` where nothing is known.
+    fn check_launch(&self, args: &[Arg], dims: &LaunchDims) -> Result<()> {
+        let _ = (args, dims);
+        Ok(())
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
 /// A 64-bit timeline: `signal(v)` sets it, `wait(v)` blocks until it is >= v.
 pub trait Event: Send + Sync {
     fn signal(&self, value: u64) -> Result<()>;
-    fn value(&self) -> u64;
+    fn value(&self) -> Result<u64>;
     /// `Ok(true)` once reached, `Ok(false)` when `timeout` expired first.
     fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool>;
     fn as_any(&self) -> &dyn Any;
@@ -168,30 +182,51 @@ pub enum Op {
     },
 }
 
+/// Where one stream's submissions stand. Every run queued on a stream gets
+/// a ticket (1, 2, ... in submission order); a ticket is complete when that
+/// run and every earlier one on the stream have finished.
+pub trait Submissions: Send + Sync {
+    /// Whether `ticket` is complete. Cheap (no driver call, no blocking);
+    /// it may lag behind the device, never run ahead of it.
+    fn is_complete(&self, ticket: u64) -> bool;
+    /// Waits up to `timeout` for `ticket`: `true` once complete. Waiting
+    /// never consumes the run's failure (see `take_failure`).
+    fn wait(&self, ticket: u64, timeout: Duration) -> bool;
+    /// The failure of run `ticket`, once: its own blocking waiter reports it.
+    fn take_failure(&self, ticket: u64) -> Option<crate::error::Error>;
+}
+
+/// A point in one stream's order: what host copies, frees and blocking
+/// callers wait on.
+#[derive(Clone)]
+pub struct Fence {
+    pub queue: Arc<dyn Submissions>,
+    pub ticket: u64,
+}
+
+impl Fence {
+    pub fn is_complete(&self) -> bool {
+        self.queue.is_complete(self.ticket)
+    }
+
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.queue.wait(self.ticket, timeout)
+    }
+
+    /// Whether both fences are on the same stream (the later one then
+    /// covers the earlier).
+    pub fn same_stream(&self, other: &Fence) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.queue), Arc::as_ptr(&other.queue))
+    }
+}
+
 /// An encoded schedule.
 pub trait Schedule: Send + Sync {
-    /// Runs every operation in order. `stream == None` means the device's
-    /// default stream; `blocking` returns only when all of it is done.
-    fn run(&self, stream: Option<&dyn Stream>, blocking: bool) -> Result<()>;
-    /// Starts a run and returns what to wait on, so a blocking caller can
-    /// wait in slices (and answer Ctrl-C) instead of blocking inside.
-    fn launch(&self, stream: Option<&dyn Stream>) -> Result<Box<dyn Pending>> {
-        self.run(stream, true)?;
-        Ok(Box::new(Done))
-    }
-}
-
-/// A run in flight.
-pub trait Pending: Send + Sync {
-    /// `Ok(true)` once the run is complete, `Ok(false)` if `timeout` passed first.
-    fn wait(&self, timeout: Duration) -> Result<bool>;
-}
-
-/// A run that completed before `launch` returned.
-pub struct Done;
-
-impl Pending for Done {
-    fn wait(&self, _timeout: Duration) -> Result<bool> {
-        Ok(true)
-    }
+    /// Queues one run of every operation, in order, on `stream` (`None`:
+    /// the device's default stream) and returns its fence. The submission
+    /// keeps the schedule (its buffers, kernels and events) alive until the
+    /// run completes, whatever the caller drops. `blocking` says the caller
+    /// waits for the fence at once: a backend may then run the work on the
+    /// calling thread, provided stream order holds.
+    fn submit(&self, stream: Option<&dyn Stream>, blocking: bool) -> Result<Fence>;
 }

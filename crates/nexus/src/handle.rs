@@ -1,28 +1,25 @@
 //! Explicit release: an object's backend resource, dropped on `release()`.
 //!
-//! Every release bumps a process-wide epoch, so encoded schedules notice
-//! (one atomic load per run) and re-validate, which names what was released.
+//! Releasing drops this object's reference only: work already submitted,
+//! and views of a buffer, keep their own, so the resource lives until they
+//! are done. A flag lets encoded schedules notice a release with one atomic
+//! load per dependency and run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result, Status};
 
-static RELEASE_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Count of explicit releases so far in this process.
-pub(crate) fn release_epoch() -> u64 {
-    RELEASE_EPOCH.load(Ordering::Acquire)
-}
-
 pub(crate) struct Handle<T: ?Sized> {
     slot: RwLock<Option<Arc<T>>>,
+    released: AtomicBool,
 }
 
 impl<T: ?Sized> Handle<T> {
     pub fn new(value: Arc<T>) -> Self {
         Handle {
             slot: RwLock::new(Some(value)),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -36,18 +33,14 @@ impl<T: ?Sized> Handle<T> {
     }
 
     pub fn is_released(&self) -> bool {
-        self.slot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+        self.released.load(Ordering::Acquire)
     }
 
-    /// Drops this object's reference at once; work already queued keeps its own.
+    /// Drops this object's reference at once; work already queued and views
+    /// keep their own.
     pub fn release(&self) {
         let old = self.slot.write().unwrap_or_else(|e| e.into_inner()).take();
-        if old.is_some() {
-            RELEASE_EPOCH.fetch_add(1, Ordering::AcqRel);
-        }
+        self.released.store(true, Ordering::Release);
         drop(old);
     }
 }

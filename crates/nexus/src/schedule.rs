@@ -2,9 +2,15 @@
 //!
 //! Commands can be edited after recording (arguments rebound); every edit
 //! bumps the schedule's revision, and the next run re-encodes only then.
+//! Each run's fence is recorded on every buffer the schedule uses, which is
+//! how host copies and frees know what to wait for.
+//!
+//! Locks, in the order they may nest (see `backends::common`): `encoded`,
+//! then `commands`, then a command's `state`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -17,9 +23,7 @@ use crate::property::Properties;
 use crate::sync::{Event, Stream};
 use crate::types::{LaunchDims, Scalar};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::backends::common::{lock, usage::Usage};
 
 #[derive(Clone)]
 pub enum ArgValue {
@@ -212,7 +216,11 @@ impl Command {
                         )),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                if let Some(n) = kernel.hal().arity() {
+                let hal_kernel = kernel.hal();
+                let wanted = hal_kernel
+                    .arity()
+                    .or(hal_kernel.param_sizes().map(<[usize]>::len));
+                if let Some(n) = wanted {
                     if args.len() < n {
                         return Err(Error::new(
                             Status::InvalidArgument,
@@ -224,6 +232,28 @@ impl Command {
                         ));
                     }
                 }
+                if let Some(sizes) = hal_kernel.param_sizes() {
+                    for (i, (arg, &size)) in args.iter().zip(sizes).enumerate() {
+                        let (what, given) = match arg {
+                            hal::Arg::Buffer(_) => ("a buffer (a 64-bit device address)".to_string(), 8),
+                            hal::Arg::Scalar(s) => {
+                                (format!("a {} scalar", s.data_type().numpy_name()), s.size())
+                            }
+                        };
+                        if given != size {
+                            return Err(Error::new(
+                                Status::InvalidArgument,
+                                format!(
+                                    "kernel '{}' argument {i}: the kernel's parameter is {size} bytes, the command passes {what} of {given} bytes",
+                                    kernel.name()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                hal_kernel.check_launch(&args, &dims).map_err(|e| {
+                    Error::new(e.status, format!("{}: {}", self.label(), e.message))
+                })?;
                 Ok(hal::Op::Launch {
                     kernel: kernel.hal().clone(),
                     args,
@@ -290,16 +320,47 @@ impl Command {
 
 struct Encoded {
     revision: u64,
-    /// `handle::release_epoch()` when encoded: a release since means re-validate.
-    releases: u64,
     schedule: Arc<dyn hal::Schedule>,
+    /// The buffers and events the encoding uses: a release of any of them
+    /// means re-validating (which names it) before the next run.
+    buffers: Vec<Buffer>,
+    events: Vec<Event>,
+    /// Where each run's fence is recorded: one per distinct memory.
+    usages: Vec<Arc<Usage>>,
+}
+
+impl Encoded {
+    fn is_current(&self, revision: u64) -> bool {
+        self.revision == revision
+            && !self.buffers.iter().any(Buffer::is_released)
+            && !self.events.iter().any(Event::is_released)
+    }
+}
+
+/// A submitted run: what a caller waits on.
+pub struct Run {
+    fence: hal::Fence,
+}
+
+impl Run {
+    /// `Ok(true)` once the run is complete, `Ok(false)` if `timeout` passed
+    /// first, `Err` with the run's own failure.
+    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+        if !self.fence.wait(timeout) {
+            return Ok(false);
+        }
+        match self.fence.queue.take_failure(self.fence.ticket) {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
 }
 
 struct ScheduleShared {
     device: Device,
     commands: Mutex<Vec<Command>>,
     revision: Arc<AtomicU64>,
-    encoded: Mutex<Option<Encoded>>,
+    encoded: Mutex<Option<Arc<Encoded>>>,
     runs: AtomicU64,
     released: std::sync::atomic::AtomicBool,
 }
@@ -382,25 +443,25 @@ impl Schedule {
         lock(&self.inner.commands).clone()
     }
 
-    /// The encoded form for the current revision, encoding only if edited since.
-    fn encoded(&self) -> Result<Arc<dyn hal::Schedule>> {
+    /// The encoded form for the current revision, encoding only if edited
+    /// (or a dependency released) since.
+    fn encoded(&self) -> Result<Arc<Encoded>> {
         let mut enc = lock(&self.inner.encoded);
         let revision = self.inner.revision.load(Ordering::Acquire);
-        let releases = crate::handle::release_epoch();
         if let Some(e) = enc.as_ref() {
-            if e.revision == revision && e.releases == releases {
-                return Ok(e.schedule.clone());
+            if e.is_current(revision) {
+                return Ok(e.clone());
             }
         }
-        // Drop the old encoding first, so released memory it held goes now.
-        *enc = None;
+        // Runs in flight hold their own reference to the old encoding.
+        let stale = enc.take();
         if self.inner.released.load(Ordering::Acquire) {
             return Err(Error::new(
                 Status::Released,
                 format!("Schedule on {} was released", self.device().label()),
             ));
         }
-        let ops = {
+        let (ops, buffers, events) = {
             let cmds = lock(&self.inner.commands);
             if cmds.is_empty() {
                 return Err(Error::new(
@@ -411,29 +472,52 @@ impl Schedule {
                     ),
                 ));
             }
-            cmds.iter()
+            let ops = cmds
+                .iter()
                 .map(Command::to_op)
-                .collect::<Result<Vec<_>>>()?
+                .collect::<Result<Vec<_>>>()?;
+            let mut buffers: Vec<Buffer> = Vec::new();
+            let mut events: Vec<Event> = Vec::new();
+            for c in cmds.iter() {
+                match &c.inner.kind {
+                    CommandKind::Kernel(_) => {
+                        for a in lock(&c.inner.state).args.iter().flatten() {
+                            if let ArgValue::Buffer(b) = a {
+                                buffers.push(b.clone());
+                            }
+                        }
+                    }
+                    CommandKind::Signal { event, .. } | CommandKind::Wait { event, .. } => {
+                        events.push(event.clone())
+                    }
+                }
+            }
+            (ops, buffers, events)
         };
-        let schedule = self.device().hal().encode(ops)?;
-        *enc = Some(Encoded {
-            revision,
-            releases,
-            schedule: schedule.clone(),
-        });
-        Ok(schedule)
-    }
-
-    /// Runs every command in order; see `hal::Schedule::run`.
-    pub fn run(&self, stream: Option<&Stream>, blocking: bool) -> Result<()> {
-        let encoded = self.checked_encoded(stream)?;
-        match stream {
-            Some(s) => encoded.run(Some(&*s.hal()?), blocking),
-            None => encoded.run(None, blocking),
+        let mut usages: Vec<Arc<Usage>> = Vec::new();
+        for b in &buffers {
+            if !usages.iter().any(|u| Arc::ptr_eq(u, &b.inner.usage)) {
+                usages.push(b.inner.usage.clone());
+            }
         }
+        let schedule = self.device().hal().encode(ops)?;
+        let encoded = Arc::new(Encoded {
+            revision,
+            schedule,
+            buffers,
+            events,
+            usages,
+        });
+        *enc = Some(encoded.clone());
+        drop(enc);
+        drop(stale);
+        Ok(encoded)
     }
 
-    fn checked_encoded(&self, stream: Option<&Stream>) -> Result<Arc<dyn hal::Schedule>> {
+    /// Queues one run on `stream` (the device's default stream for `None`)
+    /// and records it on every buffer it uses. `blocking` says the caller
+    /// waits for it at once (see `hal::Schedule::submit`).
+    pub fn submit(&self, stream: Option<&Stream>, blocking: bool) -> Result<Run> {
         if let Some(s) = stream {
             if s.device() != self.device() {
                 return Err(Error::new(
@@ -447,17 +531,23 @@ impl Schedule {
             }
         }
         let encoded = self.encoded()?;
+        let hal_stream = stream.map(Stream::hal).transpose()?;
+        let fence = encoded.schedule.submit(hal_stream.as_deref(), blocking)?;
+        for usage in &encoded.usages {
+            usage.record(&fence);
+        }
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        Ok(encoded)
+        Ok(Run { fence })
     }
 
-    /// Starts a run and returns what to wait on (see `hal::Schedule::launch`).
-    pub fn launch(&self, stream: Option<&Stream>) -> Result<Box<dyn hal::Pending>> {
-        let encoded = self.checked_encoded(stream)?;
-        match stream {
-            Some(s) => encoded.launch(Some(&*s.hal()?)),
-            None => encoded.launch(None),
+    /// Runs every command in order; `blocking` waits for the run and
+    /// reports its failure.
+    pub fn run(&self, stream: Option<&Stream>, blocking: bool) -> Result<()> {
+        let run = self.submit(stream, blocking)?;
+        if blocking {
+            while !run.wait(Duration::from_secs(3600))? {}
         }
+        Ok(())
     }
 
     /// Drops the commands and the encoded form now; later runs raise.
@@ -468,11 +558,13 @@ impl Schedule {
     }
 
     pub fn properties(&self) -> Properties {
-        let cmds = lock(&self.inner.commands);
+        // One lock at a time: a run may hold `encoded` while it takes
+        // `commands`.
         let revision = self.inner.revision.load(Ordering::Acquire);
         let encoded = lock(&self.inner.encoded)
             .as_ref()
-            .is_some_and(|e| e.revision == revision);
+            .is_some_and(|e| e.is_current(revision));
+        let cmds = self.commands();
         let names: Vec<Value> = cmds.iter().map(|c| Value::from(c.label())).collect();
         Properties::new(
             format!("Schedule on {}", self.device().label()),

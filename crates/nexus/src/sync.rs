@@ -48,7 +48,7 @@ impl Event {
     }
 
     pub fn value(&self) -> Result<u64> {
-        Ok(self.hal()?.value())
+        self.hal()?.value()
     }
 
     /// Blocks until the timeline reaches `value`; `Status::Timeout` after `timeout`.
@@ -63,7 +63,7 @@ impl Event {
                     "{}: timed out after {:.3} s waiting for value {value} (current value {})",
                     self.label(),
                     timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-                    hal.value()
+                    hal.value()?
                 ),
             ))
         }
@@ -103,8 +103,8 @@ impl Event {
         self.inner.hal.release()
     }
 
-    pub fn same_as(&self, other: &Event) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    pub fn is_released(&self) -> bool {
+        self.inner.hal.is_released()
     }
 }
 

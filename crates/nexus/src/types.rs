@@ -124,6 +124,11 @@ impl Scalar {
         }
     }
 
+    /// Bytes the scalar occupies as a kernel parameter.
+    pub fn size(&self) -> usize {
+        self.data_type().size()
+    }
+
     pub fn data_type(&self) -> DataType {
         match self {
             Scalar::I32(_) => DataType::I32,
@@ -136,6 +141,10 @@ impl Scalar {
     }
 }
 
+/// Most groups one launch may have (2^48: far past any device's limit,
+/// and far from wrapping a 64-bit count).
+pub const MAX_TOTAL_GROUPS: u64 = 1 << 48;
+
 /// Launch shape: work-items per group and total work-items, per axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchDims {
@@ -146,10 +155,26 @@ pub struct LaunchDims {
 impl LaunchDims {
     /// Validates sizes (each axis >= 1) as DESIGN.md decides.
     pub fn new(group: &[i64], grid: &[i64]) -> Result<Self> {
-        Ok(LaunchDims {
+        let dims = LaunchDims {
             group: axes("group_size", group)?,
             grid: axes("grid_size", grid)?,
-        })
+        };
+        // Checked here once, so no backend multiplies into a wrapped count.
+        let groups = dims.groups();
+        let total = groups
+            .iter()
+            .try_fold(1u64, |acc, &g| acc.checked_mul(g as u64))
+            .filter(|&t| t <= MAX_TOTAL_GROUPS);
+        if total.is_none() {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "grid_size {:?} with group_size {:?} is {groups:?} groups, more than the {MAX_TOTAL_GROUPS} a launch may have",
+                    dims.grid, dims.group
+                ),
+            ));
+        }
+        Ok(dims)
     }
 
     /// Groups per axis: ceil(grid / group).
@@ -200,5 +225,9 @@ mod tests {
         assert!(LaunchDims::new(&[0], &[10]).is_err());
         assert!(LaunchDims::new(&[1, 1, 1, 1], &[10]).is_err());
         assert!(LaunchDims::new(&[4], &[-3]).is_err());
+        let max = u32::MAX as i64;
+        let e = LaunchDims::new(&[1, 1, 1], &[max, max, max]).unwrap_err();
+        assert!(e.message.contains("groups"), "{}", e.message);
+        assert_eq!(LaunchDims::new(&[1], &[max]).unwrap().total_groups(), max as u64);
     }
 }

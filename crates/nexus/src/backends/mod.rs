@@ -1,5 +1,6 @@
 //! Backends, one module each. Only `registry` names them.
 
+pub mod common;
 pub mod cpu;
 mod cuda;
 

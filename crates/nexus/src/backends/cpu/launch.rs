@@ -85,26 +85,34 @@ fn run_group(
         ((flat / gx) % gy) as u32,
         (flat / (gx * gy)) as u32,
     ];
+    // The scratch vector is taken out of the thread-local for the call, so
+    // a kernel that re-enters nexus on this thread (a callback that runs
+    // another schedule inline) finds it empty instead of borrowed.
+    let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let words = scratch_bytes.div_ceil(8);
+    if scratch.len() < words {
+        scratch.resize(words, 0);
+    }
+    let ctx = LaunchContext {
+        grid_size: dims.grid,
+        group_size: dims.group,
+        num_groups: groups,
+        group_id,
+        scratch: if scratch_bytes == 0 {
+            std::ptr::null_mut()
+        } else {
+            scratch.as_mut_ptr() as *mut c_void
+        },
+        scratch_size: scratch_bytes as u64,
+    };
+    // SAFETY: the kernel follows the ABI above; `args`, `ctx` and the
+    // scratch memory outlive the call.
+    unsafe { func(args.as_ptr(), &ctx) };
     SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let words = scratch_bytes.div_ceil(8);
-        if s.len() < words {
-            s.resize(words, 0);
+        let mut slot = s.borrow_mut();
+        if slot.capacity() < scratch.capacity() {
+            *slot = scratch;
         }
-        let ctx = LaunchContext {
-            grid_size: dims.grid,
-            group_size: dims.group,
-            num_groups: groups,
-            group_id,
-            scratch: if scratch_bytes == 0 {
-                std::ptr::null_mut()
-            } else {
-                s.as_mut_ptr() as *mut c_void
-            },
-            scratch_size: scratch_bytes as u64,
-        };
-        // SAFETY: the kernel follows the ABI above; `args` and `ctx` outlive the call.
-        unsafe { func(args.as_ptr(), &ctx) };
     });
 }
 

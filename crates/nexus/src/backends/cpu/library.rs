@@ -9,8 +9,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::launch::{KernelFn, LaunchContext};
+use crate::backends::common;
 use crate::error::{Error, Result, Status};
 use crate::hal;
+use crate::types::LaunchDims;
 
 enum Origin {
     SharedObject {
@@ -29,6 +31,8 @@ pub struct CpuKernel {
     pub(super) func: KernelFn,
     /// Arguments the kernel reads, where known (builtins); checked at encode.
     pub(super) arity: Option<usize>,
+    /// A builtin's bounds check.
+    check: Option<LaunchCheck>,
     // Keeps the shared object mapped while the kernel exists.
     _origin: Arc<Origin>,
 }
@@ -85,20 +89,61 @@ impl CpuLibrary {
     }
 
     fn open_bytes(bytes: &[u8]) -> Result<Self> {
-        // The system loader only opens files: stage the image in a private temp file.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = std::env::temp_dir().join(format!("nexus-lib-{}-{n}.so", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| {
-            Error::new(
+        // The system loader only opens files: stage the image in a new
+        // directory only this user can enter (created, never reused, so a
+        // planted file or symlink is never followed), then remove both.
+        let dir = private_dir()?;
+        let tmp = dir.join("library.so");
+        let staged = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes));
+        let lib = match staged {
+            Ok(()) => Self::open_file(&tmp),
+            Err(e) => Err(Error::new(
                 Status::InvalidLibrary,
                 format!("cannot stage library bytes in '{}': {e}", tmp.display()),
-            )
-        })?;
-        let lib = Self::open_file(&tmp);
+            )),
+        };
         let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_dir(&dir);
         lib
     }
+}
+
+/// A new directory under the temp dir, mode 0700 on Unix.
+fn private_dir() -> Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("nexus-{}-{n}-{nanos:08x}", std::process::id()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    Err(Error::new(
+        Status::InvalidLibrary,
+        format!(
+            "cannot create a private directory under '{}' to stage library bytes: {}",
+            base.display(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
 }
 
 /// Refuses an ELF file whose program headers or loadable segments reach
@@ -179,13 +224,13 @@ impl hal::Library for CpuLibrary {
                 json!({"Type": "shared_object", "Path": path.display().to_string()})
             }
             Origin::Builtin => {
-                json!({"Type": "builtin", "Kernels": BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()})
+                json!({"Type": "builtin", "Kernels": BUILTINS.iter().map(|(n, _, _, _)| *n).collect::<Vec<_>>()})
             }
         }
     }
 
     fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
-        let (func, arity) = match &*self.origin {
+        let (func, arity, check) = match &*self.origin {
             Origin::SharedObject { _lib, path } => {
                 // SAFETY: the symbol is used as a function of the kernel ABI;
                 // a library exporting that name promises this signature.
@@ -202,14 +247,14 @@ impl hal::Library for CpuLibrary {
                 let arity = unsafe { _lib.get::<*const u32>(count_symbol.as_bytes()) }
                     .ok()
                     .map(|count| unsafe { **count } as usize);
-                (*sym, arity)
+                (*sym, arity, None)
             }
             Origin::Builtin => BUILTINS
                 .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, f, a)| (*f, Some(*a)))
+                .find(|(n, _, _, _)| *n == name)
+                .map(|(_, f, a, c)| (*f, Some(*a), *c))
                 .ok_or_else(|| {
-                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
+                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _, _)| *n).collect();
                     Error::new(
                         Status::InvalidKernel,
                         format!(
@@ -223,6 +268,7 @@ impl hal::Library for CpuLibrary {
             name: name.to_string(),
             func,
             arity,
+            check,
             _origin: self.origin.clone(),
         }))
     }
@@ -238,15 +284,27 @@ impl hal::Kernel for CpuKernel {
     fn arity(&self) -> Option<usize> {
         self.arity
     }
+    fn check_launch(&self, args: &[hal::Arg], dims: &LaunchDims) -> Result<()> {
+        self.check.map_or(Ok(()), |check| check(args, dims))
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
 }
 
+type LaunchCheck = fn(&[hal::Arg], &LaunchDims) -> Result<()>;
+
 /// Kernels compiled into nexus, written to the same ABI as users' kernels:
-/// (name, entry point, argument count).
-const BUILTINS: &[(&str, KernelFn, usize)] =
-    &[("add_vectors", add_vectors, 3), ("empty", empty, 0)];
+/// (name, entry point, argument count, bounds check).
+const BUILTINS: &[(&str, KernelFn, usize, Option<LaunchCheck>)] = &[
+    (
+        "add_vectors",
+        add_vectors,
+        3,
+        Some(common::builtin::check_add_vectors),
+    ),
+    ("empty", empty, 0, None),
+];
 
 /// `c[i] = a[i] + b[i]` over float32 buffers, i < grid_size[0].
 unsafe extern "C" fn add_vectors(args: *mut *mut c_void, launch: *const LaunchContext) {

@@ -123,55 +123,32 @@ impl CpuSchedule {
 /// `hal::Schedule` lives on an `Arc` so streams can hold the job.
 pub struct CpuScheduleHandle(pub Arc<CpuSchedule>);
 
-impl CpuScheduleHandle {
-    /// The stream a run goes to; `None` means run inline on the caller's
-    /// thread (the fast path: nothing to wait for and the caller waits anyway).
-    fn target<'a>(
-        &'a self,
-        stream: Option<&'a dyn hal::Stream>,
-        blocking: bool,
-    ) -> Result<Option<&'a CpuStream>> {
-        match stream {
-            None if blocking && !self.0.has_waits => Ok(None),
-            None => Ok(Some(self.0.default_stream.get_or_init(CpuStream::new))),
-            Some(s) => s
-                .as_any()
-                .downcast_ref::<CpuStream>()
-                .map(Some)
-                .ok_or_else(|| {
-                    Error::new(
-                        Status::InvalidStream,
-                        "stream does not belong to the CPU runtime",
-                    )
-                }),
-        }
-    }
-}
-
 impl hal::Schedule for CpuScheduleHandle {
-    fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
-        match self.target(stream, blocking)? {
-            None => self.0.execute(),
-            Some(stream) => {
-                let ticket = stream.submit(self.0.clone())?;
-                if blocking {
-                    stream.wait_for(ticket)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn launch(&self, stream: Option<&dyn hal::Stream>) -> Result<Box<dyn hal::Pending>> {
-        match self.target(stream, true)? {
-            None => {
-                self.0.execute()?;
-                Ok(Box::new(hal::Done))
-            }
-            Some(stream) => {
-                let ticket = stream.submit(self.0.clone())?;
-                Ok(Box::new(stream.pending(ticket)))
-            }
-        }
+    fn submit(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<hal::Fence> {
+        let stream = match stream {
+            None => self.0.default_stream.get_or_init(CpuStream::new),
+            Some(s) => s.as_any().downcast_ref::<CpuStream>().ok_or_else(|| {
+                Error::new(
+                    Status::InvalidStream,
+                    "stream does not belong to the CPU runtime",
+                )
+            })?,
+        };
+        // A blocking run on an idle stream runs on the calling thread (the
+        // caller waits anyway); one with waits goes to the worker, so the
+        // caller's wait stays interruptible.
+        let inline = if blocking && !self.0.has_waits {
+            stream.try_inline(&self.0)
+        } else {
+            None
+        };
+        let ticket = match inline {
+            Some(t) => t,
+            None => stream.submit(self.0.clone())?,
+        };
+        Ok(hal::Fence {
+            queue: stream.shared.clone(),
+            ticket,
+        })
     }
 }

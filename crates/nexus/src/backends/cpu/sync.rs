@@ -1,19 +1,15 @@
 //! Timeline events and in-order streams of the CPU runtime.
 
 use std::any::Any;
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::schedule::CpuSchedule;
+use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
-use crate::hal;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A kernel that panicked cannot leave these states inconsistent: they
-    // are plain counters, so a poisoned lock is still safe to use.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::hal::{self, Submissions};
 
 /// A 64-bit timeline value guarded by a condition variable.
 #[derive(Default)]
@@ -29,8 +25,8 @@ impl hal::Event for CpuEvent {
         Ok(())
     }
 
-    fn value(&self) -> u64 {
-        *lock(&self.value)
+    fn value(&self) -> Result<u64> {
+        Ok(*lock(&self.value))
     }
 
     fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool> {
@@ -68,23 +64,35 @@ impl hal::Event for CpuEvent {
 struct Queue {
     /// Process that owns the worker; a forked child starts its own.
     worker_pid: Option<u32>,
-    jobs: VecDeque<Arc<CpuSchedule>>,
+    /// Runs waiting for the worker, with their tickets.
+    jobs: VecDeque<(u64, Arc<CpuSchedule>)>,
     submitted: u64,
-    completed: u64,
+    /// A run is executing on its caller's thread (see `try_inline`): the
+    /// worker starts nothing until it is done, so stream order holds.
+    inline: bool,
     closing: bool,
-    /// First failure of an asynchronous run, reported by the next synchronize.
-    error: Option<Error>,
+    /// Failures of runs no waiter has taken yet, by ticket.
+    failures: BTreeMap<u64, Error>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     queue: Mutex<Queue>,
+    /// Tickets 1..=completed are done (written under the queue lock, read
+    /// without it by `is_complete`).
+    completed: AtomicU64,
     work: Condvar,
     done: Condvar,
 }
 
 /// An in-order queue executed by its own worker thread, started on first use.
 pub struct CpuStream {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Default for CpuStream {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CpuStream {
@@ -93,27 +101,55 @@ impl CpuStream {
             worker_pid: None,
             jobs: VecDeque::new(),
             submitted: 0,
-            completed: 0,
+            inline: false,
             closing: false,
-            error: None,
+            failures: BTreeMap::new(),
         };
         CpuStream {
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
+                completed: AtomicU64::new(0),
                 work: Condvar::new(),
                 done: Condvar::new(),
             }),
         }
     }
 
-    /// Queues a schedule; returns its ticket (completion count to wait for).
+    /// Runs `job` on the calling thread if the stream is idle (nothing
+    /// queued or running), returning its ticket; `None` if the stream is
+    /// busy, so the run must queue behind what came before.
+    pub fn try_inline(&self, job: &CpuSchedule) -> Option<u64> {
+        let ticket = {
+            let mut q = lock(&self.shared.queue);
+            if q.inline || q.submitted != self.shared.completed.load(Ordering::Acquire) {
+                return None;
+            }
+            q.inline = true;
+            q.submitted += 1;
+            q.submitted
+        };
+        let result = job.execute();
+        let mut q = lock(&self.shared.queue);
+        q.inline = false;
+        if let Err(e) = result {
+            q.failures.insert(ticket, e);
+        }
+        self.shared.completed.store(ticket, Ordering::Release);
+        drop(q);
+        self.shared.done.notify_all();
+        self.shared.work.notify_one();
+        Some(ticket)
+    }
+
+    /// Queues a schedule; returns its ticket.
     pub fn submit(&self, job: Arc<CpuSchedule>) -> Result<u64> {
         let mut q = lock(&self.shared.queue);
         let pid = crate::process::id();
         if q.worker_pid != Some(pid) {
             // First use, or a forked child: the parent's worker is not here.
             q.jobs.clear();
-            q.completed = q.submitted;
+            q.inline = false;
+            self.shared.completed.store(q.submitted, Ordering::Release);
             let shared = self.shared.clone();
             std::thread::Builder::new()
                 .name("nexus-cpu-stream".into())
@@ -126,42 +162,62 @@ impl CpuStream {
                 })?;
             q.worker_pid = Some(pid);
         }
-        q.jobs.push_back(job);
         q.submitted += 1;
         let ticket = q.submitted;
+        q.jobs.push_back((ticket, job));
         drop(q);
         self.shared.work.notify_one();
         Ok(ticket)
     }
 
-    pub fn wait_for(&self, ticket: u64) -> Result<()> {
-        while !self.wait_for_timeout(ticket, Duration::from_secs(3600))? {}
-        Ok(())
-    }
-
-    /// `Ok(false)` if `ticket` is not complete after `timeout`.
-    pub fn wait_for_timeout(&self, ticket: u64, timeout: Duration) -> Result<bool> {
-        self.shared.wait_ticket(ticket, timeout)
-    }
-
-    /// What a blocking caller waits on for one submission.
-    pub fn pending(&self, ticket: u64) -> StreamTicket {
-        StreamTicket {
-            shared: self.shared.clone(),
-            ticket,
+    /// Waits for everything submitted so far; reports the first failure no
+    /// run's own waiter took.
+    fn synchronize_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        let ticket = lock(&self.shared.queue).submitted;
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if self.shared.wait(ticket, slice) {
+                break;
+            }
+            if deadline.is_some() {
+                return Ok(false);
+            }
+        }
+        let mut q = lock(&self.shared.queue);
+        let first = q.failures.keys().next().copied();
+        match first.filter(|t| *t <= ticket) {
+            Some(t) => {
+                let e = q.failures.remove(&t);
+                q.failures.retain(|k, _| *k > ticket);
+                e.map_or(Ok(true), Err)
+            }
+            None => Ok(true),
         }
     }
 }
 
-impl Shared {
-    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<bool> {
+impl hal::Submissions for Shared {
+    fn is_complete(&self, ticket: u64) -> bool {
+        self.completed.load(Ordering::Acquire) >= ticket
+    }
+
+    fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        if self.is_complete(ticket) {
+            return true;
+        }
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.queue);
-        // A forked child has no worker: what the parent queued never runs here.
-        while q.completed < ticket && q.worker_pid == Some(crate::process::id()) {
+        // A forked child has no worker: what the parent queued never runs
+        // here, and nothing in this process waits for it.
+        while self.completed.load(Ordering::Acquire) < ticket
+            && (q.inline || q.worker_pid == Some(crate::process::id()))
+        {
             let now = Instant::now();
             if now >= deadline {
-                return Ok(false);
+                return false;
             }
             q = self
                 .done
@@ -169,33 +225,38 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        match q.error.take() {
-            Some(e) => Err(e),
-            None => Ok(true),
-        }
+        true
+    }
+
+    fn take_failure(&self, ticket: u64) -> Option<Error> {
+        lock(&self.queue).failures.remove(&ticket)
     }
 }
 
 fn worker(shared: Arc<Shared>) {
     loop {
-        let job = {
+        let (ticket, job) = {
             let mut q = lock(&shared.queue);
             loop {
-                if let Some(job) = q.jobs.pop_front() {
-                    break job;
-                }
-                if q.closing {
-                    return;
+                if !q.inline {
+                    if let Some(job) = q.jobs.pop_front() {
+                        break job;
+                    }
+                    if q.closing {
+                        return;
+                    }
                 }
                 q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
         let result = job.execute();
+        // The run's resources go before it is reported complete.
+        drop(job);
         let mut q = lock(&shared.queue);
-        q.completed += 1;
         if let Err(e) = result {
-            q.error.get_or_insert(e);
+            q.failures.insert(ticket, e);
         }
+        shared.completed.store(ticket, Ordering::Release);
         drop(q);
         shared.done.notify_all();
     }
@@ -209,28 +270,13 @@ impl Drop for CpuStream {
     }
 }
 
-/// One submission on a stream, waited on in slices.
-pub struct StreamTicket {
-    // The queue, not the stream: dropping a ticket must not close the stream.
-    shared: Arc<Shared>,
-    ticket: u64,
-}
-
-impl hal::Pending for StreamTicket {
-    fn wait(&self, timeout: Duration) -> Result<bool> {
-        self.shared.wait_ticket(self.ticket, timeout)
-    }
-}
-
 impl hal::Stream for CpuStream {
     fn synchronize(&self) -> Result<()> {
-        let ticket = lock(&self.shared.queue).submitted;
-        self.wait_for(ticket)
+        self.synchronize_until(None).map(|_| ())
     }
 
     fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
-        let ticket = lock(&self.shared.queue).submitted;
-        self.wait_for_timeout(ticket, timeout)
+        self.synchronize_until(Some(Instant::now() + timeout))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 use super::result as r;
 use super::sys::{self, CUfunction, CUmodule};
 use super::{Gpu, Handle};
+use crate::backends::common::{self, lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
+use crate::types::LaunchDims;
 
 /// The built-in kernels, as PTX for sm_50 (JIT-compiled for any newer GPU).
 /// `add_vectors(a, b, c)` takes a hidden 4th argument, the element count,
@@ -77,9 +79,9 @@ struct Module {
 impl Drop for Module {
     fn drop(&mut self) {
         let (gpu, handle) = (self.gpu.clone(), self.handle);
-        super::defer_release(Box::new(move || {
+        release::defer(Box::new(move || {
             let handle: Handle = handle;
-            if gpu.bind().is_ok() {
+            if let Ok(_ctx) = gpu.bind() {
                 // SAFETY: loaded once, unloaded once; kernels hold the module.
                 unsafe { (gpu.d.cuModuleUnload)(handle.0) };
             }
@@ -106,6 +108,11 @@ pub struct CudaKernel {
     pub(super) param_sizes: Option<Vec<usize>>,
     /// Appends the grid's x size as a trailing u32 (builtins).
     pub(super) hidden_count: bool,
+    /// The dynamic shared memory the function is allowed so far. Raised,
+    /// never lowered: the attribute belongs to the function, which every
+    /// command of it shares, so lowering it for one command would break
+    /// another's launch.
+    shared_allowed: std::sync::Mutex<u32>,
     properties: Value,
     _module: Arc<Module>,
 }
@@ -147,7 +154,7 @@ impl CudaLibrary {
     pub(crate) fn load(gpu: &Arc<Gpu>, source: &hal::LibrarySource) -> Result<Self> {
         let (bytes, path): (Vec<u8>, Option<&Path>) = match source {
             hal::LibrarySource::Builtin => {
-                gpu.bind()?;
+                let _ctx = gpu.bind()?;
                 let image = nul_terminated(BUILTIN_PTX.as_bytes());
                 let m = r::module_load(gpu.d, &image)?;
                 return Ok(CudaLibrary {
@@ -199,7 +206,7 @@ impl CudaLibrary {
             "ptx" => (nul_terminated(&bytes), None),
             _ => (bytes, None),
         };
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let m = r::module_load(gpu.d, &image).map_err(|mut e| {
             e.message = format!(
                 "loading {format} library {where_} on {}: {}",
@@ -427,7 +434,7 @@ impl hal::Library for CudaLibrary {
         } else {
             (None, false)
         };
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
         // Builtins append a hidden parameter, so their table is the truth.
         let param_sizes = if self.builtin {
@@ -458,6 +465,7 @@ impl hal::Library for CudaLibrary {
             arity,
             param_sizes,
             hidden_count,
+            shared_allowed: std::sync::Mutex::new(48 * 1024),
             properties,
             _module: self.module.clone(),
         }))
@@ -474,6 +482,15 @@ impl hal::Kernel for CudaKernel {
     fn arity(&self) -> Option<usize> {
         self.arity
     }
+    fn param_sizes(&self) -> Option<&[usize]> {
+        self.param_sizes.as_deref()
+    }
+    fn check_launch(&self, args: &[hal::Arg], dims: &LaunchDims) -> Result<()> {
+        if self.hidden_count && self.name == "add_vectors" {
+            common::builtin::check_add_vectors(args, dims)?;
+        }
+        Ok(())
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -482,6 +499,30 @@ impl hal::Kernel for CudaKernel {
 impl CudaKernel {
     pub(super) fn name_str(&self) -> &str {
         &self.name
+    }
+
+    /// Lets launches of this function use `bytes` of dynamic shared memory.
+    pub(super) fn allow_shared_memory(&self, bytes: u32) -> Result<()> {
+        let mut allowed = lock(&self.shared_allowed);
+        if bytes <= *allowed {
+            return Ok(());
+        }
+        // SAFETY: live function handle; the caller has the context current.
+        let code = unsafe {
+            (self.gpu.d.cuFuncSetAttribute)(
+                self.func.0,
+                sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+        };
+        r::check(self.gpu.d, code, || {
+            format!(
+                "kernel '{}': allowing {bytes} bytes of shared memory",
+                self.name
+            )
+        })?;
+        *allowed = bytes;
+        Ok(())
     }
 }
 

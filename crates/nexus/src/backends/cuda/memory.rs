@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::result as r;
 use super::sys::{self, CUevent, CUstream, CUDA_ERROR_NOT_READY, CUDA_SUCCESS};
 use super::{Gpu, Handle};
+use crate::backends::common::{lock, release};
 use crate::error::Result;
 use crate::hal;
 
@@ -90,7 +91,7 @@ fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
 /// The device's staging area, locked for one copy (made here if the
 /// context's creation could not allocate it).
 fn staging(g: &Gpu) -> Result<std::sync::MutexGuard<'_, Option<Staging>>> {
-    let mut guard = g.staging.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock(&g.staging);
     if guard.is_none() {
         *guard = Some(Staging::new(g)?);
     }
@@ -117,7 +118,7 @@ pub struct CudaBuffer {
 
 impl CudaBuffer {
     pub(crate) fn allocate(gpu: &Arc<Gpu>, size: usize) -> Result<Self> {
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let ptr = r::mem_alloc(gpu.d, size).map_err(|mut e| {
             e.message = format!("{} on {}", e.message, gpu.label());
             e
@@ -151,8 +152,8 @@ impl Drop for CudaBuffer {
     fn drop(&mut self) {
         if self.owned {
             let (gpu, ptr) = (self.gpu.clone(), self.ptr);
-            super::defer_release(Box::new(move || {
-                if gpu.bind().is_ok() {
+            release::defer(Box::new(move || {
+                if let Ok(_ctx) = gpu.bind() {
                     // SAFETY: allocated by cuMemAlloc and freed once.
                     unsafe { (gpu.d.cuMemFree_v2)(ptr) };
                 }
@@ -170,9 +171,9 @@ impl hal::Buffer for CudaBuffer {
         if src.is_empty() {
             return Ok(());
         }
-        let g = &*self.gpu;
+        let g = &self.gpu;
         let d = g.d;
-        g.bind()?;
+        let _ctx = g.bind()?;
         let stream = g.default_stream()?;
         let dst = self.ptr + offset as u64;
         if r::is_pinned_host(d, src.as_ptr(), src.len()) {
@@ -221,9 +222,9 @@ impl hal::Buffer for CudaBuffer {
         if dst.is_empty() {
             return Ok(());
         }
-        let g = &*self.gpu;
+        let g = &self.gpu;
         let d = g.d;
-        g.bind()?;
+        let _ctx = g.bind()?;
         let stream = g.default_stream()?;
         let src = self.ptr + offset as u64;
         if r::is_pinned_host(d, dst.as_ptr(), dst.len()) {

@@ -18,10 +18,12 @@ mod sync;
 mod sys;
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::EventType;
@@ -113,9 +115,13 @@ pub(crate) struct Gpu {
     pub arch: String,
     /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
     pub mem_ops: bool,
+    /// Groups per axis a launch may have.
+    pub max_grid: [u32; 3],
     ctx: OnceLock<Handle>,
     ctx_lock: Mutex<()>,
     default_queue: OnceLock<Arc<queue::StreamQueue>>,
+    /// Every stream's queue, for `reclaim`.
+    queues: Mutex<Vec<Weak<queue::StreamQueue>>>,
     capture_stream: Mutex<Option<Handle>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
@@ -137,6 +143,16 @@ impl Gpu {
             && d.cuStreamWriteValue64.is_some()
             && (attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS).unwrap_or(0) != 0
                 || attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS_V1).unwrap_or(0) != 0);
+        let grid = |a| {
+            attr(a)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(65535)
+        };
+        let max_grid = [
+            grid(sys::ATTR_MAX_GRID_DIM_X),
+            grid(sys::ATTR_MAX_GRID_DIM_Y),
+            grid(sys::ATTR_MAX_GRID_DIM_Z),
+        ];
         let mut properties = device_properties(d, dev, ordinal, &name, &arch, major, minor);
         // 1 where signal and wait commands on CUDA events run as stream
         // memory operations (else host functions and host-held waits).
@@ -148,9 +164,11 @@ impl Gpu {
             name,
             arch,
             mem_ops,
+            max_grid,
             ctx: OnceLock::new(),
             ctx_lock: Mutex::new(()),
             default_queue: OnceLock::new(),
+            queues: Mutex::new(Vec::new()),
             capture_stream: Mutex::new(None),
             staging: Mutex::new(None),
             properties,
@@ -162,7 +180,7 @@ impl Gpu {
         if let Some(c) = self.ctx.get() {
             return Ok(c.0);
         }
-        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = lock(&self.ctx_lock);
         if let Some(c) = self.ctx.get() {
             return Ok(c.0);
         }
@@ -179,7 +197,7 @@ impl Gpu {
                     e.message
                 );
             }
-            let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+            let mut staging = lock(&self.staging);
             if staging.is_none() {
                 *staging = memory::Staging::new(self).ok();
             }
@@ -187,51 +205,71 @@ impl Gpu {
         Ok(c)
     }
 
-    /// Makes this GPU's primary context current on the calling thread.
-    pub fn bind(&self) -> Result<()> {
+    /// Refuses every call in a process forked after this GPU was opened:
+    /// CUDA does not survive `fork`.
+    pub fn check_process(&self) -> Result<()> {
         if crate::process::id() != self.pid {
             return Err(Error::new(
                 Status::InvalidDevice,
                 format!("{}: CUDA cannot be used in a process forked after CUDA was initialised (use the 'spawn' start method)", self.label()),
             ));
         }
+        Ok(())
+    }
+
+    /// Makes this GPU's primary context current on the calling thread until
+    /// the guard drops. A thread with no current context keeps this one (as
+    /// the CUDA runtime does); another library's context is restored.
+    pub fn bind(&self) -> Result<CtxGuard> {
+        self.check_process()?;
         let c = self.ctx()?;
         let mut current = std::ptr::null_mut();
         // SAFETY: out-pointer to a local. Reading is cheaper than setting,
         // and the launch path binds on every call.
         if unsafe { (self.d.cuCtxGetCurrent)(&mut current) } == sys::CUDA_SUCCESS && current == c {
-            return Ok(());
+            return Ok(CtxGuard {
+                d: self.d,
+                restore: None,
+            });
         }
-        r::ctx_set_current(self.d, c)
+        r::ctx_set_current(self.d, c)?;
+        Ok(CtxGuard {
+            d: self.d,
+            restore: (!current.is_null()).then_some(Handle(current)),
+        })
     }
 
     /// The queue of the device's own (non-blocking) stream, which
     /// `run(stream=None)` and buffer copies use; never the legacy NULL stream.
-    pub fn default_queue(&self) -> Result<Arc<queue::StreamQueue>> {
+    pub fn default_queue(self: &Arc<Self>) -> Result<Arc<queue::StreamQueue>> {
         if let Some(q) = self.default_queue.get() {
             return Ok(q.clone());
         }
-        let _g = self.ctx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = lock(&self.ctx_lock);
         if let Some(q) = self.default_queue.get() {
             return Ok(q.clone());
         }
-        self.bind()?;
+        let _ctx = self.bind()?;
         let s = r::stream_create(self.d)?;
-        let q = Arc::new(queue::StreamQueue::new(self.d, Handle(s), None));
+        let q = queue::StreamQueue::new(self, Handle(s), false);
+        self.register_queue(&q);
         let _ = self.default_queue.set(q.clone());
         Ok(q)
     }
 
-    pub fn default_stream(&self) -> Result<CUstream> {
+    pub(crate) fn register_queue(&self, q: &Arc<queue::StreamQueue>) {
+        let mut queues = lock(&self.queues);
+        queues.retain(|w| w.strong_count() > 0);
+        queues.push(Arc::downgrade(q));
+    }
+
+    pub fn default_stream(self: &Arc<Self>) -> Result<CUstream> {
         Ok(self.default_queue()?.raw())
     }
 
     /// Runs `f` with the stream used to capture graphs, one capture at a time.
     pub fn with_capture_stream<T>(&self, f: impl FnOnce(CUstream) -> Result<T>) -> Result<T> {
-        let mut slot = self
-            .capture_stream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&self.capture_stream);
         let s = match *slot {
             Some(h) => h.0,
             None => {
@@ -438,17 +476,35 @@ impl hal::Device for CudaDevice {
         let Some(q) = self.gpu.default_queue.get() else {
             return Ok(());
         };
-        self.gpu.bind()?;
+        let _ctx = self.gpu.bind()?;
         q.synchronize(None).map(|_| ())
     }
 
+    fn reclaim(&self) {
+        let queues: Vec<_> = lock(&self.gpu.queues)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for q in queues {
+            q.reclaim(Duration::from_secs(60));
+        }
+    }
+
     fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
-        self.gpu.bind()?;
-        // SAFETY: the handle comes from the producer of the array interface
-        // (a CUstream, or 1 / 2 for the legacy / per-thread default streams).
-        let code = unsafe { (self.gpu.d.cuStreamSynchronize)(handle as usize as CUstream) };
-        r::check(self.gpu.d, code, || {
-            format!("cuStreamSynchronize of the producer's stream {handle:#x}")
+        let _ctx = self.gpu.bind()?;
+        let d = self.gpu.d;
+        // 1 and 2 name the legacy and per-thread default streams. Any other
+        // value would be dereferenced by the driver, and nothing proves it
+        // is a live stream: the whole device is synchronised instead.
+        let code = if handle == 1 || handle == 2 {
+            // SAFETY: a stream handle the driver defines as a constant.
+            unsafe { (d.cuStreamSynchronize)(handle as usize as CUstream) }
+        } else {
+            // SAFETY: the context is current.
+            unsafe { (d.cuCtxSynchronize)() }
+        };
+        r::check(d, code, || {
+            format!("synchronising with the producer's stream {handle:#x}")
         })
     }
 
@@ -461,41 +517,18 @@ impl hal::Device for CudaDevice {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// The calling thread's context before `Gpu::bind`, put back on drop.
+#[must_use = "the context stays bound only while the guard lives"]
+pub(crate) struct CtxGuard {
+    d: &'static Driver,
+    restore: Option<Handle>,
+}
 
-/// Runs a release (cuMemFree, cuMemFreeHost, cuModuleUnload) on a
-/// background thread. Those calls wait for the device's queued work, which
-/// may itself wait for a host signal the dropping thread is about to give:
-/// freeing inline would deadlock, and freeing later keeps the memory valid
-/// until the queued work that uses it has run.
-pub(crate) fn defer_release(job: Job) {
-    use std::sync::mpsc::{channel, Sender};
-    /// The release thread's queue, with the process that started it.
-    type Reaper = Mutex<Option<(u32, Sender<Job>)>>;
-    static REAPER: OnceLock<Reaper> = OnceLock::new();
-    let slot = REAPER.get_or_init(|| Mutex::new(None));
-    let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = crate::process::id();
-    if g.as_ref().map(|(p, _)| *p) != Some(pid) {
-        let (tx, rx) = channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("nexus-cuda-release".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            });
-        if spawned.is_err() {
-            drop(g);
-            job();
-            return;
-        }
-        *g = Some((pid, tx));
-    }
-    if let Some((_, tx)) = g.as_ref() {
-        if let Err(e) = tx.send(job) {
-            drop(g);
-            (e.0)();
+impl Drop for CtxGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.restore {
+            // SAFETY: a context that was current on this thread before.
+            unsafe { (self.d.cuCtxSetCurrent)(c.0) };
         }
     }
 }

@@ -1,26 +1,38 @@
-//! The host side of one CUDA stream.
+//! The host side of one CUDA stream: tickets, held runs, completion.
 //!
-//! Runs go straight to the driver, except behind a wait command that the
-//! GPU cannot be trusted with: a wait for a value that no queued work will
-//! write yet (a later host signal, or a signal in a run not queued yet).
-//! Parked on the GPU, such a wait holds a hardware queue that other streams
-//! share, and anything that synchronises the device (freeing memory, loading
-//! a kernel lazily, another library's `cudaDeviceSynchronize`) would block
-//! behind it until the signal comes, or forever (measured on H100, CUDA 13).
-//! So the rest of that run, and every later run on the stream, is held here
-//! and queued by a worker thread as soon as the signal is given or queued.
-//! Every wait that reaches the GPU therefore waits only for work already
-//! queued, as with CUDA's own events, and cannot deadlock.
+//! Every run gets a ticket (1, 2, ... in submission order). Runs go straight
+//! to the driver, except behind a wait the GPU cannot be trusted with (see
+//! `Timeline::plan`): parked on the GPU, a wait for a value no queued work
+//! will write holds a hardware queue that other streams share, and anything
+//! that synchronises the device (freeing memory, loading a kernel lazily,
+//! another library's `cudaDeviceSynchronize`) would block behind it until
+//! the signal comes, or forever (measured on H100, CUDA 13). So the rest of
+//! that run, and every later run on the stream, is held here and sent by a
+//! worker thread once the wait can be decided. Every wait that reaches the
+//! GPU therefore waits only for work already queued.
+//!
+//! Completion is learned without a driver call per run: `poll` asks whether
+//! the stream is idle, and checkpoint events recorded every
+//! `CHECKPOINT_EVERY` runs tell how far a busy stream has got. What a run
+//! uses (its `Steps`, holding buffers, kernels, events and foreign owners)
+//! stays in `inflight` until its ticket is known complete.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::result as r;
 use super::schedule::Steps;
-use super::sys::{CUstream, Driver};
-use super::{Gpu, Handle};
+use super::sys::{self, CUstream, Driver};
+use super::{result as r, Gpu, Handle};
+use crate::backends::common::{lock, release};
 use crate::error::{Error, Result, Status};
+use crate::hal;
+
+/// A checkpoint event is recorded after every this many runs sent.
+const CHECKPOINT_EVERY: u32 = 32;
+/// Submitting polls for completion once this many runs are in flight.
+const RETIRE_AT: usize = 64;
 
 /// The rest of a run, from a wait that could not be queued yet.
 struct Held {
@@ -32,13 +44,18 @@ struct Held {
 #[derive(Default)]
 struct State {
     held: VecDeque<Held>,
-    /// Tickets of held runs are 1, 2, ...; `queued` is the last one that
-    /// has fully gone to the driver.
-    issued: u64,
-    queued: u64,
+    submitted: u64,
+    /// Tickets up to `sent` have wholly gone to the driver.
+    sent: u64,
     worker: bool,
-    /// The first failure of a held run, reported by the next wait.
-    failure: Option<Error>,
+    /// What runs not yet known complete keep alive.
+    inflight: VecDeque<(u64, Arc<Steps>)>,
+    /// Events recorded after run `ticket`, oldest first; spares for reuse.
+    checkpoints: VecDeque<(u64, Handle)>,
+    spare_events: Vec<Handle>,
+    since_checkpoint: u32,
+    /// Failures by ticket range (inclusive), until the stream is synchronised.
+    failures: Vec<(u64, u64, Error)>,
 }
 
 pub(crate) struct StreamQueue {
@@ -48,21 +65,27 @@ pub(crate) struct StreamQueue {
     /// device's default stream lives as long as the process.
     owner: Option<Arc<Gpu>>,
     state: Mutex<State>,
+    /// Tickets up to `completed` are done on the device.
+    completed: AtomicU64,
+    /// Signalled when `sent` or `completed` moves.
     progress: Condvar,
     /// Wakes an idle worker when a run is held.
     arrived: Condvar,
 }
 
+type Retired = Vec<Arc<Steps>>;
+
 impl StreamQueue {
-    pub(crate) fn new(d: &'static Driver, stream: Handle, owner: Option<Arc<Gpu>>) -> Self {
-        StreamQueue {
-            d,
+    pub(crate) fn new(gpu: &Arc<Gpu>, stream: Handle, owned: bool) -> Arc<Self> {
+        Arc::new(StreamQueue {
+            d: gpu.d,
             stream,
-            owner,
+            owner: owned.then(|| gpu.clone()),
             state: Mutex::new(State::default()),
+            completed: AtomicU64::new(0),
             progress: Condvar::new(),
             arrived: Condvar::new(),
-        }
+        })
     }
 
     pub(crate) fn raw(&self) -> CUstream {
@@ -70,23 +93,57 @@ impl StreamQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
-    /// Queues a run (the calling thread has the stream's context current).
-    /// Returns the ticket of the part held on the host, if any.
-    pub(crate) fn submit(self: &Arc<Self>, steps: &Arc<Steps>) -> Result<Option<u64>> {
+    /// Whether everything sent to the driver so far has completed.
+    fn drained(&self, st: &State) -> bool {
+        self.completed.load(Ordering::Acquire) >= st.sent
+    }
+
+    /// Queues a run (the calling thread has the stream's context current)
+    /// and returns its ticket.
+    pub(crate) fn submit(self: &Arc<Self>, steps: &Arc<Steps>) -> Result<u64> {
+        let mut retired = Retired::new();
+        let result = self.submit_locked(steps, &mut retired);
+        drop(retired);
+        result
+    }
+
+    fn submit_locked(self: &Arc<Self>, steps: &Arc<Steps>, retired: &mut Retired) -> Result<u64> {
         let mut st = self.lock();
+        if st.inflight.len() >= RETIRE_AT {
+            self.poll_locked(&mut st, retired);
+        }
+        st.submitted += 1;
+        let ticket = st.submitted;
+        st.inflight.push_back((ticket, steps.clone()));
         let from = if st.held.is_empty() {
-            match steps.queue_from(0, self.stream.0)? {
-                None => return Ok(None),
-                Some(i) => i,
+            // Asked only by a wait the host already satisfied (it passes on
+            // an idle stream): one query then, none on the plain path.
+            let mut idle = || {
+                if !self.drained(&st) {
+                    self.poll_locked(&mut st, retired);
+                }
+                self.drained(&st)
+            };
+            let queued = steps.queue_from(0, self.stream.0, &mut idle);
+            match queued {
+                Ok(None) => {
+                    st.sent = ticket;
+                    self.after_sent(&mut st, ticket);
+                    return Ok(ticket);
+                }
+                Ok(Some(i)) => i,
+                Err(e) => {
+                    // What did go to the driver completes as usual.
+                    st.sent = ticket;
+                    return Err(e);
+                }
             }
         } else {
             0
         };
-        st.issued += 1;
-        let ticket = st.issued;
         st.held.push_back(Held {
             steps: steps.clone(),
             from,
@@ -101,7 +158,7 @@ impl StreamQueue {
                 Ok(_) => st.worker = true,
                 Err(e) => {
                     st.held.pop_back();
-                    st.issued -= 1;
+                    st.sent = ticket;
                     return Err(Error::new(
                         Status::DriverError,
                         format!("cannot start a thread for a held run: {e}"),
@@ -110,11 +167,92 @@ impl StreamQueue {
             }
         }
         self.arrived.notify_one();
-        Ok(Some(ticket))
+        Ok(ticket)
     }
 
-    /// The worker: waits for the first held run's wait to become queueable,
-    /// queues what it can, and repeats. It stays a while once nothing is
+    /// Bookkeeping once run `ticket` has wholly gone to the driver.
+    fn after_sent(&self, st: &mut State, ticket: u64) {
+        st.since_checkpoint += 1;
+        if st.since_checkpoint < CHECKPOINT_EVERY {
+            return;
+        }
+        st.since_checkpoint = 0;
+        let event = match st.spare_events.pop() {
+            Some(e) => e,
+            None => match r::event_create(self.d) {
+                Ok(e) => Handle(e),
+                Err(_) => return, // completion is then learned by `poll` alone
+            },
+        };
+        // SAFETY: live event and stream.
+        if unsafe { (self.d.cuEventRecord)(event.0, self.stream.0) } == sys::CUDA_SUCCESS {
+            st.checkpoints.push_back((ticket, event));
+        } else {
+            st.spare_events.push(event);
+        }
+    }
+
+    /// Learns how far the device has got, and moves what completed runs
+    /// kept alive into `retired` (dropped by the caller, with no lock held).
+    fn poll_locked(&self, st: &mut State, retired: &mut Retired) {
+        let sent = st.sent;
+        // SAFETY: the stream lives as long as this queue.
+        let code = unsafe { (self.d.cuStreamQuery)(self.stream.0) };
+        let reached = match code {
+            sys::CUDA_SUCCESS => sent,
+            sys::CUDA_ERROR_NOT_READY => {
+                let mut reached = self.completed.load(Ordering::Acquire);
+                while let Some(&(t, e)) = st.checkpoints.front() {
+                    // SAFETY: a live event recorded on this stream.
+                    if unsafe { (self.d.cuEventQuery)(e.0) } != sys::CUDA_SUCCESS {
+                        break;
+                    }
+                    reached = reached.max(t);
+                    st.checkpoints.pop_front();
+                    st.spare_events.push(e);
+                }
+                reached
+            }
+            code => {
+                // The context is broken (a kernel faulted): every run not
+                // known complete failed, and nothing more will complete.
+                let from = self.completed.load(Ordering::Acquire) + 1;
+                let e = r::check(self.d, code, || "a run on this stream".into())
+                    .err()
+                    .unwrap_or_else(|| Error::new(Status::DriverError, "CUDA stream failed"));
+                if from <= sent {
+                    st.failures.push((from, sent, e));
+                }
+                sent
+            }
+        };
+        if reached > self.completed.load(Ordering::Acquire) {
+            self.completed.store(reached, Ordering::Release);
+            while st.inflight.front().is_some_and(|(t, _)| *t <= reached) {
+                if let Some((_, steps)) = st.inflight.pop_front() {
+                    retired.push(steps);
+                }
+            }
+            self.progress.notify_all();
+        }
+    }
+
+    /// Polls once; returns whether `ticket` is complete.
+    fn poll(&self, ticket: u64) -> bool {
+        let mut retired = Retired::new();
+        let done = {
+            let mut st = self.lock();
+            if st.sent >= ticket {
+                self.poll_locked(&mut st, &mut retired);
+            }
+            self.completed.load(Ordering::Acquire) >= ticket
+        };
+        drop(retired);
+        done
+    }
+
+    /// The worker: waits until the first held run's wait can be decided,
+    /// sends what it can, and repeats. It stays a while once nothing is
     /// held, so a pipeline that holds a run every iteration does not pay for
     /// a new thread each time.
     fn work(self: Arc<Self>) {
@@ -139,12 +277,28 @@ impl StreamQueue {
                     }
                 }
             };
-            steps.wait_queueable(from);
+            let needs_drain = steps.wait_decidable(from);
+            if needs_drain {
+                // The wait passes if it executes now: first let everything
+                // before it in the stream finish (bounded: only work whose
+                // waits are on queued signals is on the GPU).
+                let target = self.lock().sent;
+                self.wait_device(target, None);
+            }
+            let mut retired = Retired::new();
             let mut st = self.lock();
-            let result = steps
-                .gpu()
-                .bind()
-                .and_then(|_| steps.queue_from(from, self.stream.0));
+            let result = {
+                let mut idle = || {
+                    if !self.drained(&st) {
+                        self.poll_locked(&mut st, &mut retired);
+                    }
+                    self.drained(&st)
+                };
+                steps
+                    .gpu()
+                    .bind()
+                    .and_then(|_ctx| steps.queue_from(from, self.stream.0, &mut idle))
+            };
             match result {
                 Ok(Some(next)) => {
                     if let Some(h) = st.held.front_mut() {
@@ -152,85 +306,142 @@ impl StreamQueue {
                     }
                 }
                 Ok(None) | Err(_) => {
-                    if let Err(e) = result {
-                        log::error!("CUDA: queueing a held run failed: {}", e.message);
-                        st.failure.get_or_insert(e);
-                    }
                     if let Some(h) = st.held.pop_front() {
-                        st.queued = h.ticket;
+                        st.sent = h.ticket;
+                        if let Err(e) = result {
+                            // Reported to this run's waiter, and queued as a
+                            // log record (the binding emits it outside locks).
+                            log::error!("CUDA: queueing a held run failed: {}", e.message);
+                            st.failures.push((h.ticket, h.ticket, e));
+                        }
+                        self.after_sent(&mut st, h.ticket);
                     }
+                    self.poll_locked(&mut st, &mut retired);
                     self.progress.notify_all();
                 }
             }
+            drop(st);
+            drop(retired);
         }
     }
 
-    /// Waits until the held run `ticket` (every held run for `None`) has gone
-    /// to the driver. `Ok(false)` if the deadline passed first.
-    fn wait_queued(&self, ticket: Option<u64>, deadline: Option<Instant>) -> Result<bool> {
-        let mut st = self.lock();
-        loop {
-            let done = match ticket {
-                Some(t) => st.queued >= t,
-                None => st.held.is_empty(),
-            };
-            if done {
-                return match st.failure.take() {
-                    Some(e) => Err(e),
-                    None => Ok(true),
+    /// Waits until `ticket` has gone to the driver and completed there
+    /// (`false` once `deadline` passed first).
+    fn wait_device(&self, ticket: u64, deadline: Option<Instant>) -> bool {
+        {
+            let mut st = self.lock();
+            while st.sent < ticket {
+                st = match deadline {
+                    None => self.progress.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return false;
+                        }
+                        self.progress
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
                 };
             }
-            st = match deadline {
-                None => self.progress.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    self.progress
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+        }
+        // Spin briefly (most runs end within microseconds of the query
+        // that finds them), then sleep up to 200 us between queries.
+        const SPIN: Duration = Duration::from_micros(100);
+        const MAX_SLEEP: Duration = Duration::from_micros(200);
+        let start = Instant::now();
+        let mut sleep = Duration::from_micros(5);
+        loop {
+            if self.completed.load(Ordering::Acquire) >= ticket || self.poll(ticket) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(MAX_SLEEP);
         }
     }
 
-    /// Waits for the held run `ticket` (if any) to be queued and for the
-    /// stream to drain.
-    pub(crate) fn wait(&self, ticket: Option<u64>, deadline: Option<Instant>) -> Result<bool> {
-        if ticket.is_some() && !self.wait_queued(ticket, deadline)? {
-            return Ok(false);
-        }
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let (d, s) = (self.d, self.stream.0);
-        // SAFETY: the stream lives as long as this queue.
-        r::poll_until(
-            d,
-            "cuStreamQuery (waiting for a stream)",
-            timeout,
-            || unsafe { (d.cuStreamQuery)(s) },
-        )
-    }
-
-    /// Everything queued or held so far is done.
+    /// Everything submitted so far is done; reports the failures of runs
+    /// whose own waiters did not take them.
     pub(crate) fn synchronize(&self, deadline: Option<Instant>) -> Result<bool> {
-        if !self.wait_queued(None, deadline)? {
+        let ticket = self.lock().submitted;
+        if !self.wait_device(ticket, deadline) {
             return Ok(false);
         }
-        self.wait(None, deadline)
+        let mut st = self.lock();
+        let failures = std::mem::take(&mut st.failures);
+        match failures.into_iter().next() {
+            Some((_, _, e)) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    /// Retires what completed runs keep alive, after waiting up to
+    /// `timeout` for the work already sent to the driver.
+    pub(crate) fn reclaim(&self, timeout: Duration) {
+        let target = self.lock().sent;
+        self.wait_device(target, Some(Instant::now() + timeout));
+    }
+}
+
+impl hal::Submissions for StreamQueue {
+    fn is_complete(&self, ticket: u64) -> bool {
+        self.completed.load(Ordering::Acquire) >= ticket
+    }
+
+    fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        self.wait_device(ticket, Some(Instant::now() + timeout))
+    }
+
+    fn take_failure(&self, ticket: u64) -> Option<Error> {
+        let st = self.lock();
+        st.failures
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&ticket))
+            .map(|(_, _, e)| e.clone())
     }
 }
 
 impl Drop for StreamQueue {
     fn drop(&mut self) {
-        // The worker holds the queue, so nothing is held any more.
-        if let Some(gpu) = &self.owner {
-            if gpu.bind().is_ok() {
-                // SAFETY: created by cuStreamCreate, destroyed once (queued
-                // work still completes; the driver frees it afterwards).
-                unsafe { (self.d.cuStreamDestroy_v2)(self.stream.0) };
+        // The worker holds the queue, so nothing is held any more. Runs in
+        // flight keep their resources until the stream is done with them.
+        let st = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let events: Vec<Handle> = st
+            .checkpoints
+            .iter()
+            .map(|(_, e)| *e)
+            .chain(st.spare_events.iter().copied())
+            .collect();
+        let keep = st.inflight;
+        let stream = self.stream;
+        let d = self.d;
+        let owner = self.owner.clone();
+        release::defer(Box::new(move || {
+            let stream: Handle = stream;
+            let Some(gpu) = owner else {
+                drop(keep);
+                return;
+            };
+            if let Ok(_ctx) = gpu.bind() {
+                // SAFETY: this queue's own stream and events, used by nothing
+                // else now; the stream is synchronised before it is destroyed.
+                unsafe {
+                    (d.cuStreamSynchronize)(stream.0);
+                    for e in &events {
+                        (d.cuEventDestroy_v2)(e.0);
+                    }
+                    (d.cuStreamDestroy_v2)(stream.0);
+                }
             }
-        }
+            drop(keep);
+        }));
     }
 }

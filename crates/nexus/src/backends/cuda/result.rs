@@ -8,7 +8,6 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::ffi::{c_int, c_void, CStr, CString};
-use std::time::{Duration, Instant};
 
 use super::sys::{self, *};
 use crate::error::{Error, Result, Status};
@@ -287,38 +286,6 @@ pub fn event_create(d: &Driver) -> Result<CUevent> {
         || "cuEventCreate".into(),
     )?;
     Ok(e)
-}
-
-/// Waits by polling `query` (CUDA_ERROR_NOT_READY = keep waiting): a short
-/// spin for low latency, then sleeps that grow up to `MAX_SLEEP`, so a long
-/// wait costs little CPU. `Ok(false)` when `timeout` expired first.
-pub fn poll_until(
-    d: &Driver,
-    what: &str,
-    timeout: Option<Duration>,
-    mut query: impl FnMut() -> CUresult,
-) -> Result<bool> {
-    const SPIN: Duration = Duration::from_micros(100);
-    const MAX_SLEEP: Duration = Duration::from_micros(200);
-    let start = Instant::now();
-    let mut sleep = Duration::from_micros(5);
-    loop {
-        match query() {
-            CUDA_SUCCESS => return Ok(true),
-            CUDA_ERROR_NOT_READY => {}
-            code => return check(d, code, || what.to_string()).map(|_| true),
-        }
-        let elapsed = start.elapsed();
-        if timeout.is_some_and(|t| elapsed >= t) {
-            return Ok(false);
-        }
-        if elapsed < SPIN {
-            std::hint::spin_loop();
-            continue;
-        }
-        std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(MAX_SLEEP);
-    }
 }
 
 /// A module from an image (PTX text NUL-terminated, cubin or fatbin); the

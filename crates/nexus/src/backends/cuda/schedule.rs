@@ -5,18 +5,21 @@
 //! and replayed with one `cuGraphLaunch`; a lone kernel is launched
 //! directly (cheaper than a one-node graph). A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
-//! mapped value; a wait command is decided at each run (`queue_from`): a
-//! stream memory wait when its signal is already queued, else held on the
-//! host (`queue.rs`). Signals of other runtimes' events are host functions.
+//! mapped value; a wait command is decided when it is about to be queued
+//! behind everything before it in its stream (`queue_from`, with
+//! `Timeline::plan`): a stream memory wait when a signal reaching it is
+//! queued, passed on an idle stream when the host already set the value,
+//! else held on the host (`queue.rs`). Signals of other runtimes' events
+//! are host functions.
 
 use std::ffi::c_void;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::library::CudaKernel;
 use super::queue::StreamQueue;
 use super::result as r;
-use super::sync::{self, CudaEvent, CudaStream, Timeline};
+use super::sync::{self, CudaEvent, CudaStream, Timeline, WaitPlan};
 use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
 use crate::error::{Error, Result, Status};
@@ -99,9 +102,9 @@ unsafe impl Sync for Steps {}
 
 impl Drop for Steps {
     fn drop(&mut self) {
-        if self.gpu.bind().is_err() {
+        let Ok(_ctx) = self.gpu.bind() else {
             return;
-        }
+        };
         for s in &self.steps {
             if let Step::Graph { exec, graph } = s {
                 // SAFETY: instantiated at encode, destroyed once.
@@ -158,7 +161,7 @@ unsafe extern "C" fn host_signal(user: *mut c_void) {
 
 impl CudaSchedule {
     pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>) -> Result<Self> {
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let mut steps = Vec::new();
         let mut pending: Vec<Launch> = Vec::new();
         for op in &ops {
@@ -192,19 +195,6 @@ impl CudaSchedule {
                             ),
                         ));
                     }
-                    if let Some(sizes) = &k.param_sizes {
-                        for (i, (arg, size)) in args.iter().zip(sizes).enumerate() {
-                            if matches!(arg, hal::Arg::Buffer(_)) && *size != 8 {
-                                return Err(Error::new(
-                                    Status::InvalidArgument,
-                                    format!(
-                                        "kernel '{}' argument {i} is a buffer (a 64-bit device pointer), but the kernel's parameter {i} is {size} bytes",
-                                        k.name_str()
-                                    ),
-                                ));
-                            }
-                        }
-                    }
                     let mut values: Vec<Vec<u8>> = args
                         .iter()
                         .map(|a| match a {
@@ -225,23 +215,20 @@ impl CudaSchedule {
                             format!("kernel '{}': group of {threads} work-items exceeds its limit of {max} on {}", k.name_str(), gpu.label()),
                         ));
                     }
-                    if *shared_memory > 48 * 1024 {
-                        // SAFETY: live function handle.
-                        let code = unsafe {
-                            (gpu.d.cuFuncSetAttribute)(
-                                k.func.0,
-                                sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                *shared_memory as i32,
-                            )
-                        };
-                        r::check(gpu.d, code, || {
+                    let groups = dims.groups();
+                    if let Some(a) = (0..3).find(|&a| groups[a] > gpu.max_grid[a]) {
+                        return Err(Error::new(
+                            Status::InvalidSize,
                             format!(
-                                "kernel '{}': allowing {} bytes of shared memory",
+                                "kernel '{}': {} groups on axis {a} exceed the limit of {} on {}",
                                 k.name_str(),
-                                shared_memory
-                            )
-                        })?;
+                                groups[a],
+                                gpu.max_grid[a],
+                                gpu.label()
+                            ),
+                        ));
                     }
+                    k.allow_shared_memory(*shared_memory)?;
                     pending.push(Launch {
                         func: k.func,
                         grid: dims.groups(),
@@ -350,15 +337,24 @@ impl Steps {
     }
 
     /// Queues steps `from..` on `stream` and returns `None`, or stops at the
-    /// first wait that cannot go to the GPU yet and returns its index.
+    /// first wait that cannot be decided yet and returns its index.
+    /// `stream_idle` tells whether everything sent to the stream before
+    /// this call has completed.
     ///
-    /// A wait for a CUDA event is dropped when the value is already there,
-    /// and becomes `cuStreamWaitValue64` when a signal reaching it is already
-    /// queued on some stream: then the GPU waits only for queued work (no
-    /// host round trip, no deadlock). Anything else is held (`queue.rs`).
-    pub(crate) fn queue_from(&self, from: usize, stream: CUstream) -> Result<Option<usize>> {
+    /// A wait for a CUDA event follows `Timeline::plan`: a GPU-side wait
+    /// (`cuStreamWaitValue64`) when a signal reaching the value was queued
+    /// after the last host store, so the GPU waits only for queued work; a
+    /// pass when the host set the value and the wait would execute now (the
+    /// stream idle, nothing sent before it in this call); else held.
+    pub(crate) fn queue_from(
+        &self,
+        from: usize,
+        stream: CUstream,
+        stream_idle: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<usize>> {
         let g = &*self.gpu;
         let d = g.d;
+        let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
                 Step::Launch(l) => launch(g, l, stream)?,
@@ -387,19 +383,23 @@ impl Steps {
                     )?;
                     timeline.mark_queued(&self.gpu, *value);
                 }
-                Step::Wait { timeline, value } => {
-                    if timeline.value() >= *value {
+                Step::Wait { timeline, value } => match timeline.plan(*value, g.mem_ops) {
+                    WaitPlan::OnGpu => timeline.queue_wait(&self.gpu, stream, *value)?,
+                    WaitPlan::PassWhenDrained if !sent_any && stream_idle() => {
+                        // Executing now: the value is the host's, and there.
+                        if timeline.value() < *value {
+                            return Ok(Some(i));
+                        }
                         continue;
                     }
-                    if !(g.mem_ops && timeline.queued() >= *value) {
-                        return Ok(Some(i));
-                    }
-                    timeline.queue_wait(&self.gpu, stream, *value)?;
-                }
+                    WaitPlan::PassWhenDrained | WaitPlan::Hold => return Ok(Some(i)),
+                },
                 Step::HostWait { event, value } => {
-                    if event.value() < *value {
+                    let there = event.value().is_ok_and(|v| v >= *value);
+                    if !(there && !sent_any && stream_idle()) {
                         return Ok(Some(i));
                     }
+                    continue;
                 }
                 Step::HostSignal { event, value } => {
                     let user = Box::into_raw(Box::new((event.clone(), *value))) as *mut c_void;
@@ -412,18 +412,23 @@ impl Steps {
                     }
                 }
             }
+            sent_any = true;
         }
         Ok(None)
     }
 
-    /// Blocks until the wait at step `at` can be queued (see `queue_from`).
-    pub(crate) fn wait_queueable(&self, at: usize) {
+    /// Blocks until the wait at step `at` can be decided (see `queue_from`);
+    /// `true` when it then passes only once the stream has drained.
+    pub(crate) fn wait_decidable(&self, at: usize) -> bool {
         match self.steps.get(at) {
             Some(Step::Wait { timeline, value }) => {
                 let mem_ops = self.gpu.mem_ops;
+                let mut plan = WaitPlan::Hold;
                 sync::wait_until_moved(|| {
-                    timeline.value() >= *value || (mem_ops && timeline.queued() >= *value)
+                    plan = timeline.plan(*value, mem_ops);
+                    plan != WaitPlan::Hold
                 });
+                plan == WaitPlan::PassWhenDrained
             }
             Some(Step::HostWait { event, value }) => {
                 // The foreign event's own wait, in slices; a failing wait
@@ -432,26 +437,14 @@ impl Steps {
                     match event.wait(*value, Some(Duration::from_millis(100))) {
                         Ok(true) => break,
                         Ok(false) => {}
-                        Err(_) if event.value() >= *value => break,
+                        Err(_) if event.value().is_ok_and(|v| v >= *value) => break,
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
                 }
+                true
             }
-            _ => {}
+            _ => false,
         }
-    }
-}
-
-/// A run in flight: its held part (if any) going to the driver, then the
-/// stream draining.
-struct CudaPending {
-    queue: Arc<StreamQueue>,
-    ticket: Option<u64>,
-}
-
-impl hal::Pending for CudaPending {
-    fn wait(&self, timeout: Duration) -> Result<bool> {
-        self.queue.wait(self.ticket, Some(Instant::now() + timeout))
     }
 }
 
@@ -459,7 +452,6 @@ impl CudaSchedule {
     /// The queue of the stream a run goes to, with this GPU's context current.
     fn queue_for(&self, stream: Option<&dyn hal::Stream>) -> Result<Arc<StreamQueue>> {
         let g = &self.steps.gpu;
-        g.bind()?;
         Ok(match stream {
             None => g.default_queue()?,
             Some(s) => {
@@ -486,18 +478,10 @@ impl CudaSchedule {
 }
 
 impl hal::Schedule for CudaSchedule {
-    fn run(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<()> {
+    fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
+        let _ctx = self.steps.gpu.bind()?;
         let queue = self.queue_for(stream)?;
         let ticket = queue.submit(&self.steps)?;
-        if blocking {
-            queue.wait(ticket, None)?;
-        }
-        Ok(())
-    }
-
-    fn launch(&self, stream: Option<&dyn hal::Stream>) -> Result<Box<dyn hal::Pending>> {
-        let queue = self.queue_for(stream)?;
-        let ticket = queue.submit(&self.steps)?;
-        Ok(Box::new(CudaPending { queue, ticket }))
+        Ok(hal::Fence { queue, ticket })
     }
 }

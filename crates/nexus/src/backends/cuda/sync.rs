@@ -1,17 +1,20 @@
 //! Timeline events in mapped pinned memory, and CUDA streams.
 //!
 //! An event is one u64 in page-locked host memory mapped into every GPU's
-//! address space. The host signals with a plain (volatile) store and waits
-//! by polling. A stream signals with `cuStreamWriteValue64`; how a stream
-//! waits is decided when the run is queued (see `queue.rs`): not at all if
-//! the value is already there, on the GPU (`cuStreamWaitValue64`, no host
-//! round trip) if the signal that reaches it is already queued, and
-//! otherwise the rest of the run is held on the host until such a signal
-//! is queued or given.
+//! address space. The host signals with an atomic store and waits by
+//! polling. A stream signals with `cuStreamWriteValue64`. A wait is
+//! decided when it is about to be queued behind everything before it in
+//! its stream (`Timeline::plan`): on the GPU (`cuStreamWaitValue64`, no
+//! host round trip) when a signal reaching the value was queued after the
+//! last host store; passed once the stream's earlier work is done when the
+//! host already set the value; otherwise the rest of the run is held on the
+//! host (`queue.rs`) until a signal is given or queued. So a wait sees the
+//! value when it executes (resets included), and no wait that reaches the
+//! GPU waits for anything but queued work.
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use super::queue::StreamQueue;
 use super::result as r;
 use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
+use crate::backends::common::{lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -48,7 +52,7 @@ pub(crate) fn reserve_slots(gpu: &Gpu) -> Result<()> {
             return Err(e);
         }
     };
-    let mut free = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut free = lock(&FREE_SLOTS);
     for i in 0..SLAB_BYTES / 8 {
         free.push_back((host as usize + i * 8, device + (i * 8) as u64));
     }
@@ -57,11 +61,7 @@ pub(crate) fn reserve_slots(gpu: &Gpu) -> Result<()> {
 
 fn take_slot(gpu: &Gpu) -> Result<(usize, u64)> {
     loop {
-        if let Some(slot) = FREE_SLOTS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-        {
+        if let Some(slot) = lock(&FREE_SLOTS).pop_front() {
             return Ok(slot);
         }
         reserve_slots(gpu)?;
@@ -98,46 +98,77 @@ pub(crate) fn wait_until_moved(mut ready: impl FnMut() -> bool) {
     WATCHERS.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// The state of one event that queued work refers to: the mapped value and
-/// the highest value a signal already queued on a GPU stream will write.
+/// Who last set a timeline's value: the host (a store, which starts a new
+/// epoch) or a GPU signal queued since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitPlan {
+    /// A GPU signal reaching the value is queued after the last host store:
+    /// a GPU-side wait only waits for queued work.
+    OnGpu,
+    /// The value is already there and only the host sets it now: the wait
+    /// passes if it executes now, i.e. once the stream's earlier work is done.
+    PassWhenDrained,
+    /// Neither: held on the host until a signal is given or queued.
+    Hold,
+}
+
+/// The state of one event that queued work refers to: the mapped value,
+/// the epoch of host stores, and the last GPU signal queued in the current
+/// epoch.
 pub(crate) struct Timeline {
     host: Handle,
     /// The device address of the value (equal to the host address under UVA).
     pub(crate) device_address: u64,
-    queued: AtomicU64,
+    /// Bumped by every host store (`signal(v)` from the host, resets too).
+    epoch: AtomicU64,
+    /// (epoch, value) of the GPU signal queued last, in queue order.
+    last_queued: Mutex<Option<(u64, u64)>>,
     /// GPUs that have queued a write or a wait on the slot.
     users: Mutex<Vec<Arc<Gpu>>>,
 }
 
 impl Timeline {
-    fn slot(&self) -> *mut u64 {
-        self.host.0 as *mut u64
+    fn slot(&self) -> &AtomicU64 {
+        // SAFETY: an 8-byte aligned slot of pinned memory this timeline owns
+        // for its whole life; the GPU writes it with aligned 64-bit stores,
+        // so every host access goes through one atomic.
+        unsafe { AtomicU64::from_ptr(self.host.0 as *mut u64) }
     }
 
     pub(crate) fn value(&self) -> u64 {
-        // SAFETY: live pinned memory owned by this timeline; the GPU writes
-        // it with 64-bit stores.
-        let v = unsafe { std::ptr::read_volatile(self.slot()) };
-        fence(Ordering::Acquire);
-        v
+        self.slot().load(Ordering::Acquire)
     }
 
     fn store(&self, value: u64) {
-        fence(Ordering::SeqCst);
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(self.slot(), value) };
-        fence(Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.slot().store(value, Ordering::SeqCst);
         notify_moved();
     }
 
-    /// The highest value written by a GPU signal queued so far.
-    pub(crate) fn queued(&self) -> u64 {
-        self.queued.load(Ordering::SeqCst)
+    /// How a wait for `value` queued now may be carried out (`mem_ops`:
+    /// the GPU can wait on memory). Decided when the wait is about to be
+    /// queued behind everything before it in its stream, never earlier.
+    pub(crate) fn plan(&self, value: u64, mem_ops: bool) -> WaitPlan {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let last = *lock(&self.last_queued);
+        match last {
+            Some((e, v)) if e == epoch => {
+                if mem_ops && v >= value {
+                    WaitPlan::OnGpu
+                } else {
+                    // A queued GPU signal will set the value (maybe lower):
+                    // what the value is now says nothing.
+                    WaitPlan::Hold
+                }
+            }
+            _ if self.value() >= value => WaitPlan::PassWhenDrained,
+            _ => WaitPlan::Hold,
+        }
     }
 
     /// Remembers that `gpu` has work queued that touches the slot.
     fn used_by(&self, gpu: &Arc<Gpu>) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = lock(&self.users);
         if !users.iter().any(|g| Arc::ptr_eq(g, gpu)) {
             users.push(gpu.clone());
         }
@@ -146,7 +177,7 @@ impl Timeline {
     /// Records that a stream write of `value` has been queued on `gpu`.
     pub(crate) fn mark_queued(&self, gpu: &Arc<Gpu>, value: u64) {
         self.used_by(gpu);
-        self.queued.fetch_max(value, Ordering::SeqCst);
+        *lock(&self.last_queued) = Some((self.epoch.load(Ordering::SeqCst), value));
         notify_moved();
     }
 
@@ -181,48 +212,44 @@ impl Drop for Timeline {
         let slot = (self.host.0 as usize, self.device_address);
         let users = std::mem::take(self.users.get_mut().unwrap_or_else(|e| e.into_inner()));
         if users.is_empty() {
-            FREE_SLOTS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(slot);
+            lock(&FREE_SLOTS).push_back(slot);
             return;
         }
-        // A schedule dropped mid-run may still have a write or a wait on the
-        // slot queued: reusing it before that work is done would corrupt the
-        // next event (or hold its wait). The release thread waits for the
-        // GPUs that used it (no wait on a GPU is unbounded, see queue.rs).
-        super::defer_release(Box::new(move || {
+        // Runs that used the slot are complete (they kept the event alive),
+        // but a schedule dropped mid-run may still have a write or a wait on
+        // it queued: the release thread waits for the GPUs that used it (no
+        // wait on a GPU is unbounded, see queue.rs) before reuse.
+        release::defer(Box::new(move || {
             for gpu in &users {
-                if gpu.bind().is_ok() {
+                if let Ok(_ctx) = gpu.bind() {
                     // SAFETY: the GPU's context is current on this thread.
                     unsafe { (gpu.d.cuCtxSynchronize)() };
                 }
             }
-            FREE_SLOTS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(slot);
+            lock(&FREE_SLOTS).push_back(slot);
         }));
     }
 }
 
 pub struct CudaEvent {
+    gpu: Arc<Gpu>,
     pub(crate) timeline: Arc<Timeline>,
 }
 
 impl CudaEvent {
     pub(crate) fn new(gpu: &Arc<Gpu>) -> Result<Self> {
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let (host, device_address) = take_slot(gpu)?;
-        // SAFETY: an 8-byte slot of pinned memory owned by this event now.
-        unsafe { std::ptr::write_volatile(host as *mut u64, 0) };
         let timeline = Timeline {
             host: Handle(host as *mut std::ffi::c_void),
             device_address,
-            queued: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            last_queued: Mutex::new(None),
             users: Mutex::new(Vec::new()),
         };
+        timeline.slot().store(0, Ordering::SeqCst);
         Ok(CudaEvent {
+            gpu: gpu.clone(),
             timeline: Arc::new(timeline),
         })
     }
@@ -230,18 +257,21 @@ impl CudaEvent {
 
 impl hal::Event for CudaEvent {
     fn signal(&self, value: u64) -> Result<()> {
+        self.gpu.check_process()?;
         self.timeline.store(value);
         Ok(())
     }
 
-    fn value(&self) -> u64 {
-        self.timeline.value()
+    fn value(&self) -> Result<u64> {
+        self.gpu.check_process()?;
+        Ok(self.timeline.value())
     }
 
     /// A short spin (a GPU signal usually lands within tens of
     /// microseconds, and a sleep costs at least the kernel's 50 us timer
     /// slack), then sleeps growing to 500 us, so long waits cost almost no CPU.
     fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool> {
+        self.gpu.check_process()?;
         const SPIN: Duration = Duration::from_micros(200);
         const MAX_SLEEP: Duration = Duration::from_micros(500);
         let start = Instant::now();
@@ -283,23 +313,25 @@ pub struct CudaStream {
 
 impl CudaStream {
     pub(crate) fn new(gpu: &Arc<Gpu>) -> Result<Self> {
-        gpu.bind()?;
+        let _ctx = gpu.bind()?;
         let s = r::stream_create(gpu.d)?;
+        let queue = StreamQueue::new(gpu, Handle(s), true);
+        gpu.register_queue(&queue);
         Ok(CudaStream {
             gpu: gpu.clone(),
-            queue: Arc::new(StreamQueue::new(gpu.d, Handle(s), Some(gpu.clone()))),
+            queue,
         })
     }
 }
 
 impl hal::Stream for CudaStream {
     fn synchronize(&self) -> Result<()> {
-        self.gpu.bind()?;
+        let _ctx = self.gpu.bind()?;
         self.queue.synchronize(None).map(|_| ())
     }
 
     fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
-        self.gpu.bind()?;
+        let _ctx = self.gpu.bind()?;
         self.queue.synchronize(Some(Instant::now() + timeout))
     }
 

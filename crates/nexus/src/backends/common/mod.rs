@@ -1,0 +1,77 @@
+//! What every backend shares and nothing vendor-specific: the execution
+//! model's machinery (DESIGN.md, "Execution model").
+//!
+//! - `usage`: which submitted runs use a resource (host copies, exports and
+//!   frees wait on exactly those);
+//! - `inflight`: what a run keeps alive until it completes;
+//! - `release`: frees that must wait for the device, done off the caller's
+//!   thread, with a way to wait for them (allocation retries);
+//! - `lock`: the one poison-tolerant lock helper.
+//!
+//! # Lock order
+//!
+//! Locks are taken in this order only (a lock may be held while taking a
+//! lock further down, never one further up), and none is held while taking
+//! the GIL or calling into Python: log records are queued by the binding
+//! and emitted outside every lock, and foreign owners (torch, CuPy) are
+//! dropped without the GIL (PyO3 defers their reference count).
+//!
+//! 1. `Schedule::encoded` (object model), then `Schedule::commands`, then a
+//!    command's `state`;
+//! 2. a stream's queue state (CPU `Queue`, CUDA `StreamQueue::state`);
+//! 3. `Usage::fences`, `InFlight` lists, a device's staging area;
+//! 4. leaf locks held for a few instructions: the release queue, event
+//!    slots, the CUDA context slot, the `MOVED` wake-up generation.
+//!
+//! Worker threads (CPU stream workers, CUDA held-run workers, the release
+//! thread) take their queue lock only to pop work and run the work with no
+//! lock held.
+
+pub mod inflight;
+pub mod release;
+pub mod usage;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m`, ignoring poison: every state guarded in nexus is left
+/// consistent between statements (counters, queues), so a panic elsewhere
+/// must not turn later calls into panics too.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bounds of the builtin kernels every runtime ships, checked before a
+/// launch: a builtin cannot bounds-check against sizes it is not given.
+pub mod builtin {
+    use crate::error::{Error, Result, Status};
+    use crate::hal::Arg;
+    use crate::types::LaunchDims;
+
+    /// `add_vectors(a, b, c)`: element i of each float32 buffer, for every
+    /// i < grid_size[0], so each must hold that many.
+    pub fn check_add_vectors(args: &[Arg], dims: &LaunchDims) -> Result<()> {
+        let needed = dims.grid[0] as u64 * 4;
+        for (i, a) in args.iter().take(3).enumerate() {
+            match a {
+                Arg::Buffer(b) if (b.size() as u64) < needed => {
+                    return Err(Error::new(
+                        Status::InvalidSize,
+                        format!(
+                            "kernel 'add_vectors' argument {i}: a grid of {} work-items touches {needed} bytes, the buffer has {} bytes",
+                            dims.grid[0],
+                            b.size()
+                        ),
+                    ))
+                }
+                Arg::Buffer(_) => {}
+                Arg::Scalar(_) => {
+                    return Err(Error::new(
+                        Status::InvalidArgument,
+                        format!("kernel 'add_vectors' argument {i} must be a buffer, not a scalar"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
