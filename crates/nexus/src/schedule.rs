@@ -553,8 +553,10 @@ impl Schedule {
     /// Drops the commands and the encoded form now; later runs raise.
     pub fn release(&self) {
         self.inner.released.store(true, Ordering::Release);
-        lock(&self.inner.commands).clear();
-        *lock(&self.inner.encoded) = None;
+        // Dropped after the locks: runs in flight keep their own reference.
+        let commands = std::mem::take(&mut *lock(&self.inner.commands));
+        let encoded = lock(&self.inner.encoded).take();
+        drop((commands, encoded));
     }
 
     pub fn properties(&self) -> Properties {

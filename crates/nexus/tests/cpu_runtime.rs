@@ -73,3 +73,111 @@ fn waits_time_out_and_released_buffers_refuse_use() {
     assert_eq!(e.status, Status::Released);
     assert!(e.message.contains("was released"));
 }
+
+/// A schedule `c = a + b` over `n` floats, optionally behind a wait.
+fn add_schedule(
+    dev: &nexus::Device,
+    a: &nexus::Buffer,
+    b: &nexus::Buffer,
+    c: &nexus::Buffer,
+    n: usize,
+    wait: Option<(&nexus::Event, u64)>,
+) -> nexus::Schedule {
+    let kernel = dev
+        .load_library(LibrarySource::Builtin)
+        .unwrap()
+        .kernel("add_vectors")
+        .unwrap();
+    let sched = dev.create_schedule();
+    if let Some((ev, v)) = wait {
+        sched.create_wait_command(ev, v).unwrap();
+    }
+    let cmd = sched.create_command(&kernel).unwrap();
+    for (i, buf) in [a, b, c].into_iter().enumerate() {
+        cmd.set_buffer(i as i64, buf).unwrap();
+    }
+    cmd.finalize(&[256], &[n as i64], 0).unwrap();
+    sched
+}
+
+#[test]
+fn a_read_waits_for_a_held_run_that_writes_the_buffer() {
+    let dev = cpu();
+    let n = 4096;
+    let a = dev.create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32).unwrap();
+    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let go = dev.create_event(EventType::Shared).unwrap();
+    let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
+    sched.run(None, false).unwrap();
+    let signaller = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            go.signal(1).unwrap();
+        })
+    };
+    // The read is ordered after the held run: it sees 2.0, never 0.0.
+    let mut out = vec![0u8; n * 4];
+    c.read(&mut out).unwrap();
+    assert!(floats(&out).iter().all(|&x| x == 2.0));
+    signaller.join().unwrap();
+}
+
+#[test]
+fn a_blocking_run_never_overtakes_queued_runs() {
+    let dev = cpu();
+    let n = 1 << 16;
+    let one = dev.create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32).unwrap();
+    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let d = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let go = dev.create_event(EventType::Shared).unwrap();
+    // Queued first, held until `go`: c = 1 + 1.
+    let first = add_schedule(&dev, &one, &one, &c, n, Some((&go, 1)));
+    // Then a blocking run reading c: d = c + c must see the first run's 2.0.
+    let second = add_schedule(&dev, &c, &c, &d, n, None);
+    first.run(None, false).unwrap();
+    let signaller = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            go.signal(1).unwrap();
+        })
+    };
+    second.run(None, true).unwrap();
+    let mut out = vec![0u8; n * 4];
+    d.read(&mut out).unwrap();
+    assert!(floats(&out).iter().all(|&x| x == 4.0));
+    signaller.join().unwrap();
+}
+
+#[test]
+fn released_buffers_stay_alive_for_queued_runs() {
+    let dev = cpu();
+    let n = 1 << 16;
+    let a = dev.create_buffer_from(&bytes(&vec![3.0; n]), DataType::F32).unwrap();
+    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let go = dev.create_event(EventType::Shared).unwrap();
+    let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
+    sched.run(None, false).unwrap();
+    // Everything but `c` is released or dropped while the run is held.
+    a.release();
+    sched.release();
+    drop(sched);
+    go.signal(1).unwrap();
+    let mut out = vec![0u8; n * 4];
+    c.read(&mut out).unwrap();
+    assert!(floats(&out).iter().all(|&x| x == 6.0));
+}
+
+#[test]
+fn builtin_bounds_and_group_counts_are_checked() {
+    let dev = cpu();
+    let small = dev.create_buffer(64, DataType::F32).unwrap();
+    let sched = add_schedule(&dev, &small, &small, &small, 1000, None);
+    let e = sched.run(None, true).unwrap_err();
+    assert_eq!(e.status, Status::InvalidSize);
+    assert!(e.message.contains("add_vectors"), "{}", e.message);
+    let max = u32::MAX as i64;
+    let e = nexus::LaunchDims::new(&[1, 1, 1], &[max, max, max]).unwrap_err();
+    assert_eq!(e.status, Status::InvalidSize);
+}

@@ -3,7 +3,6 @@
 //!
 //! - `usage`: which submitted runs use a resource (host copies, exports and
 //!   frees wait on exactly those);
-//! - `inflight`: what a run keeps alive until it completes;
 //! - `release`: frees that must wait for the device, done off the caller's
 //!   thread, with a way to wait for them (allocation retries);
 //! - `lock`: the one poison-tolerant lock helper.
@@ -19,15 +18,23 @@
 //! 1. `Schedule::encoded` (object model), then `Schedule::commands`, then a
 //!    command's `state`;
 //! 2. a stream's queue state (CPU `Queue`, CUDA `StreamQueue::state`);
-//! 3. `Usage::fences`, `InFlight` lists, a device's staging area;
+//! 3. `Usage::fences`, a device's staging area;
 //! 4. leaf locks held for a few instructions: the release queue, event
 //!    slots, the CUDA context slot, the `MOVED` wake-up generation.
 //!
 //! Worker threads (CPU stream workers, CUDA held-run workers, the release
 //! thread) take their queue lock only to pop work and run the work with no
 //! lock held.
+//!
+//! # Lifetimes
+//!
+//! A stream keeps what each submitted run uses (the encoded schedule, and
+//! through it buffers, kernels, events and foreign owners such as a torch
+//! tensor) until the run's ticket completes: the CPU stream's job queue
+//! holds the schedule until the worker has run it, the CUDA stream queue's
+//! `inflight` list until a query shows the ticket done. Drops that must wait
+//! for the device go through `release`.
 
-pub mod inflight;
 pub mod release;
 pub mod usage;
 

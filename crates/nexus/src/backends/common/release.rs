@@ -99,3 +99,22 @@ pub fn drain(timeout: Duration) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn drain_waits_for_deferred_frees() {
+        let freed = Arc::new(AtomicBool::new(false));
+        let f = freed.clone();
+        super::defer(Box::new(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            f.store(true, Ordering::SeqCst);
+        }));
+        assert!(super::drain(Duration::from_secs(10)));
+        assert!(freed.load(Ordering::SeqCst));
+    }
+}

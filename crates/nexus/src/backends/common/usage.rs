@@ -54,3 +54,47 @@ impl Usage {
         fences.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Usage;
+    use crate::error::Error;
+    use crate::hal::{Fence, Submissions};
+
+    /// A stream whose completed count the test moves by hand.
+    #[derive(Default)]
+    struct Manual(AtomicU64);
+
+    impl Submissions for Manual {
+        fn is_complete(&self, ticket: u64) -> bool {
+            self.0.load(Ordering::SeqCst) >= ticket
+        }
+        fn wait(&self, ticket: u64, _timeout: Duration) -> bool {
+            self.is_complete(ticket)
+        }
+        fn take_failure(&self, _ticket: u64) -> Option<Error> {
+            None
+        }
+    }
+
+    #[test]
+    fn one_fence_per_stream_and_idle_once_all_complete() {
+        let (a, b) = (Arc::new(Manual::default()), Arc::new(Manual::default()));
+        let usage = Usage::default();
+        for t in 1..=3 {
+            usage.record(&Fence { queue: a.clone(), ticket: t });
+        }
+        usage.record(&Fence { queue: b.clone(), ticket: 7 });
+        assert_eq!(usage.pending().len(), 2, "a later fence covers an earlier one on its stream");
+        assert!(!usage.is_idle());
+        a.0.store(3, Ordering::SeqCst);
+        assert!(!usage.wait(Duration::ZERO), "stream b is still busy");
+        b.0.store(7, Ordering::SeqCst);
+        assert!(usage.wait(Duration::ZERO));
+        assert!(usage.is_idle());
+    }
+}

@@ -222,11 +222,15 @@ impl Gpu {
     /// the CUDA runtime does); another library's context is restored.
     pub fn bind(&self) -> Result<CtxGuard> {
         self.check_process()?;
-        let c = self.ctx()?;
         let mut current = std::ptr::null_mut();
         // SAFETY: out-pointer to a local. Reading is cheaper than setting,
-        // and the launch path binds on every call.
-        if unsafe { (self.d.cuCtxGetCurrent)(&mut current) } == sys::CUDA_SUCCESS && current == c {
+        // and the launch path binds on every call. Read before `ctx()`,
+        // which makes the context current when it first creates it.
+        if unsafe { (self.d.cuCtxGetCurrent)(&mut current) } != sys::CUDA_SUCCESS {
+            current = std::ptr::null_mut();
+        }
+        let c = self.ctx()?;
+        if current == c {
             return Ok(CtxGuard {
                 d: self.d,
                 restore: None,

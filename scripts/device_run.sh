@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs nexus's checks on a lent GPU machine (no network there).
+#
+# Build here first: `maturin build --release -o wheelhouse` (and, for the
+# side-by-side bench, the previous commit's wheel into wheelhouse/old), and
+# download the test dependencies as wheels into .whl (see the device tool's
+# README). Then, on the GPU machine, with wheelhouse and .whl carried:
+#   bash scripts/device_run.sh tests|sanitizer|bench [pytest args...]
+# Logs go to $OUT (or ./device-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-tests}"
+shift || true
+out="${OUT:-device-out}"
+mkdir -p "$out"
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+  || { echo "installing test wheels failed"; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/nexus wheelhouse/nexus-*.whl \
+  || { echo "installing the nexus wheel failed"; exit 1; }
+export PYTHONPATH=/tmp/nexus:/tmp/site
+export PYTHONUNBUFFERED=1
+nvidia-smi -L | tee "$out/gpu.txt"
+python3 -c "import nexus; print([(r.get_name(), len(r.get_devices())) for r in nexus.get_runtimes()])" | tee -a "$out/gpu.txt"
+
+case "$mode" in
+  tests)
+    export NEXUS_MODEL_EXAMPLES="${NEXUS_MODEL_EXAMPLES:-1000}"
+    export NEXUS_MODEL_REPORT="$out/model_counts.txt"
+    python3 -m pytest tests -q -p no:cacheprovider -rfEs "$@" 2>&1 | tee "$out/pytest.log" | tail -40
+    ;;
+  sanitizer)
+    # memcheck and racecheck over the CUDA-facing tests (the CPU device is
+    # deselected: the sanitizer only sees GPU work).
+    for tool in memcheck racecheck; do
+      compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+        python3 -m pytest tests/test_cuda.py tests/test_execution_model.py tests/test_events_streams.py \
+        -q -p no:cacheprovider -k "cuda" -x "$@" 2>&1 | tee "$out/sanitizer-$tool.log" | tail -15
+      echo "compute-sanitizer $tool exit: ${PIPESTATUS[0]}" | tee -a "$out/sanitizer.txt"
+    done
+    ;;
+  bench)
+    python3 bench/bench_cuda.py 2>&1 | tee "$out/bench_cuda.log" | tail -20
+    python3 bench/bench_cuda_events.py 2>&1 | tee "$out/bench_cuda_events.log" | tail -12
+    if ls wheelhouse/old/nexus-*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/nexus-old wheelhouse/old/nexus-*.whl
+      echo "--- previous commit, same machine ---"
+      PYTHONPATH=/tmp/nexus-old:/tmp/site python3 bench/bench_cuda.py 2>&1 | tee "$out/bench_cuda_old.log" | tail -20
+    fi
+    ;;
+  *)
+    echo "unknown mode $mode (tests, sanitizer, bench)"
+    exit 2
+    ;;
+esac
