@@ -156,7 +156,9 @@ impl PyDevice {
     fn copy_buffer(&self, py: Python<'_>, buffer: PyRef<'_, PyBuffer>) -> PyResult<PyBuffer> {
         let src = buffer.inner.clone();
         wait_in_slices(py, None, |t| src.wait_idle(t))?;
-        Ok(PyBuffer::new(py.detach(|| self.inner.copy_buffer(&src)).py()?))
+        Ok(PyBuffer::new(
+            py.detach(|| self.inner.copy_buffer(&src)).py()?,
+        ))
     }
     #[pyo3(signature = (event_type=None))]
     fn create_event(&self, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {

@@ -235,7 +235,9 @@ impl Command {
                 if let Some(sizes) = hal_kernel.param_sizes() {
                     for (i, (arg, &size)) in args.iter().zip(sizes).enumerate() {
                         let (what, given) = match arg {
-                            hal::Arg::Buffer(_) => ("a buffer (a 64-bit device address)".to_string(), 8),
+                            hal::Arg::Buffer(_) => {
+                                ("a buffer (a 64-bit device address)".to_string(), 8)
+                            }
                             hal::Arg::Scalar(s) => {
                                 (format!("a {} scalar", s.data_type().numpy_name()), s.size())
                             }
@@ -244,7 +246,7 @@ impl Command {
                             return Err(Error::new(
                                 Status::InvalidArgument,
                                 format!(
-                                    "kernel '{}' argument {i}: the kernel's parameter is {size} bytes, the command passes {what} of {given} bytes",
+                                    "kernel '{}' argument {i} is {what} of {given} bytes, but the kernel's parameter {i} is {size} bytes",
                                     kernel.name()
                                 ),
                             ));

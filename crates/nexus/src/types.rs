@@ -228,6 +228,9 @@ mod tests {
         let max = u32::MAX as i64;
         let e = LaunchDims::new(&[1, 1, 1], &[max, max, max]).unwrap_err();
         assert!(e.message.contains("groups"), "{}", e.message);
-        assert_eq!(LaunchDims::new(&[1], &[max]).unwrap().total_groups(), max as u64);
+        assert_eq!(
+            LaunchDims::new(&[1], &[max]).unwrap().total_groups(),
+            max as u64
+        );
     }
 }

@@ -104,8 +104,12 @@ fn add_schedule(
 fn a_read_waits_for_a_held_run_that_writes_the_buffer() {
     let dev = cpu();
     let n = 4096;
-    let a = dev.create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32).unwrap();
-    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let a = dev
+        .create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32)
+        .unwrap();
+    let c = dev
+        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
+        .unwrap();
     let go = dev.create_event(EventType::Shared).unwrap();
     let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
     sched.run(None, false).unwrap();
@@ -127,9 +131,15 @@ fn a_read_waits_for_a_held_run_that_writes_the_buffer() {
 fn a_blocking_run_never_overtakes_queued_runs() {
     let dev = cpu();
     let n = 1 << 16;
-    let one = dev.create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32).unwrap();
-    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
-    let d = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let one = dev
+        .create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32)
+        .unwrap();
+    let c = dev
+        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
+        .unwrap();
+    let d = dev
+        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
+        .unwrap();
     let go = dev.create_event(EventType::Shared).unwrap();
     // Queued first, held until `go`: c = 1 + 1.
     let first = add_schedule(&dev, &one, &one, &c, n, Some((&go, 1)));
@@ -154,8 +164,12 @@ fn a_blocking_run_never_overtakes_queued_runs() {
 fn released_buffers_stay_alive_for_queued_runs() {
     let dev = cpu();
     let n = 1 << 16;
-    let a = dev.create_buffer_from(&bytes(&vec![3.0; n]), DataType::F32).unwrap();
-    let c = dev.create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32).unwrap();
+    let a = dev
+        .create_buffer_from(&bytes(&vec![3.0; n]), DataType::F32)
+        .unwrap();
+    let c = dev
+        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
+        .unwrap();
     let go = dev.create_event(EventType::Shared).unwrap();
     let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
     sched.run(None, false).unwrap();

@@ -86,10 +86,20 @@ mod tests {
         let (a, b) = (Arc::new(Manual::default()), Arc::new(Manual::default()));
         let usage = Usage::default();
         for t in 1..=3 {
-            usage.record(&Fence { queue: a.clone(), ticket: t });
+            usage.record(&Fence {
+                queue: a.clone(),
+                ticket: t,
+            });
         }
-        usage.record(&Fence { queue: b.clone(), ticket: 7 });
-        assert_eq!(usage.pending().len(), 2, "a later fence covers an earlier one on its stream");
+        usage.record(&Fence {
+            queue: b.clone(),
+            ticket: 7,
+        });
+        assert_eq!(
+            usage.pending().len(),
+            2,
+            "a later fence covers an earlier one on its stream"
+        );
         assert!(!usage.is_idle());
         a.0.store(3, Ordering::SeqCst);
         assert!(!usage.wait(Duration::ZERO), "stream b is still busy");

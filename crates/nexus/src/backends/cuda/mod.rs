@@ -143,11 +143,7 @@ impl Gpu {
             && d.cuStreamWriteValue64.is_some()
             && (attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS).unwrap_or(0) != 0
                 || attr(sys::ATTR_CAN_USE_64_BIT_STREAM_MEM_OPS_V1).unwrap_or(0) != 0);
-        let grid = |a| {
-            attr(a)
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(65535)
-        };
+        let grid = |a| attr(a).and_then(|v| u32::try_from(v).ok()).unwrap_or(65535);
         let max_grid = [
             grid(sys::ATTR_MAX_GRID_DIM_X),
             grid(sys::ATTR_MAX_GRID_DIM_Y),
