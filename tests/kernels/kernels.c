@@ -1,6 +1,10 @@
 /* Test kernels for the CPU runtime. tests/kernels/kernels.cu holds the same
  * kernels, with the same names and arguments, for the CUDA runtime. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#endif
 #include <nexus_cpu.h>
+#include <time.h>
 
 /* c[i] = a[i] + b[i] for i < n */
 NXS_KERNEL_ARGS(vadd, 4);
@@ -67,4 +71,91 @@ NXS_KERNEL void group_sum(void **args, const nxs_launch *l) {
     float s = 0.0f;
     for (size_t j = 0; j < k; ++j) s += scratch[j];
     out[l->group_id[0]] = s;
+}
+
+/* ---- kernels of the execution-model tests (test_execution_model.py, test_model_based.py) ---- */
+
+/* out[i] = value for i < n (float32) */
+NXS_KERNEL_ARGS(fill_f32, 3);
+NXS_KERNEL void fill_f32(void **args, const nxs_launch *l) {
+    float *out = NXS_BUFFER(args, 0, float);
+    float value = NXS_SCALAR(args, 1, float);
+    int32_t n = NXS_SCALAR(args, 2, int32_t);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) out[i] = value;
+}
+
+/* out[i] = value for i < n (int32) */
+NXS_KERNEL_ARGS(fill_i32, 3);
+NXS_KERNEL void fill_i32(void **args, const nxs_launch *l) {
+    int32_t *out = NXS_BUFFER(args, 0, int32_t);
+    int32_t value = NXS_SCALAR(args, 1, int32_t);
+    int32_t n = NXS_SCALAR(args, 2, int32_t);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) out[i] = value;
+}
+
+/* Each group busy-waits `microseconds` of wall-clock time, then writes
+ * out[i] = value for its i < n: a slow writer for ordering tests. */
+NXS_KERNEL_ARGS(spin_fill_f32, 4);
+NXS_KERNEL void spin_fill_f32(void **args, const nxs_launch *l) {
+    float *out = NXS_BUFFER(args, 0, float);
+    float value = NXS_SCALAR(args, 1, float);
+    int32_t n = NXS_SCALAR(args, 2, int32_t);
+    int32_t us = NXS_SCALAR(args, 3, int32_t);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000L < (long)us);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) out[i] = value;
+}
+
+/* x[i] = a * x[i] + b for i < n */
+NXS_KERNEL_ARGS(affine_f32, 4);
+NXS_KERNEL void affine_f32(void **args, const nxs_launch *l) {
+    float *x = NXS_BUFFER(args, 0, float);
+    float a = NXS_SCALAR(args, 1, float);
+    float b = NXS_SCALAR(args, 2, float);
+    int32_t n = NXS_SCALAR(args, 3, int32_t);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) x[i] = a * x[i] + b;
+}
+
+/* dst[i] = src[i] for i < n */
+NXS_KERNEL_ARGS(copy_f32, 3);
+NXS_KERNEL void copy_f32(void **args, const nxs_launch *l) {
+    float *dst = NXS_BUFFER(args, 0, float);
+    const float *src = NXS_BUFFER(args, 1, const float);
+    int32_t n = NXS_SCALAR(args, 2, int32_t);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) dst[i] = src[i];
+}
+
+/* Writes and reads back every byte of the group's shared (scratch) memory,
+ * then out[i] = its size in bytes for the group's i < n (-1 if a byte read
+ * back wrong). */
+NXS_KERNEL_ARGS(shared_fill, 2);
+NXS_KERNEL void shared_fill(void **args, const nxs_launch *l) {
+    int32_t *out = NXS_BUFFER(args, 0, int32_t);
+    int32_t n = NXS_SCALAR(args, 1, int32_t);
+    unsigned char *s = (unsigned char *)l->scratch;
+    size_t size = s ? (size_t)l->scratch_size : 0;
+    for (size_t j = 0; j < size; ++j) s[j] = (unsigned char)(j * 7 + l->group_id[0]);
+    int32_t bad = 0;
+    for (size_t j = 0; j < size; ++j) bad |= s[size - 1 - j] != (unsigned char)((size - 1 - j) * 7 + l->group_id[0]);
+    size_t end = nxs_group_end(l, 0);
+    for (size_t i = nxs_group_start(l, 0); i < end && i < (size_t)n; ++i) out[i] = bad ? -1 : (int32_t)size;
+}
+
+/* Group 0 calls the C function at address `fn` (void fn(int64_t)) with `arg`:
+ * lets a test call back into Python from inside a kernel. */
+NXS_KERNEL_ARGS(callback, 2);
+NXS_KERNEL void callback(void **args, const nxs_launch *l) {
+    typedef void (*callback_fn)(int64_t);
+    uint64_t fn = NXS_SCALAR(args, 0, uint64_t);
+    int64_t arg = NXS_SCALAR(args, 1, int64_t);
+    if (l->group_id[0] == 0 && l->group_id[1] == 0 && l->group_id[2] == 0 && fn != 0)
+        ((callback_fn)(uintptr_t)fn)(arg);
 }

@@ -50,3 +50,61 @@ extern "C" __global__ void group_sum(const float *in, float *out, int n) {
         out[blockIdx.x] = s;
     }
 }
+
+// ---- kernels of the execution-model tests (test_execution_model.py, test_model_based.py) ----
+
+extern "C" __global__ void fill_f32(float *out, float value, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = value;
+}
+
+extern "C" __global__ void fill_i32(int *out, int value, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = value;
+}
+
+// Every thread busy-waits `microseconds` of wall-clock time (the GPU's
+// global nanosecond timer), then writes out[i] = value: a slow writer.
+extern "C" __global__ void spin_fill_f32(float *out, float value, int n, int microseconds) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < (unsigned long long)microseconds * 1000ull);
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = value;
+}
+
+extern "C" __global__ void affine_f32(float *x, float a, float b, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = a * x[i] + b;
+}
+
+extern "C" __global__ void copy_f32(float *dst, const float *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = src[i];
+}
+
+// Writes and reads back every byte of the block's dynamic shared memory,
+// then out[i] = its size in bytes (-1 if a byte read back wrong).
+extern "C" __global__ void shared_fill(int *out, int n) {
+    extern __shared__ unsigned char smem[];
+    unsigned size;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(size));
+    for (unsigned j = threadIdx.x; j < size; j += blockDim.x) smem[j] = (unsigned char)(j * 7 + blockIdx.x);
+    __syncthreads();
+    int bad = 0;
+    for (unsigned j = threadIdx.x; j < size; j += blockDim.x) {
+        unsigned k = size - 1 - j;  // bytes another thread wrote
+        bad |= smem[k] != (unsigned char)(k * 7 + blockIdx.x);
+    }
+    bad = __syncthreads_or(bad);
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = bad ? -1 : (int)size;
+}
+
+// The CPU version calls a host function; on the GPU it does nothing.
+extern "C" __global__ void callback(unsigned long long fn, long long arg) {
+    (void)fn;
+    (void)arg;
+}
