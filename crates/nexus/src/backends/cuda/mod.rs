@@ -122,7 +122,6 @@ pub(crate) struct Gpu {
     default_queue: OnceLock<Arc<queue::StreamQueue>>,
     /// Every stream's queue, for `reclaim`.
     queues: Mutex<Vec<Weak<queue::StreamQueue>>>,
-    capture_stream: Mutex<Option<Handle>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
     /// The process that opened the device: CUDA does not survive `fork`, so
@@ -165,7 +164,6 @@ impl Gpu {
             ctx_lock: Mutex::new(()),
             default_queue: OnceLock::new(),
             queues: Mutex::new(Vec::new()),
-            capture_stream: Mutex::new(None),
             staging: Mutex::new(None),
             properties,
             pid: crate::process::id(),
@@ -265,20 +263,6 @@ impl Gpu {
 
     pub fn default_stream(self: &Arc<Self>) -> Result<CUstream> {
         Ok(self.default_queue()?.raw())
-    }
-
-    /// Runs `f` with the stream used to capture graphs, one capture at a time.
-    pub fn with_capture_stream<T>(&self, f: impl FnOnce(CUstream) -> Result<T>) -> Result<T> {
-        let mut slot = lock(&self.capture_stream);
-        let s = match *slot {
-            Some(h) => h.0,
-            None => {
-                let s = r::stream_create(self.d)?;
-                *slot = Some(Handle(s));
-                s
-            }
-        };
-        f(s)
     }
 
     pub fn label(&self) -> String {

@@ -1,7 +1,9 @@
 //! Encoded CUDA schedules.
 //!
 //! Encoding packs every launch's `void **kernelParams` once. Each run of two
-//! or more consecutive kernels is captured into a CUDA graph at encode time
+//! or more consecutive kernels is built into a CUDA graph at encode time
+//! (node by node: stream capture would be invalidated by another thread's
+//! implicitly synchronising call, such as a free)
 //! and replayed with one `cuGraphLaunch`; a lone kernel is launched
 //! directly (cheaper than a one-node graph). A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
@@ -280,47 +282,61 @@ impl CudaSchedule {
             }
             _ => {
                 let launches = std::mem::take(pending);
-                let (graph, exec) = gpu.with_capture_stream(|s| {
-                    let d = gpu.d;
-                    // SAFETY: live stream of the current context.
-                    r::check(
-                        d,
-                        unsafe {
-                            (d.cuStreamBeginCapture_v2)(s, sys::STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                        },
-                        || "cuStreamBeginCapture".into(),
-                    )?;
-                    let mut failed = None;
-                    for l in &launches {
-                        if let Err(e) = launch(gpu, l, s) {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    let mut graph = std::ptr::null_mut();
-                    // SAFETY: ends the capture begun above.
-                    let code = unsafe { (d.cuStreamEndCapture)(s, &mut graph) };
-                    if let Some(e) = failed {
-                        if !graph.is_null() {
-                            // SAFETY: the captured graph is ours to destroy.
-                            unsafe { (d.cuGraphDestroy)(graph) };
-                        }
+                let Some(add_node) = gpu.d.cuGraphAddKernelNode else {
+                    // A driver without graph nodes: launched one by one.
+                    steps.extend(launches.into_iter().map(Step::Launch));
+                    return Ok(());
+                };
+                let d = gpu.d;
+                let mut graph = std::ptr::null_mut();
+                // SAFETY: out-pointer to a local; the context is current.
+                r::check(d, unsafe { (d.cuGraphCreate)(&mut graph, 0) }, || {
+                    "cuGraphCreate".into()
+                })?;
+                let destroy = |graph| {
+                    // SAFETY: a graph this function created and owns.
+                    unsafe { (d.cuGraphDestroy)(graph) };
+                };
+                // A chain: each kernel depends on the one before, as in a stream.
+                let mut previous: sys::CUgraphNode = std::ptr::null_mut();
+                for (k, l) in launches.iter().enumerate() {
+                    let params = sys::CUDA_KERNEL_NODE_PARAMS {
+                        func: l.func.0,
+                        grid_dim: l.grid,
+                        block_dim: l.block,
+                        shared_mem_bytes: l.shared,
+                        kernel_params: l.args.ptrs.as_ptr() as *mut *mut c_void,
+                        extra: std::ptr::null_mut(),
+                        kern: std::ptr::null_mut(),
+                        ctx: std::ptr::null_mut(),
+                    };
+                    let mut node = std::ptr::null_mut();
+                    let deps = if k == 0 { 0 } else { 1 };
+                    // SAFETY: a live graph and function; the driver copies
+                    // the parameter values (the pack outlives the call).
+                    let code = unsafe { add_node(&mut node, graph, &previous, deps, &params) };
+                    if let Err(e) = r::check(d, code, || {
+                        format!(
+                            "cuGraphAddKernelNode (kernel {k} of {}, groups {:?}, group size {:?})",
+                            launches.len(),
+                            l.grid,
+                            l.block
+                        )
+                    }) {
+                        destroy(graph);
                         return Err(e);
                     }
-                    r::check(d, code, || "cuStreamEndCapture".into())?;
-                    let mut exec = std::ptr::null_mut();
-                    // SAFETY: graph is a valid captured graph.
-                    let code = unsafe { (d.cuGraphInstantiateWithFlags)(&mut exec, graph, 0) };
-                    if code != sys::CUDA_SUCCESS {
-                        // SAFETY: as above.
-                        unsafe { (d.cuGraphDestroy)(graph) };
-                        return r::check(d, code, || {
-                            format!("cuGraphInstantiate of {} kernels", launches.len())
-                        })
-                        .map(|_| unreachable!());
-                    }
-                    Ok((graph, exec))
-                })?;
+                    previous = node;
+                }
+                let mut exec = std::ptr::null_mut();
+                // SAFETY: a complete graph.
+                let code = unsafe { (d.cuGraphInstantiateWithFlags)(&mut exec, graph, 0) };
+                if let Err(e) = r::check(d, code, || {
+                    format!("cuGraphInstantiate of {} kernels", launches.len())
+                }) {
+                    destroy(graph);
+                    return Err(e);
+                }
                 steps.push(Step::Graph {
                     exec: Handle(exec),
                     graph: Handle(graph),

@@ -19,6 +19,24 @@ pub type CUstream = *mut c_void;
 pub type CUevent = *mut c_void;
 pub type CUgraph = *mut c_void;
 pub type CUgraphExec = *mut c_void;
+pub type CUgraphNode = *mut c_void;
+
+/// `CUDA_KERNEL_NODE_PARAMS_v2`; the v1 layout is its prefix up to `extra`,
+/// so either entry point reads it.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct CUDA_KERNEL_NODE_PARAMS {
+    pub func: CUfunction,
+    pub grid_dim: [c_uint; 3],
+    pub block_dim: [c_uint; 3],
+    pub shared_mem_bytes: c_uint,
+    pub kernel_params: *mut *mut c_void,
+    pub extra: *mut *mut c_void,
+    /// A `CUkernel`; null when `func` is set.
+    pub kern: *mut c_void,
+    /// The context of `kern`; null when `func` is set.
+    pub ctx: CUcontext,
+}
 pub type CUhostFn = unsafe extern "C" fn(user_data: *mut c_void);
 
 pub const CUDA_SUCCESS: CUresult = 0;
@@ -94,7 +112,6 @@ pub const STREAM_NON_BLOCKING: c_uint = 1;
 pub const EVENT_DISABLE_TIMING: c_uint = 2;
 pub const STREAM_WAIT_VALUE_GEQ: c_uint = 0;
 pub const STREAM_WRITE_VALUE_DEFAULT: c_uint = 0;
-pub const STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 
 // CUjit_option
 pub const JIT_INFO_LOG_BUFFER: c_int = 3;
@@ -189,8 +206,7 @@ function_table! {
         cuFuncSetAttribute: fn(CUfunction, c_int, c_int) -> CUresult;
         cuLaunchKernel: fn(CUfunction, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, CUstream, *mut *mut c_void, *mut *mut c_void) -> CUresult;
         cuLaunchHostFunc: fn(CUstream, CUhostFn, *mut c_void) -> CUresult;
-        cuStreamBeginCapture_v2: fn(CUstream, c_int) -> CUresult;
-        cuStreamEndCapture: fn(CUstream, *mut CUgraph) -> CUresult;
+        cuGraphCreate: fn(*mut CUgraph, c_uint) -> CUresult;
         cuGraphInstantiateWithFlags: fn(*mut CUgraphExec, CUgraph, u64) -> CUresult;
         cuGraphLaunch: fn(CUgraphExec, CUstream) -> CUresult;
         cuGraphExecDestroy: fn(CUgraphExec) -> CUresult;
@@ -202,6 +218,7 @@ function_table! {
         cuFuncGetParamInfo ["cuFuncGetParamInfo"]: fn(CUfunction, usize, *mut usize, *mut usize) -> CUresult;
         cuStreamWriteValue64 ["cuStreamWriteValue64_v2", "cuStreamWriteValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
         cuStreamWaitValue64 ["cuStreamWaitValue64_v2", "cuStreamWaitValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
+        cuGraphAddKernelNode ["cuGraphAddKernelNode_v2", "cuGraphAddKernelNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_KERNEL_NODE_PARAMS) -> CUresult;
     }
 }
 
