@@ -5,7 +5,7 @@ means nexus is faster; for bandwidths, > 1 means nexus is faster).
 Cases (issue 4): async launch of a prebuilt one-kernel schedule, launch +
 wait round trip, replay of a 1000-kernel schedule, host<->device copies of
 256 MiB (pinned and pageable), and a vector add of 2^26 float32 with the
-same PTX. Run: python bench/bench_cuda.py [--quick]
+same PTX. Run: python bench/bench_cuda.py [--quick] [--launch] [--copies]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ except Exception as e:  # pragma: no cover
 
 QUICK = "--quick" in sys.argv
 ONLY_COPIES = "--copies" in sys.argv  # the copy section alone (staging sweeps)
+ONLY_LAUNCHES = "--launch" in sys.argv  # the launch section alone (A/B runs of the launch path)
 REPEATS = 3 if QUICK else 7
 
 # The same PTX for both sides: bench/kernels/{empty,vadd}.ptx.
@@ -65,12 +66,13 @@ def main() -> None:
 
     if not ONLY_COPIES:
         launches(dev, nx_empty, cp_empty, cp_stream, row)
-    copies(dev, cp_stream, row)
-    if not ONLY_COPIES:
+    if not ONLY_LAUNCHES:
+        copies(dev, cp_stream, row)
+    if not ONLY_COPIES and not ONLY_LAUNCHES:
         vector_add(dev, nx_vadd, cp_vadd, cp_stream, row)
     print(f"\nGPU: {gpu} ({info.get_str('Architecture')}), CuPy {cp.__version__}", flush=True)
     out_dir = os.environ.get("OUT")
-    if out_dir and not ONLY_COPIES:
+    if out_dir and not ONLY_COPIES and not ONLY_LAUNCHES:
         with open(os.path.join(out_dir, "bench_cuda.json"), "w") as f:
             json.dump({"gpu": gpu, "rows": rows}, f, indent=1)
 

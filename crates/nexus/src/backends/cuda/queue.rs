@@ -31,8 +31,11 @@ use crate::hal;
 
 /// A checkpoint event is recorded after every this many runs sent.
 const CHECKPOINT_EVERY: u32 = 32;
-/// Submitting polls for completion once this many runs are in flight.
+/// Submitting polls for completion once this many runs are in flight, on
+/// every `POLL_EVERY`th submission (a driver query per launch would cost
+/// more than the launch's own bookkeeping).
 const RETIRE_AT: usize = 64;
+const POLL_EVERY: u64 = 16;
 
 /// The rest of a run, from a wait that could not be queued yet.
 struct Held {
@@ -112,7 +115,7 @@ impl StreamQueue {
 
     fn submit_locked(self: &Arc<Self>, steps: &Arc<Steps>, retired: &mut Retired) -> Result<u64> {
         let mut st = self.lock();
-        if st.inflight.len() >= RETIRE_AT {
+        if st.inflight.len() >= RETIRE_AT && st.submitted % POLL_EVERY == 0 {
             self.poll_locked(&mut st, retired);
         }
         st.submitted += 1;
