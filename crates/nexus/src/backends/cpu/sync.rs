@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,8 @@ struct Queue {
     /// worker starts nothing until it is done, so stream order holds.
     inline: bool,
     closing: bool,
+    /// Threads blocked on `done`; completions wake them only when there are.
+    waiters: usize,
     /// Failures of runs no waiter has taken yet, by ticket.
     failures: BTreeMap<u64, Error>,
 }
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     /// Tickets 1..=completed are done (written under the queue lock, read
     /// without it by `is_complete`).
     completed: AtomicU64,
+    /// Whether `failures` is non-empty: the success path never locks for it.
+    any_failure: AtomicBool,
     work: Condvar,
     done: Condvar,
 }
@@ -103,12 +107,14 @@ impl CpuStream {
             submitted: 0,
             inline: false,
             closing: false,
+            waiters: 0,
             failures: BTreeMap::new(),
         };
         CpuStream {
             shared: Arc::new(Shared {
                 queue: Mutex::new(queue),
                 completed: AtomicU64::new(0),
+                any_failure: AtomicBool::new(false),
                 work: Condvar::new(),
                 done: Condvar::new(),
             }),
@@ -132,12 +138,18 @@ impl CpuStream {
         let mut q = lock(&self.shared.queue);
         q.inline = false;
         if let Err(e) = result {
-            q.failures.insert(ticket, e);
+            self.shared.fail(&mut q, ticket, e);
         }
         self.shared.completed.store(ticket, Ordering::Release);
+        // Wake-ups cost a system call each: only when someone waits.
+        let (waiters, queued) = (q.waiters, !q.jobs.is_empty());
         drop(q);
-        self.shared.done.notify_all();
-        self.shared.work.notify_one();
+        if waiters > 0 {
+            self.shared.done.notify_all();
+        }
+        if queued {
+            self.shared.work.notify_one();
+        }
         Some(ticket)
     }
 
@@ -186,16 +198,30 @@ impl CpuStream {
                 return Ok(false);
             }
         }
+        if !self.shared.any_failure.load(Ordering::Acquire) {
+            return Ok(true);
+        }
         let mut q = lock(&self.shared.queue);
         let first = q.failures.keys().next().copied();
-        match first.filter(|t| *t <= ticket) {
+        let result = match first.filter(|t| *t <= ticket) {
             Some(t) => {
                 let e = q.failures.remove(&t);
                 q.failures.retain(|k, _| *k > ticket);
                 e.map_or(Ok(true), Err)
             }
             None => Ok(true),
-        }
+        };
+        self.shared
+            .any_failure
+            .store(!q.failures.is_empty(), Ordering::Release);
+        result
+    }
+}
+
+impl Shared {
+    fn fail(&self, q: &mut Queue, ticket: u64, e: Error) {
+        q.failures.insert(ticket, e);
+        self.any_failure.store(true, Ordering::Release);
     }
 }
 
@@ -219,17 +245,26 @@ impl hal::Submissions for Shared {
             if now >= deadline {
                 return false;
             }
+            q.waiters += 1;
             q = self
                 .done
                 .wait_timeout(q, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            q.waiters -= 1;
         }
         true
     }
 
     fn take_failure(&self, ticket: u64) -> Option<Error> {
-        lock(&self.queue).failures.remove(&ticket)
+        if !self.any_failure.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut q = lock(&self.queue);
+        let e = q.failures.remove(&ticket);
+        self.any_failure
+            .store(!q.failures.is_empty(), Ordering::Release);
+        e
     }
 }
 
@@ -254,11 +289,14 @@ fn worker(shared: Arc<Shared>) {
         drop(job);
         let mut q = lock(&shared.queue);
         if let Err(e) = result {
-            q.failures.insert(ticket, e);
+            shared.fail(&mut q, ticket, e);
         }
         shared.completed.store(ticket, Ordering::Release);
+        let waiters = q.waiters;
         drop(q);
-        shared.done.notify_all();
+        if waiters > 0 {
+            shared.done.notify_all();
+        }
     }
 }
 
