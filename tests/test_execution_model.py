@@ -1359,3 +1359,45 @@ def test_releasing_unrelated_objects_does_not_change_running_schedules(device: n
         gate.signal(1)
     del builtin
     np.testing.assert_array_equal(read(x), expect)
+
+
+# =====================================================================
+# Found by the model-based test: the first run queued on a stream while
+# another thread runs a blocking run inline on it
+# =====================================================================
+
+
+def test_first_queued_run_on_a_stream_busy_with_an_inline_run(device: nexus.Device,
+                                                             kernels: nexus.Library) -> None:
+    """A stream's first queued run reset its bookkeeping as after a fork:
+    it marked a blocking run that another thread was executing inline as
+    done, the queued run overtook it, and the stream's completed count later
+    moved backwards, so waiters hung. The queued run must run after the
+    inline one and both must complete."""
+    n = 256
+    for trial in range(5):
+        stream = device.create_stream()
+        buf = device.create_buffer(np.zeros(n, np.float32))
+        slow = device.create_schedule()
+        spin_cmd(slow, kernels, buf, 1.0, n, 50_000)
+        fast = device.create_schedule()
+        fill_cmd(fast, kernels, buf, 2.0, n)
+        done = device.create_event()
+        fast.create_signal_command(done, 1)
+        started = threading.Event()
+
+        def blocking_slow_run() -> None:
+            started.set()
+            slow.run(stream, blocking=True)
+
+        t = threading.Thread(target=blocking_slow_run, daemon=True)
+        t.start()
+        started.wait()
+        time.sleep(0.01)  # the slow run is executing (inline on the CPU)
+        fast.run(stream, blocking=False)
+        done.wait(1, timeout=10)
+        t.join(10)
+        assert not t.is_alive(), "the blocking run never returned"
+        finish(device, stream, timeout=10)
+        np.testing.assert_array_equal(read(buf, timeout=10), np.full(n, 2.0, np.float32),
+                                      err_msg=f"trial {trial}: the queued run overtook the running one")

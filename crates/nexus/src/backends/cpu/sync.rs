@@ -140,7 +140,7 @@ impl CpuStream {
         if let Err(e) = result {
             self.shared.fail(&mut q, ticket, e);
         }
-        self.shared.completed.store(ticket, Ordering::Release);
+        self.shared.completed.fetch_max(ticket, Ordering::AcqRel);
         // Wake-ups cost a system call each: only when someone waits.
         let (waiters, queued) = (q.waiters, !q.jobs.is_empty());
         drop(q);
@@ -158,10 +158,15 @@ impl CpuStream {
         let mut q = lock(&self.shared.queue);
         let pid = crate::process::id();
         if q.worker_pid != Some(pid) {
-            // First use, or a forked child: the parent's worker is not here.
-            q.jobs.clear();
-            q.inline = false;
-            self.shared.completed.store(q.submitted, Ordering::Release);
+            if q.worker_pid.is_some() {
+                // A forked child: the parent's worker, and any run it or
+                // another thread was executing, are not here.
+                q.jobs.clear();
+                q.inline = false;
+                self.shared.completed.store(q.submitted, Ordering::Release);
+            }
+            // (On first use another thread may be running a run inline:
+            // its ticket completes when it returns, as usual.)
             let shared = self.shared.clone();
             std::thread::Builder::new()
                 .name("nexus-cpu-stream".into())
@@ -291,7 +296,7 @@ fn worker(shared: Arc<Shared>) {
         if let Err(e) = result {
             shared.fail(&mut q, ticket, e);
         }
-        shared.completed.store(ticket, Ordering::Release);
+        shared.completed.fetch_max(ticket, Ordering::AcqRel);
         let waiters = q.waiters;
         drop(q);
         if waiters > 0 {

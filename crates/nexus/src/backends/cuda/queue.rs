@@ -115,7 +115,7 @@ impl StreamQueue {
 
     fn submit_locked(self: &Arc<Self>, steps: &Arc<Steps>, retired: &mut Retired) -> Result<u64> {
         let mut st = self.lock();
-        if st.inflight.len() >= RETIRE_AT && st.submitted % POLL_EVERY == 0 {
+        if st.inflight.len() >= RETIRE_AT && st.submitted.is_multiple_of(POLL_EVERY) {
             self.poll_locked(&mut st, retired);
         }
         st.submitted += 1;
