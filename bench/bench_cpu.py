@@ -16,10 +16,9 @@ import platform
 import statistics
 import time
 
-import numpy as np
-
 import nexus
 import nexus.cpu
+import numpy as np
 
 # Two versions of c = a + b: the plain loop, and one with streaming
 # (non-temporal) stores, which skip reading c into the cache before writing

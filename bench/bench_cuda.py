@@ -16,9 +16,8 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 import nexus
+import numpy as np
 
 try:
     import cupy as cp
@@ -83,7 +82,6 @@ def launches(dev, nx_empty, cp_empty, cp_stream, row) -> None:
     cmd = sched.create_command(nx_empty)
     cmd.finalize(1, 1)
     sched.run()
-    stream = dev.create_stream()
 
     def nx_async(n: int) -> None:
         for _ in range(n):
@@ -181,7 +179,6 @@ def copies(dev, cp_stream, row) -> None:
     row("D2H pageable 256 MiB", "GB/s", bw(lambda: nbuf.copy(back)), bw(cp_d2h(back)), ">= 2x", True)
     nbuf.copy(back)
     assert np.array_equal(back, host)
-    del nbuf, darr
 
 
 def vector_add(dev, nx_vadd, cp_vadd, cp_stream, row) -> None:

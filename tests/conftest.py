@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
-import pytest
-
 import nexus
 import nexus.cpu
+import pytest
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 

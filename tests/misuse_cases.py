@@ -21,9 +21,8 @@ import pathlib
 import pickle
 from typing import Any, Callable, Optional
 
-import numpy as np
-
 import nexus
+import numpy as np
 
 RELEASED = "was released"
 MALFORMED = "malformed property path"

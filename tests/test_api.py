@@ -10,11 +10,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-
 import nexus
 import nexus.cpu
+import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 
 def test_unknown_property_name_enum_and_path(device: nexus.Device) -> None:

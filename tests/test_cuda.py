@@ -10,10 +10,9 @@ import shutil
 import subprocess
 import time
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 CUDA = nexus.get_runtime("cuda")
 if len(CUDA.get_devices()) == 0:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 
 def vadd_command(schedule: nexus.Schedule, kernels: nexus.Library, a, b, c, n: int) -> nexus.Command:

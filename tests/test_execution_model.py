@@ -26,10 +26,9 @@ import textwrap
 import threading
 import time
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 HANG_GUARD = 60  # seconds a child process or a blocking call may take: only a hang gets near it
 WAIT = 30  # seconds an event wait may take where the work is queued and bound to finish
@@ -1386,7 +1385,7 @@ def test_first_queued_run_on_a_stream_busy_with_an_inline_run(device: nexus.Devi
         fast.create_signal_command(done, 1)
         started = threading.Event()
 
-        def blocking_slow_run() -> None:
+        def blocking_slow_run(started=started, slow=slow, stream=stream) -> None:
             started.set()
             slow.run(stream, blocking=True)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 
 def run_one(device: nexus.Device, kernel: nexus.Kernel, args: list, group, grid, shared_memory: int = 0) -> None:

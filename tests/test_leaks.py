@@ -16,10 +16,9 @@ import os
 import resource
 import sys
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 

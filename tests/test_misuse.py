@@ -15,9 +15,8 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 import nexus
+import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from conftest import library_path  # noqa: E402
@@ -55,7 +54,7 @@ def _run_isolated(case: Case, device: nexus.Device, lib_path: str, tmp_path: pat
         [sys.executable, str(script), case.id, runtime, str(_device_index(device)), lib_path, str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("MISUSE-RESULT ")), None)
+    line = next((out for out in proc.stdout.splitlines() if out.startswith("MISUSE-RESULT ")), None)
     if line is None:
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
         raise AssertionError(f"{case.id}: the child process died ({how}) without raising: {proc.stderr[-2000:]}")

@@ -47,11 +47,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import nexus
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import nexus
 
 N = 1024  # elements per buffer
 GROUP = 256

@@ -11,9 +11,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 import nexus
+import pytest
 
 HANG_GUARD = 60  # seconds; a clean exit takes well under one
 

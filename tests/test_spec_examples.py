@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import nexus
+import numpy as np
 
 
 def test_example_usage(device: nexus.Device, spec_library_path: str) -> None:

@@ -24,10 +24,9 @@ import textwrap
 import threading
 import time
 
+import nexus
 import numpy as np
 import pytest
-
-import nexus
 
 THREADS = 8
 RUNS = 1000 * (10 if os.environ.get("NEXUS_LONG_TESTS") == "1" else 1)

@@ -65,13 +65,17 @@ def main() -> int:
         for i, device in enumerate(runtime.get_devices()):
             devices.append((runtime, i, device))
             info = device.get_info()
-            matched = _try(lambda: info.get_str("DatabaseEntry"), "none")
+
+            def field(getter: str, key, default=None, info=info):
+                return _try(lambda: getattr(info, getter)(key), default)
+
             print(
-                f"{runtime.get_name():<8} {i:>2}  {str(_try(lambda: info.get_str('Name')))[:40]:<40} "
-                f"{_try(lambda: info.get_str('Architecture')):<10} "
-                f"{_try(lambda: info.get_int('ComputeUnits')):>5} "
-                f"{_size(_try(lambda: info.get_int('MemorySize'))):>10} "
-                f"{_size(_try(lambda: info.get_int(['MemorySubsystem', 'MemoryTypes', 1, 'Size']))):>10}  {matched}"
+                f"{runtime.get_name():<8} {i:>2}  {str(field('get_str', 'Name'))[:40]:<40} "
+                f"{field('get_str', 'Architecture'):<10} "
+                f"{field('get_int', 'ComputeUnits'):>5} "
+                f"{_size(field('get_int', 'MemorySize')):>10} "
+                f"{_size(field('get_int', ['MemorySubsystem', 'MemoryTypes', 1, 'Size'])):>10}  "
+                f"{field('get_str', 'DatabaseEntry', 'none')}"
             )
     others = [r.get_name() for r in (nexus.get_runtime(n) for n in ("cuda", "hip", "metal")) if len(r) == 0]
     if others:

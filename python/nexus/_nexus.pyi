@@ -2,8 +2,9 @@
 
 import os
 from types import TracebackType
-from typing_extensions import Self
 from typing import Any, Iterator, Optional, Sequence, Union, final
+
+from typing_extensions import Self
 
 _PathItem = Union[str, int]
 _Key = Union[str, int, Sequence[_PathItem]]

@@ -479,6 +479,7 @@ fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
     let count = element_count(&shape, "the DLPack tensor")?;
     if !tensor.strides.is_null() {
         let strides: Vec<i64> = (0..ndim)
+            // SAFETY: strides, when set, hold ndim values.
             .map(|i| unsafe { *tensor.strides.add(i) })
             .collect();
         check_contiguous(&shape, &strides, 1, false, "DLPack")?;

@@ -9,18 +9,27 @@
 //!
 //! # Lock order
 //!
-//! Locks are taken in this order only (a lock may be held while taking a
-//! lock further down, never one further up), and none is held while taking
-//! the GIL or calling into Python: log records are queued by the binding
-//! and emitted outside every lock, and foreign owners (torch, CuPy) are
-//! dropped without the GIL (PyO3 defers their reference count).
+//! Every lock in the crate has a place below. A thread holding one may take
+//! only locks further down, never one further up; none is held while taking
+//! the GIL or calling into Python: the binding queues log records and emits
+//! them outside every lock, and foreign owners (torch, CuPy) are dropped
+//! without the GIL (PyO3 defers their reference count).
 //!
-//! 1. `Schedule::encoded` (object model), then `Schedule::commands`, then a
-//!    command's `state`;
-//! 2. a stream's queue state (CPU `Queue`, CUDA `StreamQueue::state`);
-//! 3. `Usage::fences`, a device's staging area;
-//! 4. leaf locks held for a few instructions: the release queue, event
-//!    slots, the CUDA context slot, the `MOVED` wake-up generation.
+//! 1. Object model: `Schedule::encoded`, then `Schedule::commands`, then a
+//!    command's `state`, then `Handle::slot` (read while encoding) and
+//!    `Device::events`.
+//! 2. Device setup: CUDA `Gpu::ctx_lock` (creating the default stream).
+//! 3. Stream queues: CPU `stream::Shared::queue`, CUDA `StreamQueue::state`.
+//!    Held while handing work to the driver and polling it, never while
+//!    waiting for the device or for a host signal.
+//! 4. Per-resource state: `Usage::fences`, CUDA `Gpu::staging`,
+//!    `Gpu::queues`, `CudaKernel::shared_allowed`, `Timeline::users`, CPU
+//!    `CpuEvent::value`.
+//! 5. CUDA's timeline wake-up `MOVED`, then `Timeline::last_queued`
+//!    (`wait_until_moved` re-plans a wait under `MOVED`).
+//! 6. Leaves, held for a few instructions: the release queue (`sender`,
+//!    then `pending`), CUDA `FREE_SLOTS`, the CPU thread pool slot `POOL`,
+//!    the binding's log queue.
 //!
 //! Worker threads (CPU stream workers, CUDA held-run workers, the release
 //! thread) take their queue lock only to pop work and run the work with no

@@ -36,9 +36,10 @@ pub struct ArgPack {
     ptrs: Box<[*mut c_void]>,
 }
 
-// The pointers only point into `slots`, which the pack owns and never moves
-// (boxed slice); kernels read them and never keep them.
+// SAFETY: the pointers only point into `slots`, which the pack owns and
+// never moves (boxed slice); kernels read them and never keep them.
 unsafe impl Send for ArgPack {}
+// SAFETY: as for Send: shared use only reads the pack.
 unsafe impl Sync for ArgPack {}
 
 impl ArgPack {

@@ -308,14 +308,19 @@ const BUILTINS: &[(&str, KernelFn, usize, Option<LaunchCheck>)] = &[
 
 /// `c[i] = a[i] + b[i]` over float32 buffers, i < grid_size[0].
 unsafe extern "C" fn add_vectors(args: *mut *mut c_void, launch: *const LaunchContext) {
-    let l = &*launch;
-    let a = *(*args.add(0) as *const *const f32);
-    let b = *(*args.add(1) as *const *const f32);
-    let c = *(*args.add(2) as *const *mut f32);
-    let start = l.group_id[0] as usize * l.group_size[0] as usize;
-    let end = (start + l.group_size[0] as usize).min(l.grid_size[0] as usize);
-    for i in start..end {
-        *c.add(i) = *a.add(i) + *b.add(i);
+    // SAFETY: the launcher passes three buffer arguments (the arity) and a
+    // live launch context; `check_add_vectors` made every buffer hold
+    // grid_size[0] floats before the launch.
+    unsafe {
+        let l = &*launch;
+        let a = *(*args.add(0) as *const *const f32);
+        let b = *(*args.add(1) as *const *const f32);
+        let c = *(*args.add(2) as *const *mut f32);
+        let start = l.group_id[0] as usize * l.group_size[0] as usize;
+        let end = (start + l.group_size[0] as usize).min(l.grid_size[0] as usize);
+        for i in start..end {
+            *c.add(i) = *a.add(i) + *b.add(i);
+        }
     }
 }
 

@@ -16,9 +16,10 @@ pub struct CpuBuffer {
     layout: Layout,
 }
 
-// The buffer owns its allocation; concurrent kernel access to the bytes is
-// the user's to order (through streams and events), as on every runtime.
+// SAFETY: the buffer owns its allocation; concurrent kernel access to the
+// bytes is ordered by streams and events, as on every runtime.
 unsafe impl Send for CpuBuffer {}
+// SAFETY: as for Send.
 unsafe impl Sync for CpuBuffer {}
 
 impl CpuBuffer {

@@ -208,9 +208,9 @@ impl hal::Buffer for CudaBuffer {
             r::check(d, code, || {
                 format!("cuMemcpyHtoDAsync of chunk {k} ({} bytes)", piece.len())
             })?;
-            // SAFETY: live event and stream.
             r::check(
                 d,
+                // SAFETY: live event and stream.
                 unsafe { (d.cuEventRecord)(st.events[b].0, stream) },
                 || "cuEventRecord".into(),
             )?;

@@ -102,7 +102,9 @@ impl hal::Api for CudaApi {
 /// thread-safe; nexus orders their use through streams).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handle(pub *mut std::ffi::c_void);
+// SAFETY: an opaque driver handle; the driver's objects are thread-safe.
 unsafe impl Send for Handle {}
+// SAFETY: as for Send.
 unsafe impl Sync for Handle {}
 
 /// One GPU: its primary context (retained on first use) and the shared

@@ -95,9 +95,9 @@ pub fn device_get(d: &Driver, ordinal: i32) -> Result<CUdevice> {
 
 pub fn device_name(d: &Driver, dev: CUdevice) -> Result<String> {
     let mut buf = [0 as std::ffi::c_char; 256];
-    // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
     check(
         d,
+        // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
         unsafe { (d.cuDeviceGetName)(buf.as_mut_ptr(), buf.len() as c_int, dev) },
         || "cuDeviceGetName".into(),
     )?;
@@ -118,9 +118,9 @@ pub fn device_total_mem(d: &Driver, dev: CUdevice) -> Result<usize> {
 
 pub fn device_attribute(d: &Driver, dev: CUdevice, attr: c_int) -> Result<i32> {
     let mut v = 0;
-    // SAFETY: out-pointer to a local.
     check(
         d,
+        // SAFETY: out-pointer to a local.
         unsafe { (d.cuDeviceGetAttribute)(&mut v, attr, dev) },
         || format!("cuDeviceGetAttribute({attr})"),
     )?;
@@ -129,9 +129,9 @@ pub fn device_attribute(d: &Driver, dev: CUdevice, attr: c_int) -> Result<i32> {
 
 pub fn device_pci_bus_id(d: &Driver, dev: CUdevice) -> Result<String> {
     let mut buf = [0 as std::ffi::c_char; 64];
-    // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
     check(
         d,
+        // SAFETY: the driver writes at most `len` bytes, NUL-terminated.
         unsafe { (d.cuDeviceGetPCIBusId)(buf.as_mut_ptr(), buf.len() as c_int, dev) },
         || "cuDeviceGetPCIBusId".into(),
     )?;
@@ -164,9 +164,9 @@ pub fn device_uuid(d: &Driver, dev: CUdevice) -> Result<String> {
 
 pub fn primary_ctx_retain(d: &Driver, dev: CUdevice) -> Result<CUcontext> {
     let mut ctx = std::ptr::null_mut();
-    // SAFETY: out-pointer to a local.
     check(
         d,
+        // SAFETY: out-pointer to a local.
         unsafe { (d.cuDevicePrimaryCtxRetain)(&mut ctx, dev) },
         || "cuDevicePrimaryCtxRetain".into(),
     )?;
@@ -192,9 +192,9 @@ pub fn mem_alloc(d: &Driver, size: usize) -> Result<CUdeviceptr> {
 /// Pinned host memory, mapped into the device address space.
 pub fn mem_host_alloc(d: &Driver, size: usize, flags: u32) -> Result<*mut c_void> {
     let mut p = std::ptr::null_mut();
-    // SAFETY: out-pointer to a local; a context is current.
     check(
         d,
+        // SAFETY: out-pointer to a local; a context is current.
         unsafe { (d.cuMemHostAlloc)(&mut p, size, flags) },
         || format!("cuMemHostAlloc of {size} bytes"),
     )?;
@@ -203,9 +203,9 @@ pub fn mem_host_alloc(d: &Driver, size: usize, flags: u32) -> Result<*mut c_void
 
 pub fn mem_host_device_pointer(d: &Driver, host: *mut c_void) -> Result<CUdeviceptr> {
     let mut p = 0;
-    // SAFETY: host is pinned, mapped memory from cuMemHostAlloc.
     check(
         d,
+        // SAFETY: host is pinned, mapped memory from cuMemHostAlloc.
         unsafe { (d.cuMemHostGetDevicePointer_v2)(&mut p, host, 0) },
         || "cuMemHostGetDevicePointer".into(),
     )?;
@@ -268,9 +268,9 @@ pub fn pointer_device_ordinal(d: &Driver, addr: u64) -> Option<i32> {
 
 pub fn stream_create(d: &Driver) -> Result<CUstream> {
     let mut s = std::ptr::null_mut();
-    // SAFETY: out-pointer to a local; a context is current.
     check(
         d,
+        // SAFETY: out-pointer to a local; a context is current.
         unsafe { (d.cuStreamCreate)(&mut s, STREAM_NON_BLOCKING) },
         || "cuStreamCreate".into(),
     )?;
@@ -279,9 +279,9 @@ pub fn stream_create(d: &Driver) -> Result<CUstream> {
 
 pub fn event_create(d: &Driver) -> Result<CUevent> {
     let mut e = std::ptr::null_mut();
-    // SAFETY: out-pointer to a local; a context is current.
     check(
         d,
+        // SAFETY: out-pointer to a local; a context is current.
         unsafe { (d.cuEventCreate)(&mut e, EVENT_DISABLE_TIMING) },
         || "cuEventCreate".into(),
     )?;
@@ -365,9 +365,9 @@ pub fn func_param_sizes(d: &Driver, f: CUfunction) -> Option<Vec<usize>> {
 
 pub fn func_attribute(d: &Driver, f: CUfunction, attr: c_int) -> Result<i32> {
     let mut v = 0;
-    // SAFETY: f is a live function handle.
     check(
         d,
+        // SAFETY: f is a live function handle.
         unsafe { (d.cuFuncGetAttribute)(&mut v, attr, f) },
         || format!("cuFuncGetAttribute({attr})"),
     )?;

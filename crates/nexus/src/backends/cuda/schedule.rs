@@ -97,9 +97,10 @@ pub(crate) struct Steps {
     _ops: Vec<hal::Op>,
 }
 
-// Raw pointers in the steps point into storage the schedule owns (argument
-// packs) or at driver objects it owns; queueing only reads them.
+// SAFETY: raw pointers in the steps point into storage the schedule owns
+// (argument packs) or at driver objects it owns; queueing only reads them.
 unsafe impl Send for Steps {}
+// SAFETY: as for Send.
 unsafe impl Sync for Steps {}
 
 impl Drop for Steps {
@@ -374,8 +375,8 @@ impl Steps {
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
                 Step::Launch(l) => launch(g, l, stream)?,
-                // SAFETY: instantiated graph, live stream.
                 Step::Graph { exec, .. } => {
+                    // SAFETY: instantiated graph, live stream.
                     r::check(d, unsafe { (d.cuGraphLaunch)(exec.0, stream) }, || {
                         "cuGraphLaunch".into()
                     })?
@@ -384,9 +385,9 @@ impl Steps {
                     let f = d.cuStreamWriteValue64.ok_or_else(|| {
                         Error::new(Status::NotSupported, "cuStreamWriteValue64 missing")
                     })?;
-                    // SAFETY: the mapped value of an event the schedule keeps alive.
                     r::check(
                         d,
+                        // SAFETY: the mapped value of an event the schedule keeps alive.
                         unsafe {
                             f(
                                 stream,

@@ -144,15 +144,18 @@ macro_rules! function_table {
             /// The library must be the one whose ABI the table declares.
             unsafe fn resolve(lib: libloading::Library) -> Result<Self, String> {
                 $(
-                    let $name = *lib
-                        .get::<unsafe extern "C" fn($($arg),*) -> $ret>(concat!(stringify!($name), "\0").as_bytes())
+                    // SAFETY: the caller promises the library's ABI; the
+                    // symbol has the declared signature there.
+                    let $name = *unsafe { lib
+                        .get::<unsafe extern "C" fn($($arg),*) -> $ret>(concat!(stringify!($name), "\0").as_bytes()) }
                         .map_err(|e| format!("missing entry point {}: {e}", stringify!($name)))?;
                 )*
                 $(
                     let mut $oname = None;
                     for sym in [$($sym),+] {
                         let name = format!("{sym}\0");
-                        if let Ok(f) = lib.get::<unsafe extern "C" fn($($oarg),*) -> $oret>(name.as_bytes()) {
+                        // SAFETY: as above, for an optional entry point.
+                        if let Ok(f) = unsafe { lib.get::<unsafe extern "C" fn($($oarg),*) -> $oret>(name.as_bytes()) } {
                             $oname = Some(*f);
                             break;
                         }
@@ -244,11 +247,14 @@ function_table! {
     }
 }
 
-// The tables hold plain function pointers into libraries that stay loaded
-// for the life of the process.
+// SAFETY: the tables hold plain function pointers into libraries that stay
+// loaded for the life of the process, and the libraries are thread-safe.
 unsafe impl Send for Driver {}
+// SAFETY: as above.
 unsafe impl Sync for Driver {}
+// SAFETY: as above.
 unsafe impl Send for Nvrtc {}
+// SAFETY: as above.
 unsafe impl Sync for Nvrtc {}
 
 fn open_first(names: &[String]) -> Result<libloading::Library, String> {
