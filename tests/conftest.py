@@ -29,16 +29,26 @@ def cpu_device() -> nexus.Device:
 _built: dict[str, str] = {}
 
 
+def _cpu_library(stem: str, tmp_dir: pathlib.Path) -> str:
+    if stem not in _built:
+        _built[stem] = nexus.cpu.build_library(KERNELS / f"{stem}.c", tmp_dir / f"{stem}.so")
+    return _built[stem]
+
+
+# How each runtime's tests get test library `stem`: a runtime added to nexus
+# adds one line here (its sources sit beside the others in tests/kernels).
+TEST_LIBRARIES = {
+    "cpu": _cpu_library,
+    "cuda": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cu"),
+}
+
+
 def library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
-    """The test library `stem` for this device's runtime: C built for the CPU, CUDA source for CUDA."""
+    """The test library `stem` for this device's runtime (see TEST_LIBRARIES)."""
     runtime = device.get_property_str("Runtime")
-    if runtime == "cpu":
-        if stem not in _built:
-            _built[stem] = nexus.cpu.build_library(KERNELS / f"{stem}.c", tmp_dir / f"{stem}.so")
-        return _built[stem]
-    if runtime == "cuda":
-        return str(KERNELS / f"{stem}.cu")
-    pytest.skip(f"no test kernels for runtime {runtime}")
+    if runtime not in TEST_LIBRARIES:
+        pytest.skip(f"no test kernels for runtime {runtime}")
+    return TEST_LIBRARIES[runtime](stem, tmp_dir)
 
 
 @pytest.fixture(scope="session")

@@ -173,3 +173,14 @@ def test_stubs_match_the_module() -> None:
         capture_output=True, text=True, timeout=600, cwd=ROOT / "tests",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_known_runtimes_lists_every_runtime_in_listing_order() -> None:
+    known = [r.get_name() for r in nexus.known_runtimes()]
+    assert {"cpu", "cuda", "hip", "metal"} <= set(known)
+    assert len(known) == len(set(known))
+    # get_runtimes() is the known runtimes that have a device, in the same order.
+    listed = [r.get_name() for r in nexus.get_runtimes()]
+    assert listed == [n for n in known if n in listed]
+    assert all(len(nexus.get_runtime(n)) == 0 for n in known if n not in listed)
+    assert nexus.known_runtimes()[known.index("cpu")].get_devices()

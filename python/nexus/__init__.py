@@ -25,6 +25,7 @@ from ._nexus import (
     get_device_info,
     get_runtime,
     get_runtimes,
+    known_runtimes,
     lookup_device_info,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "get_device_info",
     "get_runtime",
     "get_runtimes",
+    "known_runtimes",
     "lookup_device_info",
     "property",
     "status",

@@ -77,7 +77,7 @@ def main() -> int:
                 f"{_size(field('get_int', ['MemorySubsystem', 'MemoryTypes', 1, 'Size'])):>10}  "
                 f"{field('get_str', 'DatabaseEntry', 'none')}"
             )
-    others = [r.get_name() for r in (nexus.get_runtime(n) for n in ("cuda", "hip", "metal")) if len(r) == 0]
+    others = [r.get_name() for r in nexus.known_runtimes() if len(r) == 0]
     if others:
         print(f"(no devices for: {', '.join(others)})")
     print()

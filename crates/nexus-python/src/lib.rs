@@ -23,6 +23,16 @@ fn get_runtimes() -> Vec<PyRuntime> {
         .collect()
 }
 
+/// Every runtime nexus knows, with or without devices, in listing order
+/// (what `get_runtime(name)` accepts).
+#[pyfunction]
+fn known_runtimes() -> Vec<PyRuntime> {
+    nexus::known_runtimes()
+        .iter()
+        .map(|r| PyRuntime { inner: r.clone() })
+        .collect()
+}
+
 #[pyfunction]
 fn get_runtime(name: &str) -> PyResult<PyRuntime> {
     Ok(PyRuntime {
@@ -102,6 +112,7 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyProperties>()?;
     m.add_function(wrap_pyfunction!(get_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(get_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(known_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(get_device_info, m)?)?;
     m.add_function(wrap_pyfunction!(lookup_device_info, m)?)?;
     m.add_function(wrap_pyfunction!(create_buffer, m)?)?;

@@ -78,12 +78,4 @@ impl Error {
     }
 }
 
-/// Shorthand for building an `Err(Error)` with a formatted message.
-#[macro_export]
-macro_rules! fail {
-    ($status:ident, $($arg:tt)*) => {
-        Err($crate::Error::new($crate::Status::$status, format!($($arg)*)))
-    };
-}
-
 pub type Result<T> = std::result::Result<T, Error>;

@@ -100,7 +100,6 @@ pub trait Buffer: Send + Sync {
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()>;
     /// The address a kernel receives for this buffer.
     fn address(&self) -> u64;
-    fn as_any(&self) -> &dyn Any;
 }
 
 pub trait Library: Send + Sync {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
 
@@ -343,15 +343,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "list",
         Value::Object(_) => "group of properties",
     }
-}
-
-/// Builds a JSON object from `(key, value)` pairs; used by objects to describe themselves.
-pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
-    let mut map = Map::new();
-    for (k, v) in pairs {
-        map.insert(k.to_string(), v);
-    }
-    Value::Object(map)
 }
 
 #[cfg(test)]

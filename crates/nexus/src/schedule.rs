@@ -160,13 +160,6 @@ impl Command {
         Ok(())
     }
 
-    pub fn is_finalized(&self) -> bool {
-        match self.inner.kind {
-            CommandKind::Kernel(_) => lock(&self.inner.state).dims.is_some(),
-            _ => true,
-        }
-    }
-
     pub fn event(&self) -> Option<&Event> {
         match &self.inner.kind {
             CommandKind::Signal { event, .. } | CommandKind::Wait { event, .. } => Some(event),

@@ -1,7 +1,6 @@
 //! CPU buffers: host memory aligned for vector loads.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
-use std::any::Any;
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result, Status};
@@ -100,9 +99,5 @@ impl hal::Buffer for CpuBuffer {
 
     fn address(&self) -> u64 {
         self.ptr.as_ptr() as u64
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -278,8 +278,4 @@ impl hal::Buffer for CudaBuffer {
     fn address(&self) -> u64 {
         self.ptr
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
