@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
 
+use crate::backends::common::lock;
 use crate::buffer::Buffer;
 use crate::database;
 use crate::error::{Error, Result, Status};
@@ -160,7 +161,7 @@ impl Device {
 
     pub fn create_event(&self, event_type: EventType) -> Result<Event> {
         let event = Event::create(self, event_type)?;
-        let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = lock(&self.inner.events);
         events.retain(|w| w.strong_count() > 0);
         events.push(Arc::downgrade(&event.inner));
         Ok(event)
@@ -168,7 +169,7 @@ impl Device {
 
     /// Events created on this device that are still alive.
     pub fn events(&self) -> Vec<Event> {
-        let events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        let events = lock(&self.inner.events);
         events
             .iter()
             .filter_map(Weak::upgrade)

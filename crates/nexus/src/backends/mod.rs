@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod cpu;
+#[cfg(feature = "cuda")]
 mod cuda;
 
 use crate::hal;
@@ -10,9 +11,9 @@ use crate::hal;
 /// last). `None` marks a runtime this build has no backend for yet: it is
 /// still found by name, with zero devices.
 pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
-    #[cfg(any(target_os = "linux", target_os = "windows"))]
+    #[cfg(all(feature = "cuda", any(target_os = "linux", target_os = "windows")))]
     let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
-    #[cfg(not(any(target_os = "linux", target_os = "windows")))]
+    #[cfg(not(all(feature = "cuda", any(target_os = "linux", target_os = "windows"))))]
     let cuda: Option<Box<dyn hal::Api>> = None;
     vec![
         ("cuda", cuda),

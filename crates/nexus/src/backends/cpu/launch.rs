@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::types::LaunchDims;
 
@@ -162,7 +163,7 @@ static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
 
 fn pool() -> Result<Arc<rayon::ThreadPool>> {
     let pid = crate::process::id();
-    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = lock(&POOL);
     if let Some((owner, pool)) = slot.as_ref() {
         if *owner == pid {
             return Ok(pool.clone());

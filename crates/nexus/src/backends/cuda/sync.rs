@@ -77,7 +77,7 @@ static WATCHERS: AtomicUsize = AtomicUsize::new(0);
 
 fn notify_moved() {
     if WATCHERS.load(Ordering::SeqCst) > 0 {
-        let mut generation = MOVED.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut generation = lock(&MOVED.0);
         *generation = generation.wrapping_add(1);
         MOVED.1.notify_all();
     }
@@ -87,7 +87,7 @@ fn notify_moved() {
 /// move, and every 50 ms in case a value changed behind nexus's back.
 pub(crate) fn wait_until_moved(mut ready: impl FnMut() -> bool) {
     WATCHERS.fetch_add(1, Ordering::SeqCst);
-    let mut generation = MOVED.0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut generation = lock(&MOVED.0);
     while !ready() {
         generation = match MOVED.1.wait_timeout(generation, Duration::from_millis(50)) {
             Ok((g, _)) => g,
