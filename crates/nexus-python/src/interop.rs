@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use nexus::DataType;
+use nexus::{ForeignMemory, MemoryDomain, ProducerStream};
 
 use crate::errors::IntoPyResult;
 use crate::objects::{wait_in_slices, PyBuffer};
@@ -98,9 +99,6 @@ struct DLManagedTensor {
     deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
 }
 
-const KDL_CPU: i32 = 1;
-const KDL_CUDA: i32 = 2;
-
 /// The managed tensor and what it keeps alive; `tensor` first, so a
 /// pointer to the context is a pointer to the tensor.
 #[repr(C)]
@@ -170,8 +168,11 @@ fn dl_dtype(dt: DataType) -> (DLDataType, usize) {
 }
 
 impl PyBuffer {
-    fn is_cuda(&self) -> bool {
-        self.inner.device().runtime_name() == "cuda"
+    fn speaks_cuda_array_interface(&self) -> bool {
+        self.inner
+            .device()
+            .memory_domain()
+            .speaks_cuda_array_interface()
     }
 
     /// Waits, in slices that answer Ctrl-C, for the runs that use the buffer.
@@ -187,7 +188,7 @@ impl PyBuffer {
     /// default stream is finished first, so no stream is named.
     #[getter(__cuda_array_interface__)]
     fn cuda_array_interface<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        if !self.is_cuda() {
+        if !self.speaks_cuda_array_interface() {
             return Err(PyAttributeError::new_err(
                 "__cuda_array_interface__ exists only on buffers of the CUDA runtime",
             ));
@@ -276,29 +277,17 @@ impl PyBuffer {
         Ok(unsafe { Bound::from_owned_ptr(py, cap) }.unbind())
     }
 
-    /// (kDLCUDA, ordinal) for CUDA buffers, (kDLCPU, 0) for host buffers.
+    /// The DLPack device of the buffer's memory: (kDLCPU, 0) for host
+    /// memory, else (the memory's device type, the driver's ordinal).
     fn __dlpack_device__(&self) -> PyResult<(i32, i32)> {
-        match self.inner.device().runtime_name() {
-            "cuda" => Ok((KDL_CUDA, self.inner.device().native_ordinal() as i32)),
-            "cpu" => Ok((KDL_CPU, 0)),
-            other => Err(PyBufferError::new_err(format!(
-                "DLPack export is not available for {other} buffers"
-            ))),
-        }
+        let device = self.inner.device();
+        let domain = device.memory_domain();
+        let id = match domain {
+            MemoryDomain::Host => 0,
+            _ => device.native_ordinal() as i32,
+        };
+        Ok((domain.dlpack_device_type(), id))
     }
-}
-
-/// GPU memory found on a Python object: where, how much, of what type,
-/// and what keeps it alive.
-struct Foreign {
-    ptr: u64,
-    size: usize,
-    data_type: DataType,
-    owner: Arc<dyn Any + Send + Sync>,
-    /// The producer's stream to wait for (a raw handle), if it named one.
-    stream: Option<u64>,
-    /// The producer forbids writes: nexus then works on a copy.
-    readonly: bool,
 }
 
 /// Checks that `strides` (in elements of `item` bytes, or bytes when
@@ -335,7 +324,7 @@ fn element_count(shape: &[i64], what: &str) -> PyResult<usize> {
 }
 
 /// `__cuda_array_interface__` (v2/v3): `Ok(None)` when `x` has none.
-fn from_cuda_array_interface(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
+fn from_cuda_array_interface(data: &Bound<'_, PyAny>) -> PyResult<Option<ForeignMemory>> {
     let py = data.py();
     let cai = match data.getattr("__cuda_array_interface__") {
         Ok(c) => c,
@@ -381,18 +370,18 @@ fn from_cuda_array_interface(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign
                     "__cuda_array_interface__ 'stream' {handle} is not a stream handle (0 is disallowed by the protocol; 1 is the legacy default stream, 2 the per-thread one)"
                 )));
             }
-            Some(handle as u64)
+            ProducerStream::Handle(handle as u64)
         }
-        _ => None,
+        _ => ProducerStream::None,
     };
-    let owner: Arc<dyn Any + Send + Sync> = Arc::new(data.clone().unbind());
-    Ok(Some(Foreign {
-        ptr,
+    Ok(Some(ForeignMemory {
+        address: ptr,
         size: count * item,
         data_type: dt,
-        owner,
+        domain: MemoryDomain::Cuda,
         stream,
         readonly,
+        keep_alive: Arc::new(data.clone().unbind()),
     }))
 }
 
@@ -427,16 +416,18 @@ fn from_dl_dtype(t: &DLDataType) -> Option<DataType> {
     })
 }
 
-/// DLPack on a CUDA device (`__dlpack_device__()` = kDLCUDA): `Ok(None)`
-/// for host tensors and objects without DLPack (the host path takes them).
-fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
+/// DLPack on a device (`__dlpack_device__()` names device memory):
+/// `Ok(None)` for host tensors and objects without DLPack (the host path
+/// takes them).
+fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<ForeignMemory>> {
     let Ok(dev) = data.getattr("__dlpack_device__") else {
         return Ok(None);
     };
     let (dev_type, _dev_id): (i32, i32) = dev.call0()?.extract()?;
-    if dev_type != KDL_CUDA {
-        return Ok(None);
-    }
+    let domain = match MemoryDomain::from_dlpack_device_type(dev_type) {
+        None | Some(MemoryDomain::Host) => return Ok(None),
+        Some(domain) => domain,
+    };
     // No stream argument: the producer orders its work before the legacy
     // default stream, which is then synchronised here.
     let capsule = data.call_method0("__dlpack__")?;
@@ -486,22 +477,22 @@ fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign>> {
     }
     let item = tensor.dtype.bits as usize / 8;
     let ptr = tensor.data as u64 + tensor.byte_offset;
-    Ok(Some(Foreign {
-        ptr,
+    Ok(Some(ForeignMemory {
+        address: ptr,
         size: count * item,
         data_type: dt,
-        owner: Arc::new(owner),
+        domain,
         // No stream was passed to `__dlpack__`: the producer ordered its
         // work before the legacy default stream.
-        stream: Some(1),
+        stream: ProducerStream::LegacyDefault,
         readonly: false,
+        keep_alive: Arc::new(owner),
     }))
 }
 
-/// `create_buffer(x)` for GPU arrays: `__cuda_array_interface__` first,
-/// else DLPack on a CUDA device. `Ok(None)` when `x` is neither (the caller
-/// takes the host path). The memory is wrapped on the CUDA device that owns
-/// it, and copied only when the target is another device.
+/// `create_buffer(x)` for device arrays: a nexus buffer, else
+/// `__cuda_array_interface__`, else DLPack on a device. `Ok(None)` when `x`
+/// is none of them (the caller takes the host path).
 pub fn try_import(
     device: &nexus::Device,
     data: &Bound<'_, PyAny>,
@@ -519,56 +510,18 @@ pub fn try_import(
         let copied = py.detach(|| device.copy_buffer(&src)).py()?;
         return Ok(Some(PyBuffer::new(copied)));
     }
-    let found = match from_cuda_array_interface(data)? {
+    let mut found = match from_cuda_array_interface(data)? {
         Some(f) => f,
         None => match from_dlpack(data)? {
             Some(f) => f,
             None => return Ok(None),
         },
     };
-    let Foreign {
-        ptr,
-        size,
-        data_type: dt,
-        owner,
-        stream,
-        readonly,
-    } = found;
-    if size == 0 {
-        return Err(PyValueError::new_err(
-            "create_buffer data is empty (0 bytes)",
-        ));
+    if let Some(code) = data_type {
+        found.data_type = DataType::from_code(code).py()?;
     }
-    let dt = match data_type {
-        Some(code) => DataType::from_code(code).py()?,
-        None => dt,
-    };
-    // The CUDA device that owns the memory: the target if it does, else the
-    // CUDA device the driver says holds the address (then copied over).
-    let owner_device = if device.runtime_name() == "cuda" && device.owns_address(ptr) {
-        device.clone()
-    } else {
-        nexus::get_runtime("cuda")
-            .py()?
-            .devices()
-            .iter()
-            .find(|d| d.owns_address(ptr))
-            .cloned()
-            .ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "address {ptr:#x} is not memory of any nexus CUDA device"
-                ))
-            })?
-    };
-    // The producer's work on the memory comes first, whatever the target.
-    if let Some(handle) = stream {
-        py.detach(|| owner_device.synchronize_external_stream(handle))
-            .py()?;
-    }
-    let wrapped = owner_device.wrap_device_memory(ptr, size, dt, owner).py()?;
-    if owner_device == *device && !readonly {
-        return Ok(Some(PyBuffer::new(wrapped)));
-    }
-    let copied = py.detach(|| device.copy_buffer(&wrapped)).py()?;
-    Ok(Some(PyBuffer::new(copied)))
+    // Which device owns it, waiting for the producer, wrap or copy: the
+    // core's policy (`nexus::interop`).
+    let buffer = py.detach(|| nexus::interop::import(device, found)).py()?;
+    Ok(Some(PyBuffer::new(buffer)))
 }

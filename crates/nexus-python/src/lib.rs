@@ -117,6 +117,6 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lookup_device_info, m)?)?;
     m.add_function(wrap_pyfunction!(create_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(_enum_tables, m)?)?;
-    m.add("MAX_KERNEL_ARGS", nexus::hal::MAX_KERNEL_ARGS)?;
+    m.add("MAX_KERNEL_ARGS", nexus::MAX_KERNEL_ARGS)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
 
-use nexus::hal::LibrarySource;
+use nexus::LibrarySource;
 use nexus::{DataType, EventType, Scalar};
 
 use crate::convert::{dims, host_array, strict_int};

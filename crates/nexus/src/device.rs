@@ -124,10 +124,15 @@ impl Device {
         self.inner.hal.synchronize()
     }
 
-    /// Blocks until another library's stream on this device (a raw handle
-    /// of the runtime's stream type) has finished its work.
-    pub fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
-        self.inner.hal.synchronize_external_stream(handle)
+    /// Blocks until another library's work on this device, ordered on
+    /// `stream`, has finished.
+    pub fn synchronize_external_stream(&self, stream: hal::ProducerStream) -> Result<()> {
+        self.inner.hal.synchronize_external_stream(stream)
+    }
+
+    /// Where this device's memory lives, as interop protocols name it.
+    pub fn memory_domain(&self) -> hal::MemoryDomain {
+        self.inner.hal.memory_domain()
     }
 
     /// Whether `address` is memory of this device.

@@ -12,6 +12,7 @@ pub mod backends;
 pub mod database;
 pub mod error;
 pub mod hal;
+pub mod interop;
 pub mod property;
 pub mod types;
 
@@ -27,6 +28,7 @@ mod sync;
 pub use buffer::Buffer;
 pub use device::Device;
 pub use error::{Error, Result, Status};
+pub use hal::{ForeignMemory, LibrarySource, MemoryDomain, ProducerStream, MAX_KERNEL_ARGS};
 pub use library::{Kernel, Library};
 pub use property::{PathItem, Properties};
 pub use runtime::{get_runtime, get_runtimes, known_runtimes, system_device, Runtime};

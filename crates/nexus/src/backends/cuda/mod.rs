@@ -476,13 +476,24 @@ impl hal::Device for CudaDevice {
         }
     }
 
-    fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
+    fn memory_domain(&self) -> hal::MemoryDomain {
+        hal::MemoryDomain::Cuda
+    }
+
+    fn synchronize_external_stream(&self, stream: hal::ProducerStream) -> Result<()> {
+        /// `cudaStreamLegacy`, as the CUDA array interface and DLPack name it.
+        const LEGACY_STREAM: u64 = 1;
+        let handle = match stream {
+            hal::ProducerStream::None => return Ok(()),
+            hal::ProducerStream::LegacyDefault => LEGACY_STREAM,
+            hal::ProducerStream::Handle(h) => h,
+        };
         let _ctx = self.gpu.bind()?;
         let d = self.gpu.d;
         // 1 and 2 name the legacy and per-thread default streams. Any other
         // value would be dereferenced by the driver, and nothing proves it
         // is a live stream: the whole device is synchronised instead.
-        let code = if handle == 1 || handle == 2 {
+        let code = if handle == LEGACY_STREAM || handle == 2 {
             // SAFETY: a stream handle the driver defines as a constant.
             unsafe { (d.cuStreamSynchronize)(handle as usize as CUstream) }
         } else {

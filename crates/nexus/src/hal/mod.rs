@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod interop;
+
+pub use interop::{ForeignMemory, MemoryDomain, ProducerStream};
+
 use crate::error::Result;
 use crate::types::{EventType, LaunchDims, Scalar};
 
@@ -72,11 +76,14 @@ pub trait Device: Send + Sync {
     /// Frees what waits only for finished work (retired runs, deferred
     /// frees), so an allocation that failed can be tried again.
     fn reclaim(&self) {}
-    /// Blocks until a stream of another library on this device (a raw
-    /// handle of this runtime's stream type, e.g. a `CUstream` from
-    /// `__cuda_array_interface__`) has finished its work.
-    fn synchronize_external_stream(&self, handle: u64) -> Result<()> {
-        let _ = handle;
+    /// Where this device's memory lives, as interop protocols name it.
+    fn memory_domain(&self) -> MemoryDomain {
+        MemoryDomain::Host
+    }
+    /// Blocks until another library's work on this device, ordered on
+    /// `stream` (a raw handle of this runtime's stream type), has finished.
+    fn synchronize_external_stream(&self, stream: ProducerStream) -> Result<()> {
+        let _ = stream;
         Err(crate::error::Error::new(
             crate::error::Status::NotSupported,
             "this runtime has no external streams",

@@ -1,0 +1,59 @@
+//! Import and export policy for memory shared with other libraries.
+//!
+//! The binding only parses protocols into `hal::ForeignMemory`; here nexus
+//! decides which device owns the memory (searching every runtime whose
+//! memory domain matches), waits for the producer's stream, and wraps the
+//! memory without a copy when the target owns it, copying otherwise (another
+//! device, or a read-only array).
+
+use crate::buffer::Buffer;
+use crate::device::Device;
+use crate::error::{Error, Result, Status};
+use crate::hal::ForeignMemory;
+use crate::runtime::known_runtimes;
+
+/// A buffer on `target` over (or, when it must, a copy of) foreign memory.
+pub fn import(target: &Device, memory: ForeignMemory) -> Result<Buffer> {
+    if memory.size == 0 {
+        return Err(Error::new(
+            Status::InvalidSize,
+            "create_buffer data is empty (0 bytes)",
+        ));
+    }
+    let owner = owning_device(target, &memory)?;
+    // The producer's work on the memory comes first, whatever the target.
+    owner.synchronize_external_stream(memory.stream)?;
+    let readonly = memory.readonly;
+    let wrapped = owner.wrap_device_memory(
+        memory.address,
+        memory.size,
+        memory.data_type,
+        memory.keep_alive,
+    )?;
+    if owner == *target && !readonly {
+        return Ok(wrapped);
+    }
+    target.copy_buffer(&wrapped)
+}
+
+/// The device that holds `memory`: the target if it does, else the first
+/// device of a runtime with the same memory domain that owns the address.
+fn owning_device(target: &Device, memory: &ForeignMemory) -> Result<Device> {
+    let holds = |d: &Device| d.memory_domain() == memory.domain && d.owns_address(memory.address);
+    if holds(target) {
+        return Ok(target.clone());
+    }
+    known_runtimes()
+        .iter()
+        .flat_map(|r| r.devices().to_vec())
+        .find(holds)
+        .ok_or_else(|| {
+            Error::new(
+                Status::InvalidValue,
+                format!(
+                    "address {:#x} ({:?} memory) is not memory of any nexus device",
+                    memory.address, memory.domain
+                ),
+            )
+        })
+}
