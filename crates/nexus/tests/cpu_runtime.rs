@@ -74,6 +74,21 @@ fn waits_time_out_and_released_buffers_refuse_use() {
     assert!(e.message.contains("was released"));
 }
 
+/// A float32 buffer of `n` copies of `value`.
+fn filled(dev: &nexus::Device, value: f32, n: usize) -> nexus::Buffer {
+    dev.create_buffer_from(&bytes(&vec![value; n]), DataType::F32)
+        .unwrap()
+}
+
+/// Signals `event` to 1 from another thread after 50 ms.
+fn signal_later(event: &nexus::Event) -> std::thread::JoinHandle<()> {
+    let event = event.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        event.signal(1).unwrap();
+    })
+}
+
 /// A schedule `c = a + b` over `n` floats, optionally behind a wait.
 fn add_schedule(
     dev: &nexus::Device,
@@ -104,22 +119,12 @@ fn add_schedule(
 fn a_read_waits_for_a_held_run_that_writes_the_buffer() {
     let dev = cpu();
     let n = 4096;
-    let a = dev
-        .create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32)
-        .unwrap();
-    let c = dev
-        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
-        .unwrap();
+    let a = filled(&dev, 1.0, n);
+    let c = filled(&dev, 0.0, n);
     let go = dev.create_event(EventType::Shared).unwrap();
     let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
     sched.run(None, false).unwrap();
-    let signaller = {
-        let go = go.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            go.signal(1).unwrap();
-        })
-    };
+    let signaller = signal_later(&go);
     // The read is ordered after the held run: it sees 2.0, never 0.0.
     let mut out = vec![0u8; n * 4];
     c.read(&mut out).unwrap();
@@ -131,28 +136,16 @@ fn a_read_waits_for_a_held_run_that_writes_the_buffer() {
 fn a_blocking_run_never_overtakes_queued_runs() {
     let dev = cpu();
     let n = 1 << 16;
-    let one = dev
-        .create_buffer_from(&bytes(&vec![1.0; n]), DataType::F32)
-        .unwrap();
-    let c = dev
-        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
-        .unwrap();
-    let d = dev
-        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
-        .unwrap();
+    let one = filled(&dev, 1.0, n);
+    let c = filled(&dev, 0.0, n);
+    let d = filled(&dev, 0.0, n);
     let go = dev.create_event(EventType::Shared).unwrap();
     // Queued first, held until `go`: c = 1 + 1.
     let first = add_schedule(&dev, &one, &one, &c, n, Some((&go, 1)));
     // Then a blocking run reading c: d = c + c must see the first run's 2.0.
     let second = add_schedule(&dev, &c, &c, &d, n, None);
     first.run(None, false).unwrap();
-    let signaller = {
-        let go = go.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            go.signal(1).unwrap();
-        })
-    };
+    let signaller = signal_later(&go);
     second.run(None, true).unwrap();
     let mut out = vec![0u8; n * 4];
     d.read(&mut out).unwrap();
@@ -164,12 +157,8 @@ fn a_blocking_run_never_overtakes_queued_runs() {
 fn released_buffers_stay_alive_for_queued_runs() {
     let dev = cpu();
     let n = 1 << 16;
-    let a = dev
-        .create_buffer_from(&bytes(&vec![3.0; n]), DataType::F32)
-        .unwrap();
-    let c = dev
-        .create_buffer_from(&bytes(&vec![0.0; n]), DataType::F32)
-        .unwrap();
+    let a = filled(&dev, 3.0, n);
+    let c = filled(&dev, 0.0, n);
     let go = dev.create_event(EventType::Shared).unwrap();
     let sched = add_schedule(&dev, &a, &a, &c, n, Some((&go, 1)));
     sched.run(None, false).unwrap();
