@@ -44,6 +44,7 @@
 //! `inflight` list until a query shows the ticket done. Drops that must wait
 //! for the device go through `release`.
 
+pub mod args;
 pub mod release;
 pub mod usage;
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use crate::backends::common::args::ArgPack;
 use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::types::LaunchDims;
@@ -29,44 +30,6 @@ pub struct LaunchContext {
 }
 
 pub type KernelFn = unsafe extern "C" fn(args: *mut *mut c_void, launch: *const LaunchContext);
-
-/// Argument storage: one 8-byte slot per argument plus the pointer array
-/// the kernel receives. Built once when a schedule is encoded.
-pub struct ArgPack {
-    slots: Box<[u64]>,
-    ptrs: Box<[*mut c_void]>,
-}
-
-// SAFETY: the pointers only point into `slots`, which the pack owns and
-// never moves (boxed slice); kernels read them and never keep them.
-unsafe impl Send for ArgPack {}
-// SAFETY: as for Send: shared use only reads the pack.
-unsafe impl Sync for ArgPack {}
-
-impl ArgPack {
-    /// `values[i]` is the argument's bytes (<= 8).
-    pub fn new(values: &[Vec<u8>]) -> Self {
-        let mut slots = vec![0u64; values.len()].into_boxed_slice();
-        for (slot, v) in slots.iter_mut().zip(values) {
-            let mut b = [0u8; 8];
-            b[..v.len()].copy_from_slice(v);
-            *slot = u64::from_ne_bytes(b);
-        }
-        let ptrs = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
-        ArgPack { slots, ptrs }
-    }
-
-    fn as_ptr(&self) -> *mut *mut c_void {
-        self.ptrs.as_ptr() as *mut *mut c_void
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
@@ -109,7 +72,7 @@ fn run_group(
     };
     // SAFETY: the kernel follows the ABI above; `args`, `ctx` and the
     // scratch memory outlive the call.
-    unsafe { func(args.as_ptr(), &ctx) };
+    unsafe { func(args.pointers(), &ctx) };
     SCRATCH.with(|s| {
         let mut slot = s.borrow_mut();
         if slot.capacity() < scratch.capacity() {

@@ -2,9 +2,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::launch::{self, ArgPack, KernelFn};
+use super::launch::{self, KernelFn};
 use super::library::CpuKernel;
 use super::sync::CpuStream;
+use crate::backends::common::args::{self, ArgPack};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::LaunchDims;
@@ -54,13 +55,7 @@ impl CpuSchedule {
                             ),
                         )
                     })?;
-                    let values: Vec<Vec<u8>> = args
-                        .iter()
-                        .map(|a| match a {
-                            hal::Arg::Buffer(b) => b.address().to_ne_bytes().to_vec(),
-                            hal::Arg::Scalar(s) => s.bytes(),
-                        })
-                        .collect();
+                    let values = args::values(args);
                     if *shared_memory as usize > super::MAX_SCRATCH_BYTES {
                         return Err(Error::new(
                             Status::InvalidSize,

@@ -24,33 +24,9 @@ use super::result as r;
 use super::sync::{self, CudaEvent, CudaStream, Timeline, WaitPlan};
 use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
+use crate::backends::common::args::{self, ArgPack};
 use crate::error::{Error, Result, Status};
 use crate::hal;
-
-/// Argument values in 8-byte slots and the pointer array the driver reads.
-struct ArgPack {
-    _slots: Box<[u64]>,
-    ptrs: Box<[*mut c_void]>,
-}
-
-impl ArgPack {
-    fn new(values: &[Vec<u8>]) -> Self {
-        let mut slots = vec![0u64; values.len()].into_boxed_slice();
-        for (slot, v) in slots.iter_mut().zip(values) {
-            let mut b = [0u8; 8];
-            b[..v.len().min(8)].copy_from_slice(&v[..v.len().min(8)]);
-            *slot = u64::from_ne_bytes(b);
-        }
-        let ptrs = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
-        ArgPack {
-            _slots: slots,
-            ptrs,
-        }
-    }
-}
 
 struct Launch {
     func: Handle,
@@ -138,7 +114,7 @@ fn launch(gpu: &Gpu, l: &Launch, stream: CUstream) -> Result<()> {
             l.block[2],
             l.shared,
             stream,
-            l.args.ptrs.as_ptr() as *mut *mut c_void,
+            l.args.pointers(),
             std::ptr::null_mut(),
         )
     };
@@ -198,13 +174,7 @@ impl CudaSchedule {
                             ),
                         ));
                     }
-                    let mut values: Vec<Vec<u8>> = args
-                        .iter()
-                        .map(|a| match a {
-                            hal::Arg::Buffer(b) => b.address().to_ne_bytes().to_vec(),
-                            hal::Arg::Scalar(s) => s.bytes(),
-                        })
-                        .collect();
+                    let mut values = args::values(args);
                     if k.hidden_count {
                         values.truncate(k.arity.unwrap_or(values.len()));
                         values.push(dims.grid[0].to_ne_bytes().to_vec());
@@ -306,7 +276,7 @@ impl CudaSchedule {
                         grid_dim: l.grid,
                         block_dim: l.block,
                         shared_mem_bytes: l.shared,
-                        kernel_params: l.args.ptrs.as_ptr() as *mut *mut c_void,
+                        kernel_params: l.args.pointers(),
                         extra: std::ptr::null_mut(),
                         kern: std::ptr::null_mut(),
                         ctx: std::ptr::null_mut(),
