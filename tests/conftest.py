@@ -62,5 +62,11 @@ def kernels(device: nexus.Device, build_dir: pathlib.Path) -> nexus.Library:
 
 
 @pytest.fixture
+def lib_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
+    """The path of the `kernels` test library for this device's runtime."""
+    return library_path(device, "kernels", build_dir)
+
+
+@pytest.fixture
 def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
     return library_path(device, "spec_kernel", build_dir)

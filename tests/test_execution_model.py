@@ -160,14 +160,6 @@ ARGS = sys.argv[4:]
 _CHILD_HELPERS = "\n\n".join(inspect.getsource(f) for f in [command, fill_cmd, spin_cmd, finish, cuda_library])
 
 
-@pytest.fixture
-def lib_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from conftest import library_path
-
-    return library_path(device, "kernels", build_dir)
-
-
 def _device_index(device: nexus.Device) -> int:
     runtime = runtime_of(device)
     return next(i for i, d in enumerate(nexus.get_runtime(runtime).get_devices()) if d == device)

@@ -17,10 +17,8 @@ import sys
 
 import nexus
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import library_path  # noqa: E402
-from misuse_cases import CASES, Case, Ctx, classes_covered  # noqa: E402
+from conftest import library_path
+from misuse_cases import CASES, Case, Ctx, classes_covered
 
 _results: dict[str, str] = {}
 

@@ -13,6 +13,7 @@ import textwrap
 
 import nexus
 import pytest
+from conftest import library_path
 
 HANG_GUARD = 60  # seconds; a clean exit takes well under one
 
@@ -29,14 +30,6 @@ def vadd(schedule, a, b, c, n):
     cmd.finalize(64, n)
     return cmd
 """
-
-
-@pytest.fixture
-def lib_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from conftest import library_path
-
-    return library_path(device, "kernels", build_dir)
 
 
 def run_child(device: nexus.Device, lib_path: str, body: str) -> subprocess.CompletedProcess:
@@ -205,9 +198,6 @@ print("DONE", flush=True)
 
 
 def _cpu_lib(build_dir: pathlib.Path) -> str:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from conftest import library_path
-
     return library_path(nexus.get_runtime("cpu").get_device(0), "kernels", build_dir)
 
 

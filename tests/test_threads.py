@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -188,14 +187,6 @@ def _child(device: nexus.Device, lib_path: str, body: str, **popen) -> subproces
         [sys.executable, "-c", code, runtime, str(index), lib_path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
-
-
-@pytest.fixture
-def lib_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from conftest import library_path
-
-    return library_path(device, "kernels", build_dir)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = HANG_GUARD) -> tuple[str, str]:
