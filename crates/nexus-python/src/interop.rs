@@ -25,51 +25,6 @@ use nexus::{ForeignMemory, MemoryDomain, ProducerStream};
 use crate::errors::IntoPyResult;
 use crate::objects::{wait_in_slices, PyBuffer};
 
-/// Element size and array-interface type string of a data type.
-fn typestr(dt: DataType) -> (usize, &'static str) {
-    match dt {
-        DataType::F32 => (4, "<f4"),
-        DataType::F16 => (2, "<f2"),
-        DataType::BF16 => (2, "<V2"),
-        DataType::F64 => (8, "<f8"),
-        DataType::I32 => (4, "<i4"),
-        DataType::U32 => (4, "<u4"),
-        DataType::I64 => (8, "<i8"),
-        DataType::U64 => (8, "<u8"),
-        DataType::I16 => (2, "<i2"),
-        DataType::U16 => (2, "<u2"),
-        DataType::I8 => (1, "|i1"),
-        DataType::U8 | DataType::Undefined => (1, "|u1"),
-        DataType::Bool => (1, "|b1"),
-    }
-}
-
-fn from_typestr(s: &str) -> Option<(DataType, usize)> {
-    let body = s.trim_start_matches(['<', '>', '|', '=']);
-    if s.starts_with('>') && !body.ends_with('1') {
-        return None; // big-endian multi-byte data
-    }
-    Some(match body {
-        "f4" => (DataType::F32, 4),
-        "f2" => (DataType::F16, 2),
-        "f8" => (DataType::F64, 8),
-        "i4" => (DataType::I32, 4),
-        "u4" => (DataType::U32, 4),
-        "i8" => (DataType::I64, 8),
-        "u8" => (DataType::U64, 8),
-        "i2" => (DataType::I16, 2),
-        "u2" => (DataType::U16, 2),
-        "i1" => (DataType::I8, 1),
-        "u1" => (DataType::U8, 1),
-        "b1" => (DataType::Bool, 1),
-        "V2" => (DataType::BF16, 2),
-        _ => {
-            let n: usize = body.get(1..)?.parse().ok()?;
-            (DataType::Undefined, n)
-        }
-    })
-}
-
 /// DLPack (v0.8 ABI, the unversioned capsule every consumer accepts).
 #[repr(C)]
 struct DLDevice {
@@ -141,32 +96,6 @@ unsafe extern "C" fn capsule_destructor(capsule: *mut pyo3::ffi::PyObject) {
     }
 }
 
-fn dl_dtype(dt: DataType) -> (DLDataType, usize) {
-    let (code, bits) = match dt {
-        DataType::F32 => (2, 32),
-        DataType::F16 => (2, 16),
-        DataType::BF16 => (4, 16),
-        DataType::F64 => (2, 64),
-        DataType::I32 => (0, 32),
-        DataType::U32 => (1, 32),
-        DataType::I64 => (0, 64),
-        DataType::U64 => (1, 64),
-        DataType::I16 => (0, 16),
-        DataType::U16 => (1, 16),
-        DataType::I8 => (0, 8),
-        DataType::U8 | DataType::Undefined => (1, 8),
-        DataType::Bool => (6, 8),
-    };
-    (
-        DLDataType {
-            code,
-            bits,
-            lanes: 1,
-        },
-        bits as usize / 8,
-    )
-}
-
 impl PyBuffer {
     fn speaks_cuda_array_interface(&self) -> bool {
         self.inner
@@ -198,7 +127,8 @@ impl PyBuffer {
         // object holds the memory too, so `release()` cannot free it.
         let memory = self.inner.keep_alive().py()?;
         let _ = self.exported.set(memory);
-        let (item, ts) = typestr(self.inner.data_type());
+        let dt = self.inner.data_type();
+        let (item, ts) = (dt.size().max(1), dt.typestr());
         let d = PyDict::new(py);
         d.set_item("shape", PyTuple::new(py, [self.inner.size() / item])?)?;
         d.set_item("typestr", ts)?;
@@ -234,7 +164,15 @@ impl PyBuffer {
             }
         }
         self.wait_uses(py)?;
-        let (dtype, item) = dl_dtype(self.inner.data_type());
+        let (code, bits) = self.inner.data_type().dlpack();
+        let (dtype, item) = (
+            DLDataType {
+                code,
+                bits,
+                lanes: 1,
+            },
+            bits as usize / 8,
+        );
         let mut export = Box::new(Export {
             tensor: DLManagedTensor {
                 dl_tensor: DLTensor {
@@ -342,7 +280,7 @@ fn from_cuda_array_interface(data: &Bound<'_, PyAny>) -> PyResult<Option<Foreign
     let shape: Vec<i64> = get("shape")?.extract()?;
     let ts: String = get("typestr")?.extract()?;
     let (ptr, readonly): (u64, bool) = get("data")?.extract()?;
-    let (dt, item) = from_typestr(&ts).ok_or_else(|| {
+    let (dt, item) = DataType::from_typestr(&ts).ok_or_else(|| {
         PyValueError::new_err(format!(
             "unsupported typestr {ts:?} in __cuda_array_interface__"
         ))
@@ -394,28 +332,6 @@ struct DlpackOwner {
     _capsule: Py<PyAny>,
 }
 
-fn from_dl_dtype(t: &DLDataType) -> Option<DataType> {
-    if t.lanes != 1 {
-        return None;
-    }
-    Some(match (t.code, t.bits) {
-        (2, 32) => DataType::F32,
-        (2, 16) => DataType::F16,
-        (4, 16) => DataType::BF16,
-        (2, 64) => DataType::F64,
-        (0, 32) => DataType::I32,
-        (1, 32) => DataType::U32,
-        (0, 64) => DataType::I64,
-        (1, 64) => DataType::U64,
-        (0, 16) => DataType::I16,
-        (1, 16) => DataType::U16,
-        (0, 8) => DataType::I8,
-        (1, 8) => DataType::U8,
-        (6, 8) => DataType::Bool,
-        _ => return None,
-    })
-}
-
 /// DLPack on a device (`__dlpack_device__()` names device memory):
 /// `Ok(None)` for host tensors and objects without DLPack (the host path
 /// takes them).
@@ -452,12 +368,16 @@ fn from_dlpack(data: &Bound<'_, PyAny>) -> PyResult<Option<ForeignMemory>> {
     // SAFETY: a live managed tensor from the producer; the capsule (held
     // by `owner`) keeps it alive.
     let tensor = unsafe { &(*t).dl_tensor };
-    let dt = from_dl_dtype(&tensor.dtype).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "unsupported DLPack dtype (code {}, bits {}, lanes {})",
-            tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes
-        ))
-    })?;
+    let dtype = &tensor.dtype;
+    let dt = (dtype.lanes == 1)
+        .then(|| DataType::from_dlpack(dtype.code, dtype.bits))
+        .flatten()
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unsupported DLPack dtype (code {}, bits {}, lanes {})",
+                tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes
+            ))
+        })?;
     if tensor.ndim < 0 || (tensor.ndim > 0 && tensor.shape.is_null()) {
         return Err(PyValueError::new_err(format!(
             "invalid DLPack tensor of {} dimensions",

@@ -40,7 +40,7 @@ impl EventType {
 }
 
 macro_rules! data_types {
-    ($($name:ident = $value:expr, $size:expr, $numpy:expr);* $(;)?) => {
+    ($($name:ident = $value:expr, $size:expr, $numpy:expr, $typestr:expr, $dlpack:expr);* $(;)?) => {
         /// Element types of buffers and scalar kernel arguments.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(i32)]
@@ -60,25 +60,36 @@ macro_rules! data_types {
             pub fn numpy_name(self) -> &'static str {
                 match self { $(DataType::$name => $numpy),* }
             }
+            /// The array interface's type string (`<f4`, ...); raw bytes
+            /// for `Undefined`, and `<V2` for bfloat16, which numpy lacks.
+            pub fn typestr(self) -> &'static str {
+                match self { $(DataType::$name => $typestr),* }
+            }
+            /// DLPack's (type code, bits): 0 int, 1 uint, 2 float, 4
+            /// bfloat, 6 bool.
+            pub fn dlpack(self) -> (u8, u8) {
+                match self { $(DataType::$name => $dlpack),* }
+            }
         }
     };
 }
 
+// name = code, bytes, numpy name, array-interface typestr, DLPack (code, bits)
 data_types! {
-    Undefined = 0, 0, "undefined";
-    F32 = 1, 4, "float32";
-    F16 = 2, 2, "float16";
-    BF16 = 3, 2, "bfloat16";
-    F64 = 4, 8, "float64";
-    I32 = 5, 4, "int32";
-    U32 = 6, 4, "uint32";
-    I64 = 7, 8, "int64";
-    U64 = 8, 8, "uint64";
-    I16 = 9, 2, "int16";
-    U16 = 10, 2, "uint16";
-    I8 = 11, 1, "int8";
-    U8 = 12, 1, "uint8";
-    Bool = 13, 1, "bool";
+    Undefined = 0, 0, "undefined", "|u1", (1, 8);
+    F32 = 1, 4, "float32", "<f4", (2, 32);
+    F16 = 2, 2, "float16", "<f2", (2, 16);
+    BF16 = 3, 2, "bfloat16", "<V2", (4, 16);
+    F64 = 4, 8, "float64", "<f8", (2, 64);
+    I32 = 5, 4, "int32", "<i4", (0, 32);
+    U32 = 6, 4, "uint32", "<u4", (1, 32);
+    I64 = 7, 8, "int64", "<i8", (0, 64);
+    U64 = 8, 8, "uint64", "<u8", (1, 64);
+    I16 = 9, 2, "int16", "<i2", (0, 16);
+    U16 = 10, 2, "uint16", "<u2", (1, 16);
+    I8 = 11, 1, "int8", "|i1", (0, 8);
+    U8 = 12, 1, "uint8", "|u1", (1, 8);
+    Bool = 13, 1, "bool", "|b1", (6, 8);
 }
 
 impl DataType {
@@ -88,6 +99,31 @@ impl DataType {
             .copied()
             .find(|t| *t as i64 == code)
             .ok_or_else(|| Error::new(Status::InvalidValue, format!("unknown data_type {code}")))
+    }
+
+    /// From an array-interface type string: the type and its element size.
+    /// Unknown types of a known size are raw bytes (`Undefined`);
+    /// big-endian multi-byte data is refused (`None`).
+    pub fn from_typestr(s: &str) -> Option<(DataType, usize)> {
+        let body = s.trim_start_matches(['<', '>', '|', '=']);
+        if s.starts_with('>') && !body.ends_with('1') {
+            return None;
+        }
+        let known = Self::ALL.iter().copied().find(|t| {
+            *t != DataType::Undefined && t.typestr().trim_start_matches(['<', '|']) == body
+        });
+        match known {
+            Some(t) => Some((t, t.size())),
+            None => Some((DataType::Undefined, body.get(1..)?.parse().ok()?)),
+        }
+    }
+
+    /// From DLPack's (type code, bits); `None` for types nexus lacks.
+    pub fn from_dlpack(code: u8, bits: u8) -> Option<DataType> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| *t != DataType::Undefined && t.dlpack() == (code, bits))
     }
 
     /// From a numpy dtype name; unknown names map to `Undefined` (raw bytes).
@@ -217,6 +253,25 @@ fn axes(what: &str, v: &[i64]) -> Result<[u32; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interop_type_tables_round_trip() {
+        for &t in DataType::ALL.iter().filter(|t| **t != DataType::Undefined) {
+            assert_eq!(
+                DataType::from_typestr(t.typestr()),
+                Some((t, t.size())),
+                "{t:?}"
+            );
+            let (code, bits) = t.dlpack();
+            assert_eq!(DataType::from_dlpack(code, bits), Some(t), "{t:?}");
+        }
+        assert_eq!(DataType::from_typestr(">f4"), None);
+        assert_eq!(
+            DataType::from_typestr("|V8"),
+            Some((DataType::Undefined, 8))
+        );
+        assert_eq!(DataType::from_dlpack(5, 64), None);
+    }
 
     #[test]
     fn dims() {
