@@ -122,11 +122,6 @@ pub fn create_buffer_on(
         )));
     }
     let (_keep, view) = host_array(data, "create_buffer data", false, true)?;
-    if view.len == 0 {
-        return Err(PyValueError::new_err(
-            "create_buffer data is empty (0 bytes)",
-        ));
-    }
     let dt = match data_type {
         Some(code) => DataType::from_code(code).py()?,
         None => view.data_type,
@@ -246,14 +241,7 @@ impl PyBuffer {
     fn copy(&self, py: Python<'_>, host_array: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let (_keep, view) =
             crate::convert::host_array(host_array, "copy destination", true, false)?;
-        if view.len < self.inner.size() {
-            return Err(PyValueError::new_err(format!(
-                "copy destination holds {} bytes, {} has {} bytes",
-                view.len,
-                self.inner.label(),
-                self.inner.size()
-            )));
-        }
+        self.inner.check_destination(view.len).py()?;
         let (ptr, len) = (view.ptr, view.len);
         // Runs that use the buffer finish first: waited here in slices, so
         // a buffer behind a held run answers Ctrl-C.
@@ -469,12 +457,9 @@ impl PyEvent {
         if wait_in_slices(py, deadline, |t| self.inner.wait_for(v, t))? {
             Ok(success(py))
         } else {
-            Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
-                "{}: timed out after {} s waiting for value {v} (current value {})",
-                self.inner.label(),
-                timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-                self.inner.value().py()?
-            )))
+            Err(crate::errors::to_py(
+                self.inner.timed_out(v, timeout.unwrap_or_default()),
+            ))
         }
     }
     fn get_value(&self) -> PyResult<u64> {

@@ -148,18 +148,35 @@ impl Buffer {
         hal.write(0, src)
     }
 
-    /// Buffer to host: fills `dst`, which must hold at least the buffer's size.
-    pub fn read(&self, dst: &mut [u8]) -> Result<()> {
-        if dst.len() < self.size() {
+    /// Refuses a copy destination smaller than the buffer.
+    pub fn check_destination(&self, len: usize) -> Result<()> {
+        if len < self.size() {
             return Err(Error::new(
                 Status::InvalidSize,
                 format!(
-                    "destination holds {} bytes, the buffer has {} bytes",
-                    dst.len(),
+                    "copy destination holds {len} bytes, {} has {} bytes",
+                    self.label(),
                     self.size()
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Refuses data of 0 bytes to make a buffer from.
+    pub(crate) fn check_data_size(len: usize) -> Result<()> {
+        if len == 0 {
+            return Err(Error::new(
+                Status::InvalidSize,
+                "create_buffer data is empty (0 bytes)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Buffer to host: fills `dst`, which must hold at least the buffer's size.
+    pub fn read(&self, dst: &mut [u8]) -> Result<()> {
+        self.check_destination(dst.len())?;
         let n = self.size();
         let hal = self.hal()?;
         self.wait_all_uses();

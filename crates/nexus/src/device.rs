@@ -95,6 +95,7 @@ impl Device {
     }
 
     pub fn create_buffer_from(&self, bytes: &[u8], data_type: DataType) -> Result<Buffer> {
+        Buffer::check_data_size(bytes.len())?;
         let buf = Buffer::allocate(self, bytes.len() as i64, data_type)?;
         buf.write(bytes)?;
         Ok(buf)

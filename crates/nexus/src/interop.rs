@@ -14,12 +14,7 @@ use crate::runtime::known_runtimes;
 
 /// A buffer on `target` over (or, when it must, a copy of) foreign memory.
 pub fn import(target: &Device, memory: ForeignMemory) -> Result<Buffer> {
-    if memory.size == 0 {
-        return Err(Error::new(
-            Status::InvalidSize,
-            "create_buffer data is empty (0 bytes)",
-        ));
-    }
+    Buffer::check_data_size(memory.size)?;
     let owner = owning_device(target, &memory)?;
     // The producer's work on the memory comes first, whatever the target.
     owner.synchronize_external_stream(memory.stream)?;

@@ -57,16 +57,24 @@ impl Event {
         if hal.wait(value, timeout)? {
             Ok(())
         } else {
-            Err(Error::new(
-                Status::Timeout,
-                format!(
-                    "{}: timed out after {:.3} s waiting for value {value} (current value {})",
-                    self.label(),
-                    timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0),
-                    hal.value()?
-                ),
-            ))
+            Err(self.timed_out(value, timeout.unwrap_or_default()))
         }
+    }
+
+    /// The error of a wait for `value` that gave up after `timeout`.
+    pub fn timed_out(&self, value: u64, timeout: Duration) -> Error {
+        let current = self
+            .value()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| e.message);
+        Error::new(
+            Status::Timeout,
+            format!(
+                "{}: timed out after {:.3} s waiting for value {value} (current value {current})",
+                self.label(),
+                timeout.as_secs_f64(),
+            ),
+        )
     }
 
     /// Like `wait`, but returns `Ok(false)` on timeout instead of an error.
