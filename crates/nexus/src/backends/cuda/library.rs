@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::result as r;
-use super::sys::{self, CUfunction, CUmodule};
+use super::ffi::result as r;
+use super::ffi::sys::{self, CUfunction, CUmodule};
 use super::{Gpu, Handle};
 use crate::backends::common::{self, lock, release};
 use crate::error::{Error, Result, Status};
@@ -82,8 +82,7 @@ impl Drop for Module {
         release::defer(Box::new(move || {
             let handle: Handle = handle;
             if let Ok(_ctx) = gpu.bind() {
-                // SAFETY: loaded once, unloaded once; kernels hold the module.
-                unsafe { (gpu.d.cuModuleUnload)(handle.0) };
+                r::module_unload(gpu.d, handle.0);
             }
         }));
     }
@@ -507,19 +506,18 @@ impl CudaKernel {
         if bytes <= *allowed {
             return Ok(());
         }
-        // SAFETY: live function handle; the caller has the context current.
-        let code = unsafe {
-            (self.gpu.d.cuFuncSetAttribute)(
-                self.func.0,
-                sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes as i32,
-            )
-        };
-        r::check(self.gpu.d, code, || {
-            format!(
-                "kernel '{}': allowing {bytes} bytes of shared memory",
-                self.name
-            )
+        r::func_set_attribute(
+            self.gpu.d,
+            self.func.0,
+            sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .map_err(|mut e| {
+            e.message = format!(
+                "kernel '{}': allowing {bytes} bytes of shared memory: {}",
+                self.name, e.message
+            );
+            e
         })?;
         *allowed = bytes;
         Ok(())

@@ -7,13 +7,12 @@
 //! driver's own single-threaded staging.
 
 use std::any::Any;
-use std::ffi::c_void;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::result as r;
-use super::sys::{self, CUevent, CUstream, CUDA_ERROR_NOT_READY, CUDA_SUCCESS};
+use super::ffi::result as r;
+use super::ffi::sys::{self, CUevent, CUstream};
 use super::{Gpu, Handle};
 use crate::backends::common::{lock, release};
 use crate::error::Result;
@@ -47,8 +46,7 @@ impl Staging {
         let b = match r::mem_host_alloc(gpu.d, chunk, sys::MEMHOSTALLOC_PORTABLE) {
             Ok(b) => b,
             Err(e) => {
-                // SAFETY: freeing what was just allocated.
-                unsafe { (gpu.d.cuMemFreeHost)(a) };
+                r::mem_free_host(gpu.d, a);
                 return Err(e);
             }
         };
@@ -62,30 +60,21 @@ impl Staging {
     }
 }
 
-/// Spins (yielding) until the query reports completion: these waits are
+/// Spins (yielding) until `ready` reports completion: these waits are
 /// bounded by one chunk or one copy, so a sleep would only add latency.
-fn spin_wait(d: &sys::Driver, what: &str, mut query: impl FnMut() -> sys::CUresult) -> Result<()> {
-    loop {
-        match query() {
-            CUDA_SUCCESS => return Ok(()),
-            CUDA_ERROR_NOT_READY => std::thread::yield_now(),
-            code => return r::check(d, code, || what.to_string()),
-        }
+fn spin_until(mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    while !ready()? {
+        std::thread::yield_now();
     }
+    Ok(())
 }
 
 fn wait_event(d: &sys::Driver, e: CUevent) -> Result<()> {
-    // SAFETY: live event handle.
-    spin_wait(d, "cuEventQuery (staged copy)", || unsafe {
-        (d.cuEventQuery)(e)
-    })
+    spin_until(|| r::event_query(d, e))
 }
 
 fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
-    // SAFETY: live stream handle.
-    spin_wait(d, "cuStreamQuery (copy)", || unsafe {
-        (d.cuStreamQuery)(s)
-    })
+    spin_until(|| r::stream_query(d, s))
 }
 
 /// The device's staging area, locked for one copy (made here if the
@@ -154,8 +143,7 @@ impl Drop for CudaBuffer {
             let (gpu, ptr) = (self.gpu.clone(), self.ptr);
             release::defer(Box::new(move || {
                 if let Ok(_ctx) = gpu.bind() {
-                    // SAFETY: allocated by cuMemAlloc and freed once.
-                    unsafe { (gpu.d.cuMemFree_v2)(ptr) };
+                    r::mem_free(gpu.d, ptr);
                 }
             }));
         }
@@ -178,12 +166,7 @@ impl hal::Buffer for CudaBuffer {
         let dst = self.ptr + offset as u64;
         if r::is_pinned_host(d, src.as_ptr(), src.len()) {
             // SAFETY: src is pinned and outlives the wait below.
-            let code = unsafe {
-                (d.cuMemcpyHtoDAsync_v2)(dst, src.as_ptr() as *const c_void, src.len(), stream)
-            };
-            r::check(d, code, || {
-                format!("cuMemcpyHtoDAsync of {} bytes (pinned)", src.len())
-            })?;
+            unsafe { r::memcpy_htod_async(d, dst, src.as_ptr(), src.len(), stream) }?;
             return wait_stream(d, stream);
         }
         let guard = staging(g)?;
@@ -201,19 +184,10 @@ impl hal::Buffer for CudaBuffer {
                 unsafe { std::slice::from_raw_parts_mut(st.chunks[b].0 as *mut u8, piece.len()) };
             host_copy(pinned, piece);
             let at = dst + (k * chunk) as u64;
-            // SAFETY: pinned source; the event orders its reuse.
-            let code = unsafe {
-                (d.cuMemcpyHtoDAsync_v2)(at, pinned.as_ptr() as *const c_void, piece.len(), stream)
-            };
-            r::check(d, code, || {
-                format!("cuMemcpyHtoDAsync of chunk {k} ({} bytes)", piece.len())
-            })?;
-            r::check(
-                d,
-                // SAFETY: live event and stream.
-                unsafe { (d.cuEventRecord)(st.events[b].0, stream) },
-                || "cuEventRecord".into(),
-            )?;
+            // SAFETY: a pinned chunk of the staging area; the event
+            // recorded next orders its reuse.
+            unsafe { r::memcpy_htod_async(d, at, pinned.as_ptr(), piece.len(), stream) }?;
+            r::event_record(d, st.events[b].0, stream)?;
         }
         wait_stream(d, stream)
     }
@@ -229,12 +203,7 @@ impl hal::Buffer for CudaBuffer {
         let src = self.ptr + offset as u64;
         if r::is_pinned_host(d, dst.as_ptr(), dst.len()) {
             // SAFETY: dst is pinned and outlives the wait below.
-            let code = unsafe {
-                (d.cuMemcpyDtoHAsync_v2)(dst.as_mut_ptr() as *mut c_void, src, dst.len(), stream)
-            };
-            r::check(d, code, || {
-                format!("cuMemcpyDtoHAsync of {} bytes (pinned)", dst.len())
-            })?;
+            unsafe { r::memcpy_dtoh_async(d, dst.as_mut_ptr(), src, dst.len(), stream) }?;
             return wait_stream(d, stream);
         }
         let guard = staging(g)?;
@@ -245,19 +214,11 @@ impl hal::Buffer for CudaBuffer {
         let issue = |k: usize| -> Result<()> {
             let b = k % 2;
             let len = chunk.min(total - k * chunk);
-            // SAFETY: pinned chunk owned by the staging area under the lock.
-            let code = unsafe {
-                (d.cuMemcpyDtoHAsync_v2)(st.chunks[b].0, src + (k * chunk) as u64, len, stream)
-            };
-            r::check(d, code, || {
-                format!("cuMemcpyDtoHAsync of chunk {k} ({len} bytes)")
-            })?;
-            // SAFETY: live event and stream.
-            r::check(
-                d,
-                unsafe { (d.cuEventRecord)(st.events[b].0, stream) },
-                || "cuEventRecord".into(),
-            )
+            let chunk_at = st.chunks[b].0 as *mut u8;
+            // SAFETY: a pinned chunk of the staging area, which the lock
+            // gives to this copy alone; it is read only after its event.
+            unsafe { r::memcpy_dtoh_async(d, chunk_at, src + (k * chunk) as u64, len, stream) }?;
+            r::event_record(d, st.events[b].0, stream)
         };
         issue(0)?;
         for (k, piece) in dst.chunks_mut(chunk).enumerate() {

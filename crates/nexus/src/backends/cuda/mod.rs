@@ -9,13 +9,12 @@
 //! memory (signalled by stream writes, awaited by stream memory waits on
 //! queued signals; other waits are held on the host, see `queue.rs`).
 
+mod ffi;
 mod library;
 mod memory;
 mod queue;
-mod result;
 mod schedule;
 mod sync;
-mod sys;
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -27,7 +26,8 @@ use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::EventType;
-use result as r;
+use ffi::result as r;
+use ffi::sys;
 use sys::{CUcontext, CUdevice, CUstream, Driver};
 
 pub struct CudaApi;
@@ -218,13 +218,10 @@ impl Gpu {
     /// the CUDA runtime does); another library's context is restored.
     pub fn bind(&self) -> Result<CtxGuard> {
         self.check_process()?;
-        let mut current = std::ptr::null_mut();
-        // SAFETY: out-pointer to a local. Reading is cheaper than setting,
-        // and the launch path binds on every call. Read before `ctx()`,
-        // which makes the context current when it first creates it.
-        if unsafe { (self.d.cuCtxGetCurrent)(&mut current) } != sys::CUDA_SUCCESS {
-            current = std::ptr::null_mut();
-        }
+        // Reading is cheaper than setting, and the launch path binds on
+        // every call. Read before `ctx()`, which makes the context current
+        // when it first creates it.
+        let current = r::ctx_get_current(self.d);
         let c = self.ctx()?;
         if current == c {
             return Ok(CtxGuard {
@@ -493,15 +490,18 @@ impl hal::Device for CudaDevice {
         // 1 and 2 name the legacy and per-thread default streams. Any other
         // value would be dereferenced by the driver, and nothing proves it
         // is a live stream: the whole device is synchronised instead.
-        let code = if handle == LEGACY_STREAM || handle == 2 {
-            // SAFETY: a stream handle the driver defines as a constant.
-            unsafe { (d.cuStreamSynchronize)(handle as usize as CUstream) }
+        let synced = if handle == LEGACY_STREAM || handle == 2 {
+            // A stream handle the driver defines as a constant.
+            r::stream_synchronize(d, handle as usize as CUstream)
         } else {
-            // SAFETY: the context is current.
-            unsafe { (d.cuCtxSynchronize)() }
+            r::ctx_synchronize(d)
         };
-        r::check(d, code, || {
-            format!("synchronising with the producer's stream {handle:#x}")
+        synced.map_err(|mut e| {
+            e.message = format!(
+                "synchronising with the producer's stream {handle:#x}: {}",
+                e.message
+            );
+            e
         })
     }
 
@@ -524,8 +524,8 @@ pub(crate) struct CtxGuard {
 impl Drop for CtxGuard {
     fn drop(&mut self) {
         if let Some(c) = self.restore {
-            // SAFETY: a context that was current on this thread before.
-            unsafe { (self.d.cuCtxSetCurrent)(c.0) };
+            // A context that was current on this thread before.
+            let _ = r::ctx_set_current(self.d, c.0);
         }
     }
 }

@@ -22,9 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::ffi::result as r;
+use super::ffi::sys::{CUstream, Driver};
 use super::schedule::Steps;
-use super::sys::{self, CUstream, Driver};
-use super::{result as r, Gpu, Handle};
+use super::{Gpu, Handle};
 use crate::backends::common::{lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -187,8 +188,7 @@ impl StreamQueue {
                 Err(_) => return, // completion is then learned by `poll` alone
             },
         };
-        // SAFETY: live event and stream.
-        if unsafe { (self.d.cuEventRecord)(event.0, self.stream.0) } == sys::CUDA_SUCCESS {
+        if r::event_record(self.d, event.0, self.stream.0).is_ok() {
             st.checkpoints.push_back((ticket, event));
         } else {
             st.spare_events.push(event);
@@ -199,15 +199,12 @@ impl StreamQueue {
     /// kept alive into `retired` (dropped by the caller, with no lock held).
     fn poll_locked(&self, st: &mut State, retired: &mut Retired) {
         let sent = st.sent;
-        // SAFETY: the stream lives as long as this queue.
-        let code = unsafe { (self.d.cuStreamQuery)(self.stream.0) };
-        let reached = match code {
-            sys::CUDA_SUCCESS => sent,
-            sys::CUDA_ERROR_NOT_READY => {
+        let reached = match r::stream_query(self.d, self.stream.0) {
+            Ok(true) => sent,
+            Ok(false) => {
                 let mut reached = self.completed.load(Ordering::Acquire);
                 while let Some(&(t, e)) = st.checkpoints.front() {
-                    // SAFETY: a live event recorded on this stream.
-                    if unsafe { (self.d.cuEventQuery)(e.0) } != sys::CUDA_SUCCESS {
+                    if !r::event_query(self.d, e.0).unwrap_or(false) {
                         break;
                     }
                     reached = reached.max(t);
@@ -216,13 +213,11 @@ impl StreamQueue {
                 }
                 reached
             }
-            code => {
+            Err(mut e) => {
                 // The context is broken (a kernel faulted): every run not
                 // known complete failed, and nothing more will complete.
                 let from = self.completed.load(Ordering::Acquire) + 1;
-                let e = r::check(self.d, code, || "a run on this stream".into())
-                    .err()
-                    .unwrap_or_else(|| Error::new(Status::DriverError, "CUDA stream failed"));
+                e.message = format!("a run on this stream failed: {}", e.message);
                 if from <= sent {
                     st.failures.push((from, sent, e));
                 }
@@ -434,15 +429,13 @@ impl Drop for StreamQueue {
                 return;
             };
             if let Ok(_ctx) = gpu.bind() {
-                // SAFETY: this queue's own stream and events, used by nothing
-                // else now; the stream is synchronised before it is destroyed.
-                unsafe {
-                    (d.cuStreamSynchronize)(stream.0);
-                    for e in &events {
-                        (d.cuEventDestroy_v2)(e.0);
-                    }
-                    (d.cuStreamDestroy_v2)(stream.0);
+                // This queue's own stream and events, used by nothing else
+                // now; the stream is synchronised before it is destroyed.
+                let _ = r::stream_synchronize(d, stream.0);
+                for e in &events {
+                    r::event_destroy(d, e.0);
                 }
+                r::stream_destroy(d, stream.0);
             }
             drop(keep);
         }));

@@ -18,11 +18,11 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ffi::result as r;
+use super::ffi::sys::{self, CUstream};
 use super::library::CudaKernel;
 use super::queue::StreamQueue;
-use super::result as r;
 use super::sync::{self, CudaEvent, CudaStream, Timeline, WaitPlan};
-use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
 use crate::backends::common::args::{self, ArgPack};
 use crate::error::{Error, Result, Status};
@@ -86,11 +86,10 @@ impl Drop for Steps {
         };
         for s in &self.steps {
             if let Step::Graph { exec, graph } = s {
-                // SAFETY: instantiated at encode, destroyed once.
-                unsafe {
-                    (self.gpu.d.cuGraphExecDestroy)(exec.0);
-                    (self.gpu.d.cuGraphDestroy)(graph.0);
-                }
+                // Instantiated at encode, destroyed once (runs in flight
+                // keep the steps alive until they complete).
+                r::graph_exec_destroy(self.gpu.d, exec.0);
+                r::graph_destroy(self.gpu.d, graph.0);
             }
         }
     }
@@ -101,29 +100,7 @@ pub struct CudaSchedule {
 }
 
 fn launch(gpu: &Gpu, l: &Launch, stream: CUstream) -> Result<()> {
-    // SAFETY: the function is loaded, the argument pack matches the kernel
-    // (its pointers point into the pack's own slots) and outlives the call.
-    let code = unsafe {
-        (gpu.d.cuLaunchKernel)(
-            l.func.0,
-            l.grid[0],
-            l.grid[1],
-            l.grid[2],
-            l.block[0],
-            l.block[1],
-            l.block[2],
-            l.shared,
-            stream,
-            l.args.pointers(),
-            std::ptr::null_mut(),
-        )
-    };
-    r::check(gpu.d, code, || {
-        format!(
-            "cuLaunchKernel (groups {:?}, group size {:?}, shared memory {})",
-            l.grid, l.block, l.shared
-        )
-    })
+    r::launch_kernel(gpu.d, l.func.0, l.grid, l.block, l.shared, stream, &l.args)
 }
 
 unsafe extern "C" fn host_signal(user: *mut c_void) {
@@ -253,61 +230,37 @@ impl CudaSchedule {
             }
             _ => {
                 let launches = std::mem::take(pending);
-                let Some(add_node) = gpu.d.cuGraphAddKernelNode else {
+                if !r::graph_nodes_supported(gpu.d) {
                     // A driver without graph nodes: launched one by one.
                     steps.extend(launches.into_iter().map(Step::Launch));
                     return Ok(());
-                };
+                }
                 let d = gpu.d;
-                let mut graph = std::ptr::null_mut();
-                // SAFETY: out-pointer to a local; the context is current.
-                r::check(d, unsafe { (d.cuGraphCreate)(&mut graph, 0) }, || {
-                    "cuGraphCreate".into()
-                })?;
-                let destroy = |graph| {
-                    // SAFETY: a graph this function created and owns.
-                    unsafe { (d.cuGraphDestroy)(graph) };
-                };
+                let graph = r::graph_create(d)?;
                 // A chain: each kernel depends on the one before, as in a stream.
-                let mut previous: sys::CUgraphNode = std::ptr::null_mut();
+                let mut previous = None;
                 for (k, l) in launches.iter().enumerate() {
-                    let params = sys::CUDA_KERNEL_NODE_PARAMS {
-                        func: l.func.0,
-                        grid_dim: l.grid,
-                        block_dim: l.block,
-                        shared_mem_bytes: l.shared,
-                        kernel_params: l.args.pointers(),
-                        extra: std::ptr::null_mut(),
-                        kern: std::ptr::null_mut(),
-                        ctx: std::ptr::null_mut(),
-                    };
-                    let mut node = std::ptr::null_mut();
-                    let deps = if k == 0 { 0 } else { 1 };
-                    // SAFETY: a live graph and function; the driver copies
-                    // the parameter values (the pack outlives the call).
-                    let code = unsafe { add_node(&mut node, graph, &previous, deps, &params) };
-                    if let Err(e) = r::check(d, code, || {
-                        format!(
-                            "cuGraphAddKernelNode (kernel {k} of {}, groups {:?}, group size {:?})",
-                            launches.len(),
-                            l.grid,
-                            l.block
-                        )
-                    }) {
-                        destroy(graph);
+                    let added = r::graph_add_kernel_node(
+                        d, graph, previous, l.func.0, l.grid, l.block, l.shared, &l.args,
+                    );
+                    match added {
+                        Ok(node) => previous = Some(node),
+                        Err(mut e) => {
+                            r::graph_destroy(d, graph);
+                            e.message = format!("kernel {k} of {}: {}", launches.len(), e.message);
+                            return Err(e);
+                        }
+                    }
+                }
+                let exec = match r::graph_instantiate(d, graph) {
+                    Ok(exec) => exec,
+                    Err(mut e) => {
+                        r::graph_destroy(d, graph);
+                        e.message =
+                            format!("{} (a graph of {} kernels)", e.message, launches.len());
                         return Err(e);
                     }
-                    previous = node;
-                }
-                let mut exec = std::ptr::null_mut();
-                // SAFETY: a complete graph.
-                let code = unsafe { (d.cuGraphInstantiateWithFlags)(&mut exec, graph, 0) };
-                if let Err(e) = r::check(d, code, || {
-                    format!("cuGraphInstantiate of {} kernels", launches.len())
-                }) {
-                    destroy(graph);
-                    return Err(e);
-                }
+                };
                 steps.push(Step::Graph {
                     exec: Handle(exec),
                     graph: Handle(graph),
@@ -345,29 +298,10 @@ impl Steps {
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
                 Step::Launch(l) => launch(g, l, stream)?,
-                Step::Graph { exec, .. } => {
-                    // SAFETY: instantiated graph, live stream.
-                    r::check(d, unsafe { (d.cuGraphLaunch)(exec.0, stream) }, || {
-                        "cuGraphLaunch".into()
-                    })?
-                }
+                Step::Graph { exec, .. } => r::graph_launch(d, exec.0, stream)?,
                 Step::Signal { timeline, value } => {
-                    let f = d.cuStreamWriteValue64.ok_or_else(|| {
-                        Error::new(Status::NotSupported, "cuStreamWriteValue64 missing")
-                    })?;
-                    r::check(
-                        d,
-                        // SAFETY: the mapped value of an event the schedule keeps alive.
-                        unsafe {
-                            f(
-                                stream,
-                                timeline.device_address,
-                                *value,
-                                sys::STREAM_WRITE_VALUE_DEFAULT,
-                            )
-                        },
-                        || format!("cuStreamWriteValue64 (signal {value})"),
-                    )?;
+                    // The event's slot lives while the schedule does.
+                    r::stream_write_value64(d, stream, timeline.device_address, *value)?;
                     timeline.mark_queued(&self.gpu, *value);
                 }
                 Step::Wait { timeline, value } => match timeline.plan(*value, g.mem_ops) {
@@ -390,12 +324,11 @@ impl Steps {
                 }
                 Step::HostSignal { event, value } => {
                     let user = Box::into_raw(Box::new((event.clone(), *value))) as *mut c_void;
-                    // SAFETY: host_signal takes back exactly this box.
-                    let code = unsafe { (d.cuLaunchHostFunc)(stream, host_signal, user) };
-                    if code != sys::CUDA_SUCCESS {
+                    // SAFETY: host_signal takes back exactly this box, once.
+                    if let Err(e) = unsafe { r::launch_host_func(d, stream, host_signal, user) } {
                         // SAFETY: the callback was not queued; reclaim the box.
                         drop(unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64)) });
-                        r::check(d, code, || "cuLaunchHostFunc".into())?;
+                        return Err(e);
                     }
                 }
             }

@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::ffi::result as r;
+use super::ffi::sys::{self, CUstream};
 use super::queue::StreamQueue;
-use super::result as r;
-use super::sys::{self, CUstream};
 use super::{Gpu, Handle};
 use crate::backends::common::{lock, release};
-use crate::error::{Error, Result, Status};
+use crate::error::Result;
 use crate::hal;
 
 /// Event values live in slabs of mapped pinned memory allocated ahead and
@@ -47,8 +47,7 @@ pub(crate) fn reserve_slots(gpu: &Gpu) -> Result<()> {
     let device = match r::mem_host_device_pointer(gpu.d, host) {
         Ok(p) => p,
         Err(e) => {
-            // SAFETY: allocated above, never handed out.
-            unsafe { (gpu.d.cuMemFreeHost)(host) };
+            r::mem_free_host(gpu.d, host);
             return Err(e);
         }
     };
@@ -187,23 +186,7 @@ impl Timeline {
     /// for a two-stream step, and cost an extra record per signal.)
     pub(crate) fn queue_wait(&self, gpu: &Arc<Gpu>, stream: CUstream, value: u64) -> Result<()> {
         self.used_by(gpu);
-        let d = gpu.d;
-        let f = d
-            .cuStreamWaitValue64
-            .ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWaitValue64 missing"))?;
-        // SAFETY: the mapped value of a live timeline.
-        r::check(
-            d,
-            unsafe {
-                f(
-                    stream,
-                    self.device_address,
-                    value,
-                    sys::STREAM_WAIT_VALUE_GEQ,
-                )
-            },
-            || format!("cuStreamWaitValue64 (wait for {value})"),
-        )
+        r::stream_wait_value64(gpu.d, stream, self.device_address, value)
     }
 }
 
@@ -222,8 +205,7 @@ impl Drop for Timeline {
         release::defer(Box::new(move || {
             for gpu in &users {
                 if let Ok(_ctx) = gpu.bind() {
-                    // SAFETY: the GPU's context is current on this thread.
-                    unsafe { (gpu.d.cuCtxSynchronize)() };
+                    let _ = r::ctx_synchronize(gpu.d);
                 }
             }
             lock(&FREE_SLOTS).push_back(slot);

@@ -10,6 +10,7 @@
 use std::ffi::{c_int, c_void, CStr, CString};
 
 use super::sys::{self, *};
+use crate::backends::common::args::ArgPack;
 use crate::error::{Error, Result, Status};
 
 /// "CUDA_ERROR_OUT_OF_MEMORY (out of memory)".
@@ -171,6 +172,16 @@ pub fn primary_ctx_retain(d: &Driver, dev: CUdevice) -> Result<CUcontext> {
         || "cuDevicePrimaryCtxRetain".into(),
     )?;
     Ok(ctx)
+}
+
+/// The calling thread's current context (null when it has none).
+pub fn ctx_get_current(d: &Driver) -> CUcontext {
+    let mut current = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local.
+    if unsafe { (d.cuCtxGetCurrent)(&mut current) } != CUDA_SUCCESS {
+        return std::ptr::null_mut();
+    }
+    current
 }
 
 pub fn ctx_set_current(d: &Driver, ctx: CUcontext) -> Result<()> {
@@ -383,4 +394,284 @@ pub fn nvrtc_error(n: &sys::Nvrtc, code: nvrtcResult) -> String {
         // SAFETY: static NUL-terminated string.
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
+}
+
+// ---- streams, events, graphs, launches, copies and frees ----------------
+//
+// Handles passed here are ones nexus created and still owns; the driver
+// validates them and reports misuse as an error code.
+
+/// `Ok(true)` once the stream has no pending work, `Ok(false)` while it has.
+pub fn stream_query(d: &Driver, s: CUstream) -> Result<bool> {
+    // SAFETY: a stream handle; the driver only reads it.
+    match unsafe { (d.cuStreamQuery)(s) } {
+        CUDA_SUCCESS => Ok(true),
+        CUDA_ERROR_NOT_READY => Ok(false),
+        code => check(d, code, || "cuStreamQuery".into()).map(|_| true),
+    }
+}
+
+/// `Ok(true)` once the work before the event's record is done.
+pub fn event_query(d: &Driver, e: CUevent) -> Result<bool> {
+    // SAFETY: an event handle; the driver only reads it.
+    match unsafe { (d.cuEventQuery)(e) } {
+        CUDA_SUCCESS => Ok(true),
+        CUDA_ERROR_NOT_READY => Ok(false),
+        code => check(d, code, || "cuEventQuery".into()).map(|_| true),
+    }
+}
+
+pub fn event_record(d: &Driver, e: CUevent, s: CUstream) -> Result<()> {
+    // SAFETY: live event and stream of the current context.
+    check(d, unsafe { (d.cuEventRecord)(e, s) }, || {
+        "cuEventRecord".into()
+    })
+}
+
+pub fn stream_synchronize(d: &Driver, s: CUstream) -> Result<()> {
+    // SAFETY: a stream handle (or one of the driver's constant handles).
+    check(d, unsafe { (d.cuStreamSynchronize)(s) }, || {
+        "cuStreamSynchronize".into()
+    })
+}
+
+pub fn ctx_synchronize(d: &Driver) -> Result<()> {
+    // SAFETY: acts on the calling thread's current context.
+    check(d, unsafe { (d.cuCtxSynchronize)() }, || {
+        "cuCtxSynchronize".into()
+    })
+}
+
+/// Destroys a stream nexus created (its queued work still completes).
+pub fn stream_destroy(d: &Driver, s: CUstream) {
+    // SAFETY: a stream nexus created and no longer uses.
+    unsafe { (d.cuStreamDestroy_v2)(s) };
+}
+
+pub fn event_destroy(d: &Driver, e: CUevent) {
+    // SAFETY: an event nexus created and no longer uses.
+    unsafe { (d.cuEventDestroy_v2)(e) };
+}
+
+/// Frees device memory from `cuMemAlloc` (waits for the device).
+pub fn mem_free(d: &Driver, ptr: CUdeviceptr) {
+    // SAFETY: memory nexus allocated, freed once, after its last use.
+    unsafe { (d.cuMemFree_v2)(ptr) };
+}
+
+/// Frees pinned host memory from `cuMemHostAlloc`.
+pub fn mem_free_host(d: &Driver, p: *mut c_void) {
+    // SAFETY: pinned memory nexus allocated, freed once, after its last use.
+    unsafe { (d.cuMemFreeHost)(p) };
+}
+
+pub fn module_unload(d: &Driver, m: CUmodule) {
+    // SAFETY: a module nexus loaded and no longer uses.
+    unsafe { (d.cuModuleUnload)(m) };
+}
+
+pub fn func_set_attribute(d: &Driver, f: CUfunction, attr: c_int, value: c_int) -> Result<()> {
+    // SAFETY: a live function handle.
+    check(d, unsafe { (d.cuFuncSetAttribute)(f, attr, value) }, || {
+        format!("cuFuncSetAttribute({attr}, {value})")
+    })
+}
+
+/// Launches `f` on `s` with the arguments of `args`.
+pub fn launch_kernel(
+    d: &Driver,
+    f: CUfunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    s: CUstream,
+    args: &ArgPack,
+) -> Result<()> {
+    // SAFETY: a live function; the pack's pointers point at its own slots,
+    // one per parameter (checked against the kernel above), and the driver
+    // copies the values before returning.
+    let code = unsafe {
+        (d.cuLaunchKernel)(
+            f,
+            grid[0],
+            grid[1],
+            grid[2],
+            block[0],
+            block[1],
+            block[2],
+            shared,
+            s,
+            args.pointers(),
+            std::ptr::null_mut(),
+        )
+    };
+    check(d, code, || {
+        format!("cuLaunchKernel (groups {grid:?}, group size {block:?}, shared memory {shared})")
+    })
+}
+
+/// Whether graphs can be built node by node on this driver.
+pub fn graph_nodes_supported(d: &Driver) -> bool {
+    d.cuGraphAddKernelNode.is_some()
+}
+
+pub fn graph_create(d: &Driver) -> Result<CUgraph> {
+    let mut g = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local; a context is current.
+    check(d, unsafe { (d.cuGraphCreate)(&mut g, 0) }, || {
+        "cuGraphCreate".into()
+    })?;
+    Ok(g)
+}
+
+/// Adds a kernel node after `previous` (none: a root) and returns it.
+#[allow(clippy::too_many_arguments)]
+pub fn graph_add_kernel_node(
+    d: &Driver,
+    graph: CUgraph,
+    previous: Option<CUgraphNode>,
+    f: CUfunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    args: &ArgPack,
+) -> Result<CUgraphNode> {
+    let add = d
+        .cuGraphAddKernelNode
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddKernelNode missing"))?;
+    let params = CUDA_KERNEL_NODE_PARAMS {
+        func: f,
+        grid_dim: grid,
+        block_dim: block,
+        shared_mem_bytes: shared,
+        kernel_params: args.pointers(),
+        extra: std::ptr::null_mut(),
+        kern: std::ptr::null_mut(),
+        ctx: std::ptr::null_mut(),
+    };
+    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
+    let mut node = std::ptr::null_mut();
+    // SAFETY: a live graph and function; the dependency array holds
+    // `deps.len()` nodes of this graph; the driver copies the parameters.
+    let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &params) };
+    check(d, code, || {
+        format!("cuGraphAddKernelNode (groups {grid:?}, group size {block:?})")
+    })?;
+    Ok(node)
+}
+
+pub fn graph_instantiate(d: &Driver, graph: CUgraph) -> Result<CUgraphExec> {
+    let mut exec = std::ptr::null_mut();
+    check(
+        d,
+        // SAFETY: a complete graph; out-pointer to a local.
+        unsafe { (d.cuGraphInstantiateWithFlags)(&mut exec, graph, 0) },
+        || "cuGraphInstantiate".into(),
+    )?;
+    Ok(exec)
+}
+
+pub fn graph_launch(d: &Driver, exec: CUgraphExec, s: CUstream) -> Result<()> {
+    // SAFETY: an instantiated graph and a live stream.
+    check(d, unsafe { (d.cuGraphLaunch)(exec, s) }, || {
+        "cuGraphLaunch".into()
+    })
+}
+
+pub fn graph_destroy(d: &Driver, graph: CUgraph) {
+    // SAFETY: a graph nexus created and no longer uses.
+    unsafe { (d.cuGraphDestroy)(graph) };
+}
+
+pub fn graph_exec_destroy(d: &Driver, exec: CUgraphExec) {
+    // SAFETY: an instantiated graph nexus no longer launches.
+    unsafe { (d.cuGraphExecDestroy)(exec) };
+}
+
+/// Queues a 64-bit write of `value` to `address` on `s`.
+pub fn stream_write_value64(
+    d: &Driver,
+    s: CUstream,
+    address: CUdeviceptr,
+    value: u64,
+) -> Result<()> {
+    let f = d
+        .cuStreamWriteValue64
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWriteValue64 missing"))?;
+    // SAFETY: `address` is mapped memory that outlives the queued write
+    // (its owner is kept alive by the run that queues it).
+    check(
+        d,
+        unsafe { f(s, address, value, STREAM_WRITE_VALUE_DEFAULT) },
+        || format!("cuStreamWriteValue64 (signal {value})"),
+    )
+}
+
+/// Queues on `s` a wait until the 64-bit value at `address` is >= `value`.
+pub fn stream_wait_value64(
+    d: &Driver,
+    s: CUstream,
+    address: CUdeviceptr,
+    value: u64,
+) -> Result<()> {
+    let f = d
+        .cuStreamWaitValue64
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWaitValue64 missing"))?;
+    // SAFETY: as for the write: mapped memory that outlives the wait.
+    check(
+        d,
+        unsafe { f(s, address, value, STREAM_WAIT_VALUE_GEQ) },
+        || format!("cuStreamWaitValue64 (wait for {value})"),
+    )
+}
+
+/// Queues a copy of `len` bytes from host `src` to device `dst`.
+///
+/// # Safety
+/// `src` must stay readable, unchanged, for `len` bytes until the copy has
+/// completed on `s`.
+pub unsafe fn memcpy_htod_async(
+    d: &Driver,
+    dst: CUdeviceptr,
+    src: *const u8,
+    len: usize,
+    s: CUstream,
+) -> Result<()> {
+    // SAFETY: the caller keeps the source alive until the copy completes.
+    let code = unsafe { (d.cuMemcpyHtoDAsync_v2)(dst, src as *const c_void, len, s) };
+    check(d, code, || format!("cuMemcpyHtoDAsync of {len} bytes"))
+}
+
+/// Queues a copy of `len` bytes from device `src` to host `dst`.
+///
+/// # Safety
+/// `dst` must stay writable, and unread by anyone else, for `len` bytes
+/// until the copy has completed on `s`.
+pub unsafe fn memcpy_dtoh_async(
+    d: &Driver,
+    dst: *mut u8,
+    src: CUdeviceptr,
+    len: usize,
+    s: CUstream,
+) -> Result<()> {
+    // SAFETY: the caller keeps the destination alive until the copy completes.
+    let code = unsafe { (d.cuMemcpyDtoHAsync_v2)(dst as *mut c_void, src, len, s) };
+    check(d, code, || format!("cuMemcpyDtoHAsync of {len} bytes"))
+}
+
+/// Queues `f(user)` on `s`.
+///
+/// # Safety
+/// `f` must accept `user`, which must stay valid until `f` has run; on an
+/// error `f` is never called and the caller still owns `user`.
+pub unsafe fn launch_host_func(
+    d: &Driver,
+    s: CUstream,
+    f: CUhostFn,
+    user: *mut c_void,
+) -> Result<()> {
+    // SAFETY: the caller's contract above.
+    check(d, unsafe { (d.cuLaunchHostFunc)(s, f, user) }, || {
+        "cuLaunchHostFunc".into()
+    })
 }
