@@ -3,12 +3,13 @@
 //! own architecture, and the built-in kernels (embedded PTX).
 
 use std::any::Any;
-use std::ffi::{c_char, CString};
+
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::ffi::nvrtc::{ImageKind, Program};
 use super::ffi::result as r;
 use super::ffi::sys::{self, CUfunction, CUmodule};
 use super::{Gpu, Handle};
@@ -278,58 +279,14 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     let n = sys::nvrtc().map_err(|e| {
         Error::new(Status::CompileError, format!("cannot compile CUDA source {where_}: NVRTC is not available ({e}); set NEXUS_NVRTC to its path"))
     })?;
-    let src = CString::new(
-        source
-            .iter()
-            .copied()
-            .filter(|&c| c != 0)
-            .collect::<Vec<u8>>(),
-    )
-    .map_err(|_| Error::new(Status::CompileError, "CUDA source contains NUL"))?;
-    let name = CString::new("nexus_kernel.cu").expect("static name");
     // NVRTC has no host C headers: the fixed-width integer ones are
     // supplied in memory (the CUDA toolkit's include folder, where found,
     // is on the search path for the rest).
-    let header_names: Vec<CString> = STD_HEADERS
-        .iter()
-        .map(|(n, _)| CString::new(*n).expect("static"))
-        .collect();
-    let header_bodies: Vec<CString> = STD_HEADERS
-        .iter()
-        .map(|(_, b)| CString::new(*b).expect("static"))
-        .collect();
-    let hn: Vec<*const c_char> = header_names.iter().map(|c| c.as_ptr()).collect();
-    let hb: Vec<*const c_char> = header_bodies.iter().map(|c| c.as_ptr()).collect();
-    let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: valid NUL-terminated strings; header arrays of equal length.
-    let code = unsafe {
-        (n.nvrtcCreateProgram)(
-            &mut prog,
-            src.as_ptr(),
-            name.as_ptr(),
-            hb.len() as i32,
-            hb.as_ptr(),
-            hn.as_ptr(),
-        )
-    };
-    if code != sys::NVRTC_SUCCESS {
-        return Err(Error::new(
-            Status::CompileError,
-            format!(
-                "nvrtcCreateProgram for {where_}: {}",
-                r::nvrtc_error(n, code)
-            ),
-        ));
-    }
-    struct Prog<'a>(&'a sys::Nvrtc, sys::nvrtcProgram);
-    impl Drop for Prog<'_> {
-        fn drop(&mut self) {
-            // SAFETY: created above, destroyed once.
-            unsafe { (self.0.nvrtcDestroyProgram)(&mut self.1) };
-        }
-    }
-    let p = Prog(n, prog);
-    let use_cubin = n.nvrtcGetCUBIN.is_some() && n.nvrtcGetCUBINSize.is_some();
+    let program = Program::new(n, source, "nexus_kernel.cu", STD_HEADERS).map_err(|mut e| {
+        e.message = format!("{} ({where_})", e.message);
+        e
+    })?;
+    let use_cubin = Program::can_emit_cubin(n);
     let arch = if use_cubin {
         format!("--gpu-architecture={}", gpu.arch)
     } else {
@@ -339,62 +296,20 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     for dir in cuda_include_dirs() {
         opts.push(format!("--include-path={dir}"));
     }
-    let opts: Vec<CString> = opts
-        .into_iter()
-        .filter_map(|s| CString::new(s).ok())
-        .collect();
-    let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
-    // SAFETY: options outlive the call.
-    let code = unsafe { (n.nvrtcCompileProgram)(p.1, ptrs.len() as i32, ptrs.as_ptr()) };
-    let mut log_size = 0usize;
-    // SAFETY: out-pointer to a local.
-    unsafe { (n.nvrtcGetProgramLogSize)(p.1, &mut log_size) };
-    let mut log = vec![0u8; log_size.max(1)];
-    // SAFETY: buffer of the size NVRTC reported.
-    unsafe { (n.nvrtcGetProgramLog)(p.1, log.as_mut_ptr() as *mut c_char) };
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    let log = String::from_utf8_lossy(&log[..end]).trim().to_string();
-    if code != sys::NVRTC_SUCCESS {
+    let (log, failure) = program.compile(&opts);
+    if let Some(why) = failure {
         return Err(Error::new(
             Status::CompileError,
             format!(
-                "NVRTC failed to compile CUDA source {where_} for {} ({}):\n{log}",
-                gpu.arch,
-                r::nvrtc_error(n, code)
+                "NVRTC failed to compile CUDA source {where_} for {} ({why}):\n{log}",
+                gpu.arch
             ),
         ));
     }
-    let mut size = 0usize;
     let image = if use_cubin {
-        let (get_size, get) = (
-            n.nvrtcGetCUBINSize.expect("checked"),
-            n.nvrtcGetCUBIN.expect("checked"),
-        );
-        // SAFETY: out-pointer to a local.
-        unsafe { get_size(p.1, &mut size) };
-        let mut out = vec![0u8; size];
-        // SAFETY: buffer of the reported size.
-        let code = unsafe { get(p.1, out.as_mut_ptr() as *mut c_char) };
-        if code != sys::NVRTC_SUCCESS {
-            return Err(Error::new(
-                Status::CompileError,
-                format!("nvrtcGetCUBIN: {}", r::nvrtc_error(n, code)),
-            ));
-        }
-        out
+        program.image(ImageKind::Cubin)?
     } else {
-        // SAFETY: out-pointer to a local.
-        unsafe { (n.nvrtcGetPTXSize)(p.1, &mut size) };
-        let mut out = vec![0u8; size];
-        // SAFETY: buffer of the reported size.
-        let code = unsafe { (n.nvrtcGetPTX)(p.1, out.as_mut_ptr() as *mut c_char) };
-        if code != sys::NVRTC_SUCCESS {
-            return Err(Error::new(
-                Status::CompileError,
-                format!("nvrtcGetPTX: {}", r::nvrtc_error(n, code)),
-            ));
-        }
-        nul_terminated(&out)
+        nul_terminated(&program.image(ImageKind::Ptx)?)
     };
     Ok((image, log))
 }
