@@ -50,6 +50,24 @@ pub mod usage;
 
 use std::sync::{Mutex, MutexGuard};
 
+/// `object` as the backend's own type `T`, or an error saying that the
+/// `what` (a kernel, a stream, ...) belongs to another runtime than
+/// `runtime`. The object model keeps objects of one device together, so
+/// this only fails on misuse from Rust.
+pub fn downcast<'a, T: 'static>(
+    object: &'a dyn std::any::Any,
+    status: crate::error::Status,
+    what: impl FnOnce() -> String,
+    runtime: &str,
+) -> crate::error::Result<&'a T> {
+    object.downcast_ref::<T>().ok_or_else(|| {
+        crate::error::Error::new(
+            status,
+            format!("{} does not belong to the {runtime} runtime", what()),
+        )
+    })
+}
+
 /// Locks `m`, ignoring poison: every state guarded in nexus is left
 /// consistent between statements (counters, queues), so a panic elsewhere
 /// must not turn later calls into panics too.

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use super::launch::{self, KernelFn};
 use super::library::CpuKernel;
 use super::sync::CpuStream;
+use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -46,15 +47,12 @@ impl CpuSchedule {
                     dims,
                     shared_memory,
                 } => {
-                    let k = kernel.as_any().downcast_ref::<CpuKernel>().ok_or_else(|| {
-                        Error::new(
-                            Status::InvalidKernel,
-                            format!(
-                                "kernel '{}' does not belong to the CPU runtime",
-                                kernel.name()
-                            ),
-                        )
-                    })?;
+                    let k: &CpuKernel = common::downcast(
+                        kernel.as_any(),
+                        Status::InvalidKernel,
+                        || format!("kernel '{}'", kernel.name()),
+                        "CPU",
+                    )?;
                     let values = args::values(args);
                     if *shared_memory as usize > super::MAX_SCRATCH_BYTES {
                         return Err(Error::new(
@@ -122,12 +120,12 @@ impl hal::Schedule for CpuScheduleHandle {
     fn submit(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<hal::Fence> {
         let stream = match stream {
             None => self.0.default_stream.get_or_init(CpuStream::new),
-            Some(s) => s.as_any().downcast_ref::<CpuStream>().ok_or_else(|| {
-                Error::new(
-                    Status::InvalidStream,
-                    "stream does not belong to the CPU runtime",
-                )
-            })?,
+            Some(s) => common::downcast::<CpuStream>(
+                s.as_any(),
+                Status::InvalidStream,
+                || "stream".into(),
+                "CPU",
+            )?,
         };
         // A blocking run on an idle stream runs on the calling thread (the
         // caller waits anyway); one with waits goes to the worker, so the

@@ -24,6 +24,7 @@ use super::library::CudaKernel;
 use super::queue::StreamQueue;
 use super::sync::{self, CudaEvent, CudaStream, Timeline, WaitPlan};
 use super::{Gpu, Handle};
+use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -128,18 +129,12 @@ impl CudaSchedule {
                     dims,
                     shared_memory,
                 } => {
-                    let k = kernel
-                        .as_any()
-                        .downcast_ref::<CudaKernel>()
-                        .ok_or_else(|| {
-                            Error::new(
-                                Status::InvalidKernel,
-                                format!(
-                                    "kernel '{}' does not belong to the CUDA runtime",
-                                    kernel.name()
-                                ),
-                            )
-                        })?;
+                    let k: &CudaKernel = common::downcast(
+                        kernel.as_any(),
+                        Status::InvalidKernel,
+                        || format!("kernel '{}'", kernel.name()),
+                        "CUDA",
+                    )?;
                     if !Arc::ptr_eq(&k.gpu, gpu) {
                         return Err(Error::new(
                             Status::InvalidKernel,
@@ -375,12 +370,12 @@ impl CudaSchedule {
         Ok(match stream {
             None => g.default_queue()?,
             Some(s) => {
-                let cs = s.as_any().downcast_ref::<CudaStream>().ok_or_else(|| {
-                    Error::new(
-                        Status::InvalidStream,
-                        "stream does not belong to the CUDA runtime",
-                    )
-                })?;
+                let cs: &CudaStream = common::downcast(
+                    s.as_any(),
+                    Status::InvalidStream,
+                    || "stream".into(),
+                    "CUDA",
+                )?;
                 if !Arc::ptr_eq(&cs.gpu, g) {
                     return Err(Error::new(
                         Status::InvalidStream,
