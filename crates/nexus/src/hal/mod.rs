@@ -8,18 +8,19 @@
 //! requests and only report what the hardware or driver refuses.
 
 use std::any::Any;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 pub mod interop;
+pub mod ops;
 
 pub use interop::{ForeignMemory, MemoryDomain, ProducerStream};
+pub use ops::{Arg, LibrarySource, Op};
 
 use crate::error::Result;
-use crate::types::{EventType, LaunchDims, Scalar};
+use crate::types::{EventType, LaunchDims};
 
 /// Most kernel arguments one command takes, on every runtime.
 pub const MAX_KERNEL_ARGS: usize = 64;
@@ -33,15 +34,6 @@ pub trait Api: Send + Sync {
     /// The devices present. A missing driver is `Ok(vec![])`, never an error
     /// that stops the other runtimes from being listed.
     fn devices(&self) -> Result<Vec<Arc<dyn Device>>>;
-}
-
-/// Where a library's code comes from.
-#[derive(Clone, Debug)]
-pub enum LibrarySource {
-    File(PathBuf),
-    Bytes(Vec<u8>),
-    /// The kernels every runtime ships (used by the self-check).
-    Builtin,
 }
 
 pub trait Device: Send + Sync {
@@ -160,32 +152,6 @@ pub trait Stream: Send + Sync {
         self.synchronize().map(|_| true)
     }
     fn as_any(&self) -> &dyn Any;
-}
-
-/// A kernel argument after validation.
-#[derive(Clone)]
-pub enum Arg {
-    Buffer(Arc<dyn Buffer>),
-    Scalar(Scalar),
-}
-
-/// One validated operation of a schedule.
-#[derive(Clone)]
-pub enum Op {
-    Launch {
-        kernel: Arc<dyn Kernel>,
-        args: Vec<Arg>,
-        dims: LaunchDims,
-        shared_memory: u32,
-    },
-    Signal {
-        event: Arc<dyn Event>,
-        value: u64,
-    },
-    Wait {
-        event: Arc<dyn Event>,
-        value: u64,
-    },
 }
 
 /// Where one stream's submissions stand. Every run queued on a stream gets
