@@ -3,6 +3,7 @@
 //! Kernels are C functions in shared objects (ABI in `launch.rs`), one call
 //! per work-group, groups spread over a lazily started thread pool.
 
+mod device;
 mod launch;
 mod library;
 mod memory;
@@ -10,13 +11,12 @@ mod schedule;
 mod sync;
 mod sysinfo;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::hal;
-use crate::types::EventType;
 
 pub use launch::LaunchContext;
 
@@ -35,59 +35,6 @@ impl hal::Api for CpuApi {
     }
 
     fn devices(&self) -> Result<Vec<Arc<dyn hal::Device>>> {
-        Ok(vec![Arc::new(CpuDevice {
-            properties: OnceLock::new(),
-            default_stream: Arc::new(OnceLock::new()),
-        })])
-    }
-}
-
-pub struct CpuDevice {
-    properties: OnceLock<Value>,
-    default_stream: Arc<OnceLock<sync::CpuStream>>,
-}
-
-impl hal::Device for CpuDevice {
-    fn properties(&self) -> Value {
-        self.properties
-            .get_or_init(|| sysinfo::cpu_properties(launch::thread_count()))
-            .clone()
-    }
-
-    fn allocate(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {
-        Ok(Arc::new(memory::CpuBuffer::new(size)?))
-    }
-
-    fn load_library(&self, source: &hal::LibrarySource) -> Result<Arc<dyn hal::Library>> {
-        Ok(Arc::new(library::CpuLibrary::open(source)?))
-    }
-
-    fn create_event(&self, _event_type: EventType) -> Result<Arc<dyn hal::Event>> {
-        // One timeline implementation serves all three event types on the CPU.
-        Ok(Arc::new(sync::CpuEvent::default()))
-    }
-
-    fn create_stream(&self) -> Result<Arc<dyn hal::Stream>> {
-        Ok(Arc::new(sync::CpuStream::new()))
-    }
-
-    fn native_ordinal(&self) -> i64 {
-        0
-    }
-
-    fn reclaim(&self) {
-        // CPU memory is freed when its last run completes; nothing waits.
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        match self.default_stream.get() {
-            Some(stream) => hal::Stream::synchronize(stream),
-            None => Ok(()),
-        }
-    }
-
-    fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone())?;
-        Ok(Arc::new(schedule::CpuScheduleHandle(Arc::new(sched))))
+        Ok(vec![Arc::new(device::CpuDevice::new())])
     }
 }

@@ -9,6 +9,7 @@
 //! memory (signalled by stream writes, awaited by stream memory waits on
 //! queued signals; other waits are held on the host, see `queue.rs`).
 
+mod device;
 mod ffi;
 mod library;
 mod memory;
@@ -16,16 +17,13 @@ mod queue;
 mod schedule;
 mod sync;
 
-use std::any::Any;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
-use crate::types::EventType;
 use ffi::result as r;
 use ffi::sys;
 use sys::{CUcontext, CUdevice, CUstream, Driver};
@@ -90,7 +88,7 @@ impl hal::Api for CudaApi {
         let mut out: Vec<Arc<dyn hal::Device>> = Vec::new();
         for ordinal in 0..n {
             match Gpu::open(d, ordinal) {
-                Ok(g) => out.push(Arc::new(CudaDevice { gpu: Arc::new(g) })),
+                Ok(g) => out.push(Arc::new(device::CudaDevice { gpu: Arc::new(g) })),
                 Err(e) => log::warn!("CUDA device {ordinal} skipped: {}", e.message),
             }
         }
@@ -150,7 +148,7 @@ impl Gpu {
             grid(sys::ATTR_MAX_GRID_DIM_Y),
             grid(sys::ATTR_MAX_GRID_DIM_Z),
         ];
-        let mut properties = device_properties(d, dev, ordinal, &name, &arch, major, minor);
+        let mut properties = device::device_properties(d, dev, ordinal, &name, &arch, major, minor);
         // 1 where signal and wait commands on CUDA events run as stream
         // memory operations (else host functions and host-held waits).
         properties["StreamMemoryOperations"] = json!(mem_ops as i64);
@@ -266,251 +264,6 @@ impl Gpu {
 
     pub fn label(&self) -> String {
         format!("cuda:{} '{}'", self.ordinal, self.name)
-    }
-}
-
-fn device_properties(
-    d: &Driver,
-    dev: CUdevice,
-    ordinal: i32,
-    name: &str,
-    arch: &str,
-    major: i32,
-    minor: i32,
-) -> Value {
-    let attr = |a| r::device_attribute(d, dev, a).ok().map(|v| v as i64);
-    let mem = r::device_total_mem(d, dev).ok();
-    let sms = attr(sys::ATTR_MULTIPROCESSOR_COUNT);
-    let warp = attr(sys::ATTR_WARP_SIZE).unwrap_or(32);
-    let l2 = attr(sys::ATTR_L2_CACHE_SIZE);
-    let smem_block = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_BLOCK);
-    let smem_optin = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
-    let smem_sm = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
-    let regs_sm = attr(sys::ATTR_MAX_REGISTERS_PER_MULTIPROCESSOR);
-    let clock = attr(sys::ATTR_CLOCK_RATE).map(|k| k / 1000);
-    let db = crate::database::lookup(arch);
-    let db_mem = |ty: &str, key: &str| -> Option<Value> {
-        let root = db.as_ref()?.root().clone();
-        root.get("MemorySubsystem")?
-            .get("MemoryTypes")?
-            .as_array()?
-            .iter()
-            .find(|m| m["Type"] == ty)?
-            .get(key)
-            .cloned()
-    };
-    let mut l1 = json!({"Type": "L1", "Scope": "unit"});
-    if let Some(s) = db_mem("L1", "Size") {
-        l1["Size"] = s;
-    }
-    let mut l2e = json!({"Type": "L2", "Scope": "device"});
-    if let Some(s) = l2 {
-        l2e["Size"] = json!(s);
-    }
-    let mut shared = json!({"Type": "Shared", "Scope": "group"});
-    if let Some(s) = smem_optin.or(smem_block) {
-        shared["Size"] = json!(s);
-    }
-    let mut regs = json!({"Type": "Registers", "Scope": "unit"});
-    if let Some(s) = regs_sm {
-        regs["Size"] = json!(s * 4);
-    }
-    let mut device = json!({"Type": "Device", "Scope": "device"});
-    if let Some(m) = mem {
-        device["Size"] = json!(m);
-    }
-    if let Some(t) = db_mem("Device", "Technology") {
-        device["Technology"] = t;
-    }
-    let mut p = json!({
-        "Name": name,
-        "Vendor": "NVIDIA",
-        "Type": "gpu",
-        "Architecture": arch,
-        "ComputeCapability": format!("{major}.{minor}"),
-        "Runtime": "cuda",
-        "ID": ordinal,
-        "WarpSize": warp,
-        "MemorySubsystem": {
-            "SupportedMemoryTypes": ["L1", "L2", "Shared", "Registers", "Device"],
-            "MemoryTypes": [l1, l2e, shared, regs, device],
-        },
-    });
-    let mut set = |k: &str, v: Option<i64>| {
-        if let Some(v) = v {
-            p[k] = json!(v);
-        }
-    };
-    set("MemorySize", mem.map(|m| m as i64));
-    set("ComputeUnits", sms);
-    set("ClockMHz", clock);
-    set(
-        "MemoryClockMHz",
-        attr(sys::ATTR_MEMORY_CLOCK_RATE).map(|k| k / 1000),
-    );
-    set("MemoryBusWidth", attr(sys::ATTR_GLOBAL_MEMORY_BUS_WIDTH));
-    set("L2Size", l2);
-    set("MaxThreadsPerGroup", attr(sys::ATTR_MAX_THREADS_PER_BLOCK));
-    set("MaxGroupMemory", smem_block);
-    set("MaxGroupMemoryOptin", smem_optin);
-    set("SharedMemoryPerUnit", smem_sm);
-    set("RegistersPerUnit", regs_sm);
-    set(
-        "MaxRegistersPerGroup",
-        attr(sys::ATTR_MAX_REGISTERS_PER_BLOCK),
-    );
-    set(
-        "MaxThreadsPerUnit",
-        attr(sys::ATTR_MAX_THREADS_PER_MULTIPROCESSOR),
-    );
-    set("ConstantMemorySize", attr(sys::ATTR_TOTAL_CONSTANT_MEMORY));
-    set("AsyncEngineCount", attr(sys::ATTR_ASYNC_ENGINE_COUNT));
-    let dims = |a: [i32; 3]| -> Option<Value> {
-        let v: Option<Vec<i64>> = a.iter().map(|&x| attr(x)).collect();
-        v.map(|v| json!(v))
-    };
-    if let Some(v) = dims([
-        sys::ATTR_MAX_BLOCK_DIM_X,
-        sys::ATTR_MAX_BLOCK_DIM_Y,
-        sys::ATTR_MAX_BLOCK_DIM_Z,
-    ]) {
-        p["MaxGroupSize"] = v;
-    }
-    if let Some(v) = dims([
-        sys::ATTR_MAX_GRID_DIM_X,
-        sys::ATTR_MAX_GRID_DIM_Y,
-        sys::ATTR_MAX_GRID_DIM_Z,
-    ]) {
-        p["MaxGridSize"] = v;
-    }
-    if let Ok(b) = r::device_pci_bus_id(d, dev) {
-        p["PCIBusID"] = json!(b);
-    }
-    if let Ok(u) = r::device_uuid(d, dev) {
-        p["UUID"] = json!(u);
-    }
-    if let Ok(v) = r::driver_version(d) {
-        p["DriverVersion"] = json!(format!("{}.{}", v / 1000, (v % 1000) / 10));
-    }
-    let mut core = json!({"UnitName": "Streaming Multiprocessor", "SIMDWidth": warp});
-    if let Some(s) = sms {
-        core["UnitCount"] = json!(s);
-    }
-    if let Some(c) = clock {
-        core["MaxClockMHz"] = json!(c);
-    }
-    p["CoreSubsystem"] = core;
-    p
-}
-
-pub struct CudaDevice {
-    pub(crate) gpu: Arc<Gpu>,
-}
-
-impl hal::Device for CudaDevice {
-    fn properties(&self) -> Value {
-        self.gpu.properties.clone()
-    }
-
-    fn allocate(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {
-        Ok(Arc::new(memory::CudaBuffer::allocate(&self.gpu, size)?))
-    }
-
-    fn load_library(&self, source: &hal::LibrarySource) -> Result<Arc<dyn hal::Library>> {
-        Ok(Arc::new(library::CudaLibrary::load(&self.gpu, source)?))
-    }
-
-    fn create_event(&self, _event_type: EventType) -> Result<Arc<dyn hal::Event>> {
-        // One timeline (mapped pinned memory) serves all three event types.
-        Ok(Arc::new(sync::CudaEvent::new(&self.gpu)?))
-    }
-
-    fn create_stream(&self) -> Result<Arc<dyn hal::Stream>> {
-        Ok(Arc::new(sync::CudaStream::new(&self.gpu)?))
-    }
-
-    fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        Ok(Arc::new(schedule::CudaSchedule::encode(&self.gpu, ops)?))
-    }
-
-    fn wrap_device_memory(
-        &self,
-        address: u64,
-        size: usize,
-        owner: Arc<dyn Any + Send + Sync>,
-    ) -> Result<Arc<dyn hal::Buffer>> {
-        if let Some(ord) = r::pointer_device_ordinal(self.gpu.d, address) {
-            if ord != self.gpu.ordinal {
-                return Err(Error::new(
-                    Status::InvalidBuffer,
-                    format!(
-                        "device memory at {address:#x} belongs to CUDA device {ord}, not {}",
-                        self.gpu.label()
-                    ),
-                ));
-            }
-        }
-        Ok(Arc::new(memory::CudaBuffer::wrap(
-            &self.gpu, address, size, owner,
-        )))
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        let Some(q) = self.gpu.default_queue.get() else {
-            return Ok(());
-        };
-        let _ctx = self.gpu.bind()?;
-        q.synchronize(None).map(|_| ())
-    }
-
-    fn reclaim(&self) {
-        let queues: Vec<_> = lock(&self.gpu.queues)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for q in queues {
-            q.reclaim(Duration::from_secs(60));
-        }
-    }
-
-    fn memory_domain(&self) -> hal::MemoryDomain {
-        hal::MemoryDomain::Cuda
-    }
-
-    fn synchronize_external_stream(&self, stream: hal::ProducerStream) -> Result<()> {
-        /// `cudaStreamLegacy`, as the CUDA array interface and DLPack name it.
-        const LEGACY_STREAM: u64 = 1;
-        let handle = match stream {
-            hal::ProducerStream::None => return Ok(()),
-            hal::ProducerStream::LegacyDefault => LEGACY_STREAM,
-            hal::ProducerStream::Handle(h) => h,
-        };
-        let _ctx = self.gpu.bind()?;
-        let d = self.gpu.d;
-        // 1 and 2 name the legacy and per-thread default streams. Any other
-        // value would be dereferenced by the driver, and nothing proves it
-        // is a live stream: the whole device is synchronised instead.
-        let synced = if handle == LEGACY_STREAM || handle == 2 {
-            // A stream handle the driver defines as a constant.
-            r::stream_synchronize(d, handle as usize as CUstream)
-        } else {
-            r::ctx_synchronize(d)
-        };
-        synced.map_err(|mut e| {
-            e.message = format!(
-                "synchronising with the producer's stream {handle:#x}: {}",
-                e.message
-            );
-            e
-        })
-    }
-
-    fn owns_address(&self, address: u64) -> bool {
-        r::pointer_device_ordinal(self.gpu.d, address) == Some(self.gpu.ordinal)
-    }
-
-    fn native_ordinal(&self) -> i64 {
-        self.gpu.ordinal as i64
     }
 }
 
