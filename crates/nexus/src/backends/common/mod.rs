@@ -82,6 +82,10 @@ pub mod builtin {
     use crate::hal::Arg;
     use crate::types::LaunchDims;
 
+    /// A builtin kernel's check of a launch's arguments and shape, kept in
+    /// each runtime's table of builtins beside the kernel.
+    pub type LaunchCheck = fn(&[Arg], &LaunchDims) -> Result<()>;
+
     /// `add_vectors(a, b, c)`: element i of each float32 buffer, for every
     /// i < grid_size[0], so each must hold that many.
     pub fn check_add_vectors(args: &[Arg], dims: &LaunchDims) -> Result<()> {

@@ -51,10 +51,6 @@ impl hal::Device for CpuDevice {
         0
     }
 
-    fn reclaim(&self) {
-        // CPU memory is freed when its last run completes; nothing waits.
-    }
-
     fn synchronize(&self) -> Result<()> {
         match self.default_stream.get() {
             Some(stream) => hal::Stream::synchronize(stream),

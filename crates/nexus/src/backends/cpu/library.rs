@@ -32,7 +32,7 @@ pub struct CpuKernel {
     /// Arguments the kernel reads, where known (builtins); checked at encode.
     pub(super) arity: Option<usize>,
     /// A builtin's bounds check.
-    check: Option<LaunchCheck>,
+    check: Option<common::builtin::LaunchCheck>,
     // Keeps the shared object mapped while the kernel exists.
     _origin: Arc<Origin>,
 }
@@ -292,11 +292,9 @@ impl hal::Kernel for CpuKernel {
     }
 }
 
-type LaunchCheck = fn(&[hal::Arg], &LaunchDims) -> Result<()>;
-
 /// Kernels compiled into nexus, written to the same ABI as users' kernels:
 /// (name, entry point, argument count, bounds check).
-const BUILTINS: &[(&str, KernelFn, usize, Option<LaunchCheck>)] = &[
+const BUILTINS: &[(&str, KernelFn, usize, Option<common::builtin::LaunchCheck>)] = &[
     (
         "add_vectors",
         add_vectors,

@@ -13,6 +13,7 @@ use super::ffi::nvrtc::{ImageKind, Program};
 use super::ffi::result as r;
 use super::ffi::sys::{self, CUfunction, CUmodule};
 use super::{Gpu, Handle};
+use crate::backends::common::builtin::LaunchCheck;
 use crate::backends::common::{self, lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -69,8 +70,16 @@ DONE:
 }
 "#;
 
-/// (name, arguments the user sets, hidden element-count argument)
-const BUILTINS: &[(&str, usize, bool)] = &[("add_vectors", 3, true), ("empty", 0, false)];
+/// (name, arguments the user sets, hidden element-count argument, bounds check)
+const BUILTINS: &[(&str, usize, bool, Option<LaunchCheck>)] = &[
+    (
+        "add_vectors",
+        3,
+        true,
+        Some(common::builtin::check_add_vectors),
+    ),
+    ("empty", 0, false, None),
+];
 
 struct Module {
     gpu: Arc<Gpu>,
@@ -108,6 +117,8 @@ pub struct CudaKernel {
     pub(super) param_sizes: Option<Vec<usize>>,
     /// Appends the grid's x size as a trailing u32 (builtins).
     pub(super) hidden_count: bool,
+    /// A builtin's bounds check.
+    check: Option<LaunchCheck>,
     /// The dynamic shared memory the function is allowed so far. Raised,
     /// never lowered: the attribute belongs to the function, which every
     /// command of it shares, so lowering it for one command would break
@@ -318,7 +329,7 @@ impl hal::Library for CudaLibrary {
     fn properties(&self) -> Value {
         let mut v = json!({"Type": self.format, "Runtime": "cuda"});
         if self.builtin {
-            v["Kernels"] = json!(BUILTINS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>());
+            v["Kernels"] = json!(BUILTINS.iter().map(|(n, _, _, _)| *n).collect::<Vec<_>>());
         }
         if let Some(p) = &self.path {
             v["Path"] = json!(p);
@@ -331,11 +342,11 @@ impl hal::Library for CudaLibrary {
 
     fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
         let gpu = &self.module.gpu;
-        let (arity, hidden_count) = if self.builtin {
-            match BUILTINS.iter().find(|(n, _, _)| *n == name) {
-                Some((_, a, h)) => (Some(*a), *h),
+        let (arity, hidden_count, check) = if self.builtin {
+            match BUILTINS.iter().find(|(n, _, _, _)| *n == name) {
+                Some((_, a, h, c)) => (Some(*a), *h, *c),
                 None => {
-                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _)| *n).collect();
+                    let names: Vec<&str> = BUILTINS.iter().map(|(n, _, _, _)| *n).collect();
                     return Err(Error::new(
                         Status::InvalidKernel,
                         format!(
@@ -346,7 +357,7 @@ impl hal::Library for CudaLibrary {
                 }
             }
         } else {
-            (None, false)
+            (None, false, None)
         };
         let _ctx = gpu.bind()?;
         let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
@@ -379,6 +390,7 @@ impl hal::Library for CudaLibrary {
             arity,
             param_sizes,
             hidden_count,
+            check,
             shared_allowed: std::sync::Mutex::new(48 * 1024),
             properties,
             _module: self.module.clone(),
@@ -400,10 +412,7 @@ impl hal::Kernel for CudaKernel {
         self.param_sizes.as_deref()
     }
     fn check_launch(&self, args: &[hal::Arg], dims: &LaunchDims) -> Result<()> {
-        if self.hidden_count && self.name == "add_vectors" {
-            common::builtin::check_add_vectors(args, dims)?;
-        }
-        Ok(())
+        self.check.map_or(Ok(()), |check| check(args, dims))
     }
     fn as_any(&self) -> &dyn Any {
         self
