@@ -179,8 +179,19 @@ def test_known_runtimes_lists_every_runtime_in_listing_order() -> None:
     known = [r.get_name() for r in nexus.known_runtimes()]
     assert {"cpu", "cuda", "hip", "metal"} <= set(known)
     assert len(known) == len(set(known))
-    # get_runtimes() is the known runtimes that have a device, in the same order.
+    # get_runtimes() is the known runtimes that have a device, best first:
+    # runtimes with a GPU in known order, then the CPU runtime, then runtimes
+    # whose devices are all CPUs or software devices (lavapipe, PoCL).
     listed = [r.get_name() for r in nexus.get_runtimes()]
-    assert listed == [n for n in known if n in listed]
     assert all(len(nexus.get_runtime(n)) == 0 for n in known if n not in listed)
+
+    def has_gpu(name: str) -> bool:
+        return any(d.get_property_str("Type") == "gpu" for d in nexus.get_runtime(name).get_devices())
+
+    gpu = [n for n in known if n in listed and n != "cpu" and has_gpu(n)]
+    software = [n for n in known if n in listed and n != "cpu" and not has_gpu(n)]
+    assert listed == gpu + ["cpu"] + software
+    for name in listed:
+        types = [d.get_property_str("Type") for d in nexus.get_runtime(name).get_devices()]
+        assert types == sorted(types, key=lambda t: t != "gpu"), f"{name}: GPUs first, got {types}"
     assert nexus.known_runtimes()[known.index("cpu")].get_devices()

@@ -191,6 +191,11 @@ impl Device {
         Stream::create(self)
     }
 
+    /// A GPU, not a CPU or software device (see `hal::Device::is_gpu`).
+    pub fn is_gpu(&self) -> bool {
+        self.hal().is_gpu()
+    }
+
     pub(crate) fn hal(&self) -> &Arc<dyn hal::Device> {
         &self.inner.hal
     }

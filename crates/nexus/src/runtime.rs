@@ -40,14 +40,28 @@ pub fn known_runtimes() -> &'static [Runtime] {
     })
 }
 
-/// The runtimes that have at least one device: accelerators first, the CPU last.
+/// The runtimes that have at least one device, best first: runtimes with a
+/// GPU device (in registry order), then the native CPU runtime, then those
+/// whose devices are all CPUs or software devices (lavapipe, PoCL). So the
+/// first device of the first runtime is always the best one present.
 pub fn get_runtimes() -> Vec<Runtime> {
-    known_runtimes()
+    let listed: Vec<&Runtime> = known_runtimes()
         .iter()
         .filter(|r| !r.devices().is_empty())
-        .cloned()
+        .collect();
+    let has_gpu = |r: &Runtime| r.devices().iter().any(Device::is_gpu);
+    let native_cpu = |r: &Runtime| r.name() == CPU;
+    let gpus = listed.iter().filter(|r| !native_cpu(r) && has_gpu(r));
+    let cpu = listed.iter().filter(|r| native_cpu(r));
+    let software = listed.iter().filter(|r| !native_cpu(r) && !has_gpu(r));
+    gpus.chain(cpu)
+        .chain(software)
+        .map(|r| (*r).clone())
         .collect()
 }
+
+/// The name of the native CPU runtime, which holds system buffers.
+const CPU: &str = "cpu";
 
 /// A runtime by its lower-case name; a known runtime without a driver has zero devices.
 pub fn get_runtime(name: &str) -> Result<Runtime> {
@@ -66,7 +80,7 @@ pub fn get_runtime(name: &str) -> Result<Runtime> {
 
 /// The device that holds system buffers (`nexus.create_buffer`): the CPU.
 pub fn system_device() -> Result<Device> {
-    get_runtime("cpu")?
+    get_runtime(CPU)?
         .devices()
         .first()
         .cloned()
@@ -86,11 +100,15 @@ impl Runtime {
                 return Vec::new();
             };
             match api.devices() {
-                Ok(list) => list
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, hal)| Device::new(self.inner.name, i, hal))
-                    .collect(),
+                Ok(mut list) => {
+                    // GPUs first within a runtime too (a stable sort keeps
+                    // the driver's order otherwise).
+                    list.sort_by_key(|d| !d.is_gpu());
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, hal)| Device::new(self.inner.name, i, hal))
+                        .collect()
+                }
                 Err(e) => {
                     log::warn!("runtime '{}' lists no devices: {}", self.inner.name, e);
                     Vec::new()

@@ -7,8 +7,8 @@ mod cuda;
 
 use crate::hal;
 
-/// Every runtime nexus knows, in listing order (accelerators first, the CPU
-/// last). `None` marks a runtime this build has no backend for yet: it is
+/// Every runtime nexus knows, in listing order (GPU runtimes first, then the
+/// CPU; `get_runtimes` moves runtimes whose devices are all CPUs after it). `None` marks a runtime this build has no backend for yet: it is
 /// still found by name, with zero devices.
 pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     #[cfg(all(feature = "cuda", any(target_os = "linux", target_os = "windows")))]
@@ -19,6 +19,8 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
         ("cuda", cuda),
         ("hip", None),
         ("metal", None),
+        ("vulkan", None),
+        ("opencl", None),
         ("cpu", Some(Box::new(cpu::CpuApi))),
     ]
 }

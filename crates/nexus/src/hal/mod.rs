@@ -89,6 +89,11 @@ pub trait Device: Send + Sync {
     /// This device's number in its driver (CUDA ordinal, ...), for interop
     /// protocols that name devices that way.
     fn native_ordinal(&self) -> i64;
+    /// A GPU (property `Type` "gpu"), not a CPU or a software device: GPUs
+    /// are listed first.
+    fn is_gpu(&self) -> bool {
+        self.properties()["Type"] == "gpu"
+    }
 }
 
 pub trait Buffer: Send + Sync {
