@@ -5,7 +5,14 @@
 //!   frees wait on exactly those);
 //! - `release`: frees that must wait for the device, done off the caller's
 //!   thread, with a way to wait for them (allocation retries);
-//! - `lock`: the one poison-tolerant lock helper.
+//! - `args`: kernel arguments packed as `void **` once per command;
+//! - `queue`: the host side of a driver stream (tickets, runs held behind
+//!   waits, completion by markers), generic over a small `DeviceStream`;
+//! - `timeline`: events in memory both host and GPU write (wait planning
+//!   by epochs, the wake-up of held runs, pools of value words);
+//! - `builtin`: bounds of the builtin kernels every runtime ships;
+//! - `lock`, `downcast`: the one poison-tolerant lock helper, and a
+//!   backend's view of its own objects.
 //!
 //! # Lock order
 //!
@@ -19,19 +26,19 @@
 //!    command's `state`, then `Handle::slot` (read while encoding) and
 //!    `Device::events`.
 //! 2. Device setup: CUDA `Gpu::ctx_lock` (creating the default stream).
-//! 3. Stream queues: CPU `stream::Shared::queue`, CUDA `StreamQueue::state`.
+//! 3. Stream queues: CPU `stream::Shared::queue`, `queue::StreamQueue::state`.
 //!    Held while handing work to the driver and polling it, never while
 //!    waiting for the device or for a host signal.
 //! 4. Per-resource state: `Usage::fences`, CUDA `Gpu::staging`,
 //!    `Gpu::queues`, `CudaKernel::shared_allowed`, `Timeline::users`, CPU
 //!    `CpuEvent::value`.
-//! 5. CUDA's timeline wake-up `MOVED`, then `Timeline::last_queued`
+//! 5. The timeline wake-up `timeline::MOVED`, then `Epochs::last_queued`
 //!    (`wait_until_moved` re-plans a wait under `MOVED`).
 //! 6. Leaves, held for a few instructions: the release queue (`sender`,
-//!    then `pending`), CUDA `FREE_SLOTS`, the CPU thread pool slot `POOL`,
+//!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
 //!    the binding's log queue.
 //!
-//! Worker threads (CPU stream workers, CUDA held-run workers, the release
+//! Worker threads (CPU stream workers, held-run workers, the release
 //! thread) take their queue lock only to pop work and run the work with no
 //! lock held.
 //!
@@ -40,12 +47,14 @@
 //! A stream keeps what each submitted run uses (the encoded schedule, and
 //! through it buffers, kernels, events and foreign owners such as a torch
 //! tensor) until the run's ticket completes: the CPU stream's job queue
-//! holds the schedule until the worker has run it, the CUDA stream queue's
-//! `inflight` list until a query shows the ticket done. Drops that must wait
-//! for the device go through `release`.
+//! holds the schedule until the worker has run it, a driver stream's
+//! `queue::StreamQueue::inflight` list until a query shows the ticket done.
+//! Drops that must wait for the device go through `release`.
 
 pub mod args;
+pub mod queue;
 pub mod release;
+pub mod timeline;
 pub mod usage;
 
 use std::sync::{Mutex, MutexGuard};

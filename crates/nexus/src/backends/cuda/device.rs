@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::ffi::result as r;
 use super::ffi::sys::{self, CUdevice, CUstream, Driver};
-use super::{library, memory, schedule, sync, Gpu};
+use super::{library, memory, schedule, stream, sync, Gpu};
 use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -172,7 +172,7 @@ impl hal::Device for CudaDevice {
     }
 
     fn create_stream(&self) -> Result<Arc<dyn hal::Stream>> {
-        Ok(Arc::new(sync::CudaStream::new(&self.gpu)?))
+        Ok(Arc::new(stream::CudaStream::new(&self.gpu)?))
     }
 
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {

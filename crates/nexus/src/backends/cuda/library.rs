@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 
 use super::ffi::nvrtc::{ImageKind, Program};
 use super::ffi::result as r;
-use super::ffi::sys::{self, CUfunction, CUmodule};
-use super::{Gpu, Handle};
+use super::ffi::safe::{Function, Module};
+use super::ffi::sys;
+use super::Gpu;
 use crate::backends::common::builtin::LaunchCheck;
 use crate::backends::common::{self, lock, release};
 use crate::error::{Error, Result, Status};
@@ -81,25 +82,30 @@ const BUILTINS: &[(&str, usize, bool, Option<LaunchCheck>)] = &[
     ("empty", 0, false, None),
 ];
 
-struct Module {
-    gpu: Arc<Gpu>,
-    handle: Handle,
+/// A loaded module, unloaded off the caller's thread (unloading waits for
+/// the device).
+struct LoadedModule(Option<Module>);
+
+impl Drop for LoadedModule {
+    fn drop(&mut self) {
+        if let Some(module) = self.0.take() {
+            release::defer(Box::new(move || drop(module)));
+        }
+    }
 }
 
-impl Drop for Module {
-    fn drop(&mut self) {
-        let (gpu, handle) = (self.gpu.clone(), self.handle);
-        release::defer(Box::new(move || {
-            let handle: Handle = handle;
-            if let Ok(_ctx) = gpu.bind() {
-                r::module_unload(gpu.d, handle.0);
-            }
-        }));
+impl LoadedModule {
+    fn function(&self, name: &str) -> Result<Function> {
+        match &self.0 {
+            Some(m) => m.function(name),
+            None => Err(Error::new(Status::InvalidLibrary, "the module is unloaded")),
+        }
     }
 }
 
 pub struct CudaLibrary {
-    module: Arc<Module>,
+    gpu: Arc<Gpu>,
+    module: Arc<LoadedModule>,
     format: &'static str,
     builtin: bool,
     path: Option<String>,
@@ -108,7 +114,7 @@ pub struct CudaLibrary {
 
 pub struct CudaKernel {
     name: String,
-    pub(super) func: Handle,
+    pub(super) function: Function,
     pub(super) gpu: Arc<Gpu>,
     /// Arguments the kernel takes from the user, where known (builtins, and
     /// every kernel on drivers that report parameters).
@@ -125,7 +131,7 @@ pub struct CudaKernel {
     /// another's launch.
     shared_allowed: std::sync::Mutex<u32>,
     properties: Value,
-    _module: Arc<Module>,
+    _module: Arc<LoadedModule>,
 }
 
 const FATBIN_MAGIC: u32 = 0xBA55_ED50;
@@ -165,14 +171,11 @@ impl CudaLibrary {
     pub(crate) fn load(gpu: &Arc<Gpu>, source: &hal::LibrarySource) -> Result<Self> {
         let (bytes, path): (Vec<u8>, Option<&Path>) = match source {
             hal::LibrarySource::Builtin => {
-                let _ctx = gpu.bind()?;
                 let image = nul_terminated(BUILTIN_PTX.as_bytes());
-                let m = r::module_load(gpu.d, &image)?;
+                let m = Module::load(&gpu.context()?, &image)?;
                 return Ok(CudaLibrary {
-                    module: Arc::new(Module {
-                        gpu: gpu.clone(),
-                        handle: Handle(m),
-                    }),
+                    gpu: gpu.clone(),
+                    module: Arc::new(LoadedModule(Some(m))),
                     format: "builtin",
                     builtin: true,
                     path: None,
@@ -217,8 +220,7 @@ impl CudaLibrary {
             "ptx" => (nul_terminated(&bytes), None),
             _ => (bytes, None),
         };
-        let _ctx = gpu.bind()?;
-        let m = r::module_load(gpu.d, &image).map_err(|mut e| {
+        let m = Module::load(&gpu.context()?, &image).map_err(|mut e| {
             e.message = format!(
                 "loading {format} library {where_} on {}: {}",
                 gpu.label(),
@@ -227,10 +229,8 @@ impl CudaLibrary {
             e
         })?;
         Ok(CudaLibrary {
-            module: Arc::new(Module {
-                gpu: gpu.clone(),
-                handle: Handle(m),
-            }),
+            gpu: gpu.clone(),
+            module: Arc::new(LoadedModule(Some(m))),
             format,
             builtin: false,
             path: path.map(|p| p.display().to_string()),
@@ -341,7 +341,7 @@ impl hal::Library for CudaLibrary {
     }
 
     fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
-        let gpu = &self.module.gpu;
+        let gpu = &self.gpu;
         let (arity, hidden_count, check) = if self.builtin {
             match BUILTINS.iter().find(|(n, _, _, _)| *n == name) {
                 Some((_, a, h, c)) => (Some(*a), *h, *c),
@@ -360,7 +360,8 @@ impl hal::Library for CudaLibrary {
             (None, false, None)
         };
         let _ctx = gpu.bind()?;
-        let f: CUfunction = r::module_get_function(gpu.d, self.module.handle.0 as CUmodule, name)?;
+        let function = self.module.function(name)?;
+        let f = function.raw();
         // Builtins append a hidden parameter, so their table is the truth.
         let param_sizes = if self.builtin {
             None
@@ -385,7 +386,7 @@ impl hal::Library for CudaLibrary {
         }
         Ok(Arc::new(CudaKernel {
             name: name.to_string(),
-            func: Handle(f),
+            function,
             gpu: gpu.clone(),
             arity,
             param_sizes,
@@ -432,7 +433,7 @@ impl CudaKernel {
         }
         r::func_set_attribute(
             self.gpu.d,
-            self.func.0,
+            self.function.raw(),
             sys::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             bytes as i32,
         )

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::ffi::result as r;
-use super::ffi::sys::{self, CUevent, CUstream};
-use super::{Gpu, Handle};
+use super::ffi::safe::{Context, DeviceMemory, Event, PinnedHost};
+use super::ffi::sys::{self, CUstream};
+use super::Gpu;
 use crate::backends::common::{lock, release};
-use crate::error::Result;
+use crate::error::{Error, Result, Status};
 use crate::hal;
 
 /// Bytes per staging chunk (`NEXUS_CUDA_STAGING_MB` overrides, 1..=256).
@@ -33,29 +34,22 @@ fn chunk_size() -> usize {
 const PARALLEL_MIN: usize = 1 << 20;
 const PIECE: usize = 512 << 10;
 
+/// Two pinned chunks and the events that say when the DMA engine is done
+/// with each.
 pub(crate) struct Staging {
     chunk: usize,
-    chunks: [Handle; 2],
-    events: [Handle; 2],
+    chunks: [PinnedHost; 2],
+    events: [Event; 2],
 }
 
 impl Staging {
-    pub(crate) fn new(gpu: &Gpu) -> Result<Staging> {
+    pub(crate) fn new(ctx: &Context) -> Result<Staging> {
         let chunk = chunk_size();
-        let a = r::mem_host_alloc(gpu.d, chunk, sys::MEMHOSTALLOC_PORTABLE)?;
-        let b = match r::mem_host_alloc(gpu.d, chunk, sys::MEMHOSTALLOC_PORTABLE) {
-            Ok(b) => b,
-            Err(e) => {
-                r::mem_free_host(gpu.d, a);
-                return Err(e);
-            }
-        };
-        let e0 = r::event_create(gpu.d)?;
-        let e1 = r::event_create(gpu.d)?;
+        let pinned = || PinnedHost::allocate(ctx, chunk, sys::MEMHOSTALLOC_PORTABLE);
         Ok(Staging {
             chunk,
-            chunks: [Handle(a), Handle(b)],
-            events: [Handle(e0), Handle(e1)],
+            chunks: [pinned()?, pinned()?],
+            events: [Event::create(ctx)?, Event::create(ctx)?],
         })
     }
 }
@@ -69,8 +63,8 @@ fn spin_until(mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
     Ok(())
 }
 
-fn wait_event(d: &sys::Driver, e: CUevent) -> Result<()> {
-    spin_until(|| r::event_query(d, e))
+fn wait_event(e: &Event) -> Result<()> {
+    spin_until(|| e.is_reached())
 }
 
 fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
@@ -82,9 +76,16 @@ fn wait_stream(d: &sys::Driver, s: CUstream) -> Result<()> {
 fn staging(g: &Gpu) -> Result<std::sync::MutexGuard<'_, Option<Staging>>> {
     let mut guard = lock(&g.staging);
     if guard.is_none() {
-        *guard = Some(Staging::new(g)?);
+        *guard = Some(Staging::new(&g.context()?)?);
     }
     Ok(guard)
+}
+
+/// The staging area `staging()` made sure of.
+fn filled(guard: &mut Option<Staging>) -> Result<&mut Staging> {
+    guard
+        .as_mut()
+        .ok_or_else(|| Error::new(Status::DriverError, "CUDA staging memory is missing"))
 }
 
 fn host_copy(dst: &mut [u8], src: &[u8]) {
@@ -101,22 +102,23 @@ pub struct CudaBuffer {
     gpu: Arc<Gpu>,
     ptr: u64,
     size: usize,
-    owned: bool,
+    /// Memory nexus allocated (freed off the caller's thread: freeing
+    /// waits for the device); `None` for memory another library owns.
+    memory: Option<DeviceMemory>,
     _owner: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl CudaBuffer {
     pub(crate) fn allocate(gpu: &Arc<Gpu>, size: usize) -> Result<Self> {
-        let _ctx = gpu.bind()?;
-        let ptr = r::mem_alloc(gpu.d, size).map_err(|mut e| {
+        let memory = DeviceMemory::allocate(&gpu.context()?, size).map_err(|mut e| {
             e.message = format!("{} on {}", e.message, gpu.label());
             e
         })?;
         Ok(CudaBuffer {
             gpu: gpu.clone(),
-            ptr,
+            ptr: memory.raw(),
             size,
-            owned: true,
+            memory: Some(memory),
             _owner: None,
         })
     }
@@ -131,7 +133,7 @@ impl CudaBuffer {
             gpu: gpu.clone(),
             ptr,
             size,
-            owned: false,
+            memory: None,
             _owner: Some(owner),
         }
     }
@@ -139,13 +141,8 @@ impl CudaBuffer {
 
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
-        if self.owned {
-            let (gpu, ptr) = (self.gpu.clone(), self.ptr);
-            release::defer(Box::new(move || {
-                if let Ok(_ctx) = gpu.bind() {
-                    r::mem_free(gpu.d, ptr);
-                }
-            }));
+        if let Some(memory) = self.memory.take() {
+            release::defer(Box::new(move || drop(memory)));
         }
     }
 }
@@ -169,25 +166,21 @@ impl hal::Buffer for CudaBuffer {
             unsafe { r::memcpy_htod_async(d, dst, src.as_ptr(), src.len(), stream) }?;
             return wait_stream(d, stream);
         }
-        let guard = staging(g)?;
-        let st = guard.as_ref().expect("staging() fills it");
+        let mut guard = staging(g)?;
+        let st = filled(&mut guard)?;
         let chunk = st.chunk;
         for (k, piece) in src.chunks(chunk).enumerate() {
             let b = k % 2;
             if k >= 2 {
-                wait_event(d, st.events[b].0)?;
+                // The DMA that last read this chunk is done.
+                wait_event(&st.events[b])?;
             }
-            // SAFETY: the chunk is CHUNK bytes of pinned memory owned by
-            // the staging area, which the lock gives to this copy alone,
-            // and the DMA that last read it has completed (event above).
-            let pinned =
-                unsafe { std::slice::from_raw_parts_mut(st.chunks[b].0 as *mut u8, piece.len()) };
-            host_copy(pinned, piece);
+            host_copy(st.chunks[b].as_mut_slice(piece.len()), piece);
             let at = dst + (k * chunk) as u64;
-            // SAFETY: a pinned chunk of the staging area; the event
-            // recorded next orders its reuse.
-            unsafe { r::memcpy_htod_async(d, at, pinned.as_ptr(), piece.len(), stream) }?;
-            r::event_record(d, st.events[b].0, stream)?;
+            // SAFETY: a pinned chunk the staging lock gives to this copy
+            // alone; the event recorded next orders its reuse.
+            unsafe { r::memcpy_htod_async(d, at, st.chunks[b].as_ptr(), piece.len(), stream) }?;
+            st.events[b].record(stream)?;
         }
         wait_stream(d, stream)
     }
@@ -206,32 +199,30 @@ impl hal::Buffer for CudaBuffer {
             unsafe { r::memcpy_dtoh_async(d, dst.as_mut_ptr(), src, dst.len(), stream) }?;
             return wait_stream(d, stream);
         }
-        let guard = staging(g)?;
-        let st = guard.as_ref().expect("staging() fills it");
+        let mut guard = staging(g)?;
+        let st = filled(&mut guard)?;
         let chunk = st.chunk;
         let n = dst.len().div_ceil(chunk);
         let total = dst.len();
-        let issue = |k: usize| -> Result<()> {
+        let issue = |st: &mut Staging, k: usize| -> Result<()> {
             let b = k % 2;
             let len = chunk.min(total - k * chunk);
-            let chunk_at = st.chunks[b].0 as *mut u8;
-            // SAFETY: a pinned chunk of the staging area, which the lock
-            // gives to this copy alone; it is read only after its event.
-            unsafe { r::memcpy_dtoh_async(d, chunk_at, src + (k * chunk) as u64, len, stream) }?;
-            r::event_record(d, st.events[b].0, stream)
+            let at = st.chunks[b].as_mut_ptr();
+            // SAFETY: a pinned chunk the staging lock gives to this copy
+            // alone; it is read only after its event.
+            unsafe { r::memcpy_dtoh_async(d, at, src + (k * chunk) as u64, len, stream) }?;
+            st.events[b].record(stream)
         };
-        issue(0)?;
+        issue(st, 0)?;
         for (k, piece) in dst.chunks_mut(chunk).enumerate() {
             if k + 1 < n {
                 // Chunk (k+1)%2 was drained in the previous iteration.
-                issue(k + 1)?;
+                issue(st, k + 1)?;
             }
             let b = k % 2;
-            wait_event(d, st.events[b].0)?;
-            // SAFETY: the DMA into this chunk has completed (event above).
-            let pinned =
-                unsafe { std::slice::from_raw_parts(st.chunks[b].0 as *const u8, piece.len()) };
-            host_copy(piece, pinned);
+            // The DMA into this chunk is done.
+            wait_event(&st.events[b])?;
+            host_copy(piece, st.chunks[b].as_slice(piece.len()));
         }
         Ok(())
     }

@@ -7,14 +7,14 @@
 //! pipeline, modules (PTX, cubin, fatbin, CUDA C++ through NVRTC),
 //! schedules replayed as CUDA graphs, and timeline events in mapped pinned
 //! memory (signalled by stream writes, awaited by stream memory waits on
-//! queued signals; other waits are held on the host, see `queue.rs`).
+//! queued signals; other waits are held on the host, see `common/queue.rs`).
 
 mod device;
 mod ffi;
 mod library;
 mod memory;
-mod queue;
 mod schedule;
+mod stream;
 mod sync;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -25,8 +25,10 @@ use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use ffi::result as r;
+use ffi::safe::{self, Context, CurrentContext};
 use ffi::sys;
-use sys::{CUcontext, CUdevice, CUstream, Driver};
+use stream::StreamQueue;
+use sys::{CUdevice, CUstream, Driver};
 
 pub struct CudaApi;
 
@@ -51,7 +53,7 @@ fn initialised() -> Result<&'static Driver> {
             format!("CUDA driver not available: {e}"),
         )
     })?;
-    INIT.get_or_init(|| r::init(d)).clone()?;
+    INIT.get_or_init(|| safe::init(d)).clone()?;
     Ok(d)
 }
 
@@ -96,15 +98,6 @@ impl hal::Api for CudaApi {
     }
 }
 
-/// A raw driver handle that may cross threads (the driver's handles are
-/// thread-safe; nexus orders their use through streams).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Handle(pub *mut std::ffi::c_void);
-// SAFETY: an opaque driver handle; the driver's objects are thread-safe.
-unsafe impl Send for Handle {}
-// SAFETY: as for Send.
-unsafe impl Sync for Handle {}
-
 /// One GPU: its primary context (retained on first use) and the shared
 /// resources of the device (default stream, staging buffers).
 pub(crate) struct Gpu {
@@ -117,17 +110,13 @@ pub(crate) struct Gpu {
     pub mem_ops: bool,
     /// Groups per axis a launch may have.
     pub max_grid: [u32; 3],
-    ctx: OnceLock<Handle>,
+    ctx: OnceLock<Context>,
     ctx_lock: Mutex<()>,
-    default_queue: OnceLock<Arc<queue::StreamQueue>>,
+    default_queue: OnceLock<Arc<StreamQueue>>,
     /// Every stream's queue, for `reclaim`.
-    queues: Mutex<Vec<Weak<queue::StreamQueue>>>,
+    queues: Mutex<Vec<Weak<StreamQueue>>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
-    /// The process that opened the device: CUDA does not survive `fork`, so
-    /// a child refuses every call (and its drops free nothing) instead of
-    /// hanging in the driver.
-    pid: u32,
 }
 
 impl Gpu {
@@ -166,43 +155,47 @@ impl Gpu {
             queues: Mutex::new(Vec::new()),
             staging: Mutex::new(None),
             properties,
-            pid: crate::process::id(),
         })
     }
 
-    fn ctx(&self) -> Result<CUcontext> {
+    /// The primary context, retained on first use.
+    pub fn context(&self) -> Result<Context> {
+        self.check_process()?;
         if let Some(c) = self.ctx.get() {
-            return Ok(c.0);
+            return Ok(*c);
         }
         let _g = lock(&self.ctx_lock);
         if let Some(c) = self.ctx.get() {
-            return Ok(c.0);
+            return Ok(*c);
         }
-        let c = r::primary_ctx_retain(self.d, self.dev)?;
-        let _ = self.ctx.set(Handle(c));
-        // Pinned host memory is allocated now, while the device is idle:
-        // allocating it later synchronises the device, stalling behind
-        // whatever is queued. (Failures leave the lazy paths to retry.)
-        if r::ctx_set_current(self.d, c).is_ok() {
-            if let Err(e) = sync::reserve_slots(self) {
-                log::warn!(
-                    "{}: cannot reserve event memory: {}",
-                    self.label(),
-                    e.message
-                );
-            }
-            let mut staging = lock(&self.staging);
-            if staging.is_none() {
-                *staging = memory::Staging::new(self).ok();
-            }
-        }
+        let c = Context::retain_primary(self.d, self.dev)?;
+        let _ = self.ctx.set(c);
+        self.prepare(&c);
         Ok(c)
     }
 
-    /// Refuses every call in a process forked after this GPU was opened:
+    /// Allocates the device's pinned host memory (event values, staging)
+    /// while the new context is idle: allocating it later synchronises the
+    /// device, stalling behind whatever is queued. Failures leave the lazy
+    /// paths (`sync::take_slot`, `memory::staging`) to try again.
+    fn prepare(&self, ctx: &Context) {
+        if let Err(e) = sync::reserve_slots(ctx) {
+            log::warn!(
+                "{}: cannot reserve event memory: {}",
+                self.label(),
+                e.message
+            );
+        }
+        let mut staging = lock(&self.staging);
+        if staging.is_none() {
+            *staging = memory::Staging::new(ctx).ok();
+        }
+    }
+
+    /// Refuses every call in a process forked after CUDA was initialised:
     /// CUDA does not survive `fork`.
     pub fn check_process(&self) -> Result<()> {
-        if crate::process::id() != self.pid {
+        if !safe::same_process() {
             return Err(Error::new(
                 Status::InvalidDevice,
                 format!("{}: CUDA cannot be used in a process forked after CUDA was initialised (use the 'spawn' start method)", self.label()),
@@ -212,31 +205,14 @@ impl Gpu {
     }
 
     /// Makes this GPU's primary context current on the calling thread until
-    /// the guard drops. A thread with no current context keeps this one (as
-    /// the CUDA runtime does); another library's context is restored.
-    pub fn bind(&self) -> Result<CtxGuard> {
-        self.check_process()?;
-        // Reading is cheaper than setting, and the launch path binds on
-        // every call. Read before `ctx()`, which makes the context current
-        // when it first creates it.
-        let current = r::ctx_get_current(self.d);
-        let c = self.ctx()?;
-        if current == c {
-            return Ok(CtxGuard {
-                d: self.d,
-                restore: None,
-            });
-        }
-        r::ctx_set_current(self.d, c)?;
-        Ok(CtxGuard {
-            d: self.d,
-            restore: (!current.is_null()).then_some(Handle(current)),
-        })
+    /// the guard drops (see `Context::bind`).
+    pub fn bind(&self) -> Result<CurrentContext> {
+        self.context()?.bind()
     }
 
     /// The queue of the device's own (non-blocking) stream, which
     /// `run(stream=None)` and buffer copies use; never the legacy NULL stream.
-    pub fn default_queue(self: &Arc<Self>) -> Result<Arc<queue::StreamQueue>> {
+    pub fn default_queue(self: &Arc<Self>) -> Result<Arc<StreamQueue>> {
         if let Some(q) = self.default_queue.get() {
             return Ok(q.clone());
         }
@@ -244,41 +220,23 @@ impl Gpu {
         if let Some(q) = self.default_queue.get() {
             return Ok(q.clone());
         }
-        let _ctx = self.bind()?;
-        let s = r::stream_create(self.d)?;
-        let q = queue::StreamQueue::new(self, Handle(s), false);
+        let q = stream::new_queue(&self.context()?)?;
         self.register_queue(&q);
         let _ = self.default_queue.set(q.clone());
         Ok(q)
     }
 
-    pub(crate) fn register_queue(&self, q: &Arc<queue::StreamQueue>) {
+    pub(crate) fn register_queue(&self, q: &Arc<StreamQueue>) {
         let mut queues = lock(&self.queues);
         queues.retain(|w| w.strong_count() > 0);
         queues.push(Arc::downgrade(q));
     }
 
     pub fn default_stream(self: &Arc<Self>) -> Result<CUstream> {
-        Ok(self.default_queue()?.raw())
+        Ok(self.default_queue()?.stream().raw())
     }
 
     pub fn label(&self) -> String {
         format!("cuda:{} '{}'", self.ordinal, self.name)
-    }
-}
-
-/// The calling thread's context before `Gpu::bind`, put back on drop.
-#[must_use = "the context stays bound only while the guard lives"]
-pub(crate) struct CtxGuard {
-    d: &'static Driver,
-    restore: Option<Handle>,
-}
-
-impl Drop for CtxGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.restore {
-            // A context that was current on this thread before.
-            let _ = r::ctx_set_current(self.d, c.0);
-        }
     }
 }

@@ -8,40 +8,55 @@
 //! directly (cheaper than a one-node graph). A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
 //! mapped value; a wait command is decided when it is about to be queued
-//! behind everything before it in its stream (`queue_from`, with
+//! behind everything before it in its stream (`send`, with
 //! `Timeline::plan`): a stream memory wait when a signal reaching it is
 //! queued, passed on an idle stream when the host already set the value,
-//! else held on the host (`queue.rs`). Signals of other runtimes' events
+//! else held on the host (`common/queue.rs`). Signals of other runtimes' events
 //! are host functions.
 
-use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ffi::result as r;
-use super::ffi::sys::{self, CUstream};
+use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
+use super::ffi::sys;
 use super::library::CudaKernel;
-use super::queue::StreamQueue;
-use super::sync::{self, CudaEvent, CudaStream, Timeline, WaitPlan};
-use super::{Gpu, Handle};
+use super::stream::{CudaDeviceStream, CudaStream, StreamQueue};
+use super::sync::{CudaEvent, Timeline};
+use super::Gpu;
 use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
+use crate::backends::common::queue::HeldRun;
+use crate::backends::common::timeline::{wait_until_moved, WaitPlan};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
 struct Launch {
-    func: Handle,
+    function: Function,
     grid: [u32; 3],
     block: [u32; 3],
     shared: u32,
     args: ArgPack,
 }
 
+impl Launch {
+    fn params(&self) -> KernelLaunch<'_> {
+        KernelLaunch {
+            function: self.function,
+            grid: self.grid,
+            block: self.block,
+            shared: self.shared,
+            args: &self.args,
+        }
+    }
+}
+
 enum Step {
     Launch(Launch),
     Graph {
-        exec: Handle,
-        graph: Handle,
+        exec: GraphExec,
+        /// Kept beside its instantiation (freed after it).
+        _graph: Graph,
     },
     /// A stream write of a CUDA event's mapped value.
     Signal {
@@ -53,7 +68,7 @@ enum Step {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
-    /// Waits for a CUDA event's value (see `queue_from` for how).
+    /// Waits for a CUDA event's value (see `send` for how).
     Wait {
         timeline: Arc<Timeline>,
         value: u64,
@@ -74,46 +89,8 @@ pub(crate) struct Steps {
     _ops: Vec<hal::Op>,
 }
 
-// SAFETY: raw pointers in the steps point into storage the schedule owns
-// (argument packs) or at driver objects it owns; queueing only reads them.
-unsafe impl Send for Steps {}
-// SAFETY: as for Send.
-unsafe impl Sync for Steps {}
-
-impl Drop for Steps {
-    fn drop(&mut self) {
-        let Ok(_ctx) = self.gpu.bind() else {
-            return;
-        };
-        for s in &self.steps {
-            if let Step::Graph { exec, graph } = s {
-                // Instantiated at encode, destroyed once (runs in flight
-                // keep the steps alive until they complete).
-                r::graph_exec_destroy(self.gpu.d, exec.0);
-                r::graph_destroy(self.gpu.d, graph.0);
-            }
-        }
-    }
-}
-
 pub struct CudaSchedule {
     steps: Arc<Steps>,
-}
-
-fn launch(gpu: &Gpu, l: &Launch, stream: CUstream) -> Result<()> {
-    r::launch_kernel(gpu.d, l.func.0, l.grid, l.block, l.shared, stream, &l.args)
-}
-
-unsafe extern "C" fn host_signal(user: *mut c_void) {
-    // SAFETY: `user` is the Box leaked by `queue_from` for exactly this call.
-    let b = unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64)) };
-    let (event, value) = *b;
-    if let Err(e) = event.signal(value) {
-        log::error!(
-            "CUDA host step signalling a foreign event failed: {}",
-            e.message
-        );
-    }
 }
 
 impl CudaSchedule {
@@ -152,8 +129,9 @@ impl CudaSchedule {
                         values.push(dims.grid[0].to_ne_bytes().to_vec());
                     }
                     let threads = dims.threads_per_group();
-                    let max = r::func_attribute(gpu.d, k.func.0, sys::FUNC_MAX_THREADS_PER_BLOCK)
-                        .unwrap_or(1024) as u64;
+                    let max =
+                        r::func_attribute(gpu.d, k.function.raw(), sys::FUNC_MAX_THREADS_PER_BLOCK)
+                            .unwrap_or(1024) as u64;
                     if threads > max {
                         return Err(Error::new(
                             Status::InvalidSize,
@@ -175,7 +153,7 @@ impl CudaSchedule {
                     }
                     k.allow_shared_memory(*shared_memory)?;
                     pending.push(Launch {
-                        func: k.func,
+                        function: k.function,
                         grid: dims.groups(),
                         block: dims.group,
                         shared: *shared_memory,
@@ -230,35 +208,22 @@ impl CudaSchedule {
                     steps.extend(launches.into_iter().map(Step::Launch));
                     return Ok(());
                 }
-                let d = gpu.d;
-                let graph = r::graph_create(d)?;
+                let graph = Graph::create(&gpu.context()?)?;
                 // A chain: each kernel depends on the one before, as in a stream.
                 let mut previous = None;
                 for (k, l) in launches.iter().enumerate() {
-                    let added = r::graph_add_kernel_node(
-                        d, graph, previous, l.func.0, l.grid, l.block, l.shared, &l.args,
-                    );
-                    match added {
-                        Ok(node) => previous = Some(node),
-                        Err(mut e) => {
-                            r::graph_destroy(d, graph);
-                            e.message = format!("kernel {k} of {}: {}", launches.len(), e.message);
-                            return Err(e);
-                        }
-                    }
+                    previous = Some(graph.add_kernel(previous, &l.params()).map_err(|mut e| {
+                        e.message = format!("kernel {k} of {}: {}", launches.len(), e.message);
+                        e
+                    })?);
                 }
-                let exec = match r::graph_instantiate(d, graph) {
-                    Ok(exec) => exec,
-                    Err(mut e) => {
-                        r::graph_destroy(d, graph);
-                        e.message =
-                            format!("{} (a graph of {} kernels)", e.message, launches.len());
-                        return Err(e);
-                    }
-                };
+                let exec = graph.instantiate().map_err(|mut e| {
+                    e.message = format!("{} (a graph of {} kernels)", e.message, launches.len());
+                    e
+                })?;
                 steps.push(Step::Graph {
-                    exec: Handle(exec),
-                    graph: Handle(graph),
+                    exec,
+                    _graph: graph,
                 });
                 Ok(())
             }
@@ -266,34 +231,27 @@ impl CudaSchedule {
     }
 }
 
-impl Steps {
-    pub(crate) fn gpu(&self) -> &Arc<Gpu> {
-        &self.gpu
-    }
-
-    /// Queues steps `from..` on `stream` and returns `None`, or stops at the
-    /// first wait that cannot be decided yet and returns its index.
-    /// `stream_idle` tells whether everything sent to the stream before
-    /// this call has completed.
-    ///
+impl HeldRun<CudaDeviceStream> for Steps {
     /// A wait for a CUDA event follows `Timeline::plan`: a GPU-side wait
     /// (`cuStreamWaitValue64`) when a signal reaching the value was queued
     /// after the last host store, so the GPU waits only for queued work; a
     /// pass when the host set the value and the wait would execute now (the
     /// stream idle, nothing sent before it in this call); else held.
-    pub(crate) fn queue_from(
+    fn send(
         &self,
+        on: &CudaDeviceStream,
         from: usize,
-        stream: CUstream,
         stream_idle: &mut dyn FnMut() -> bool,
     ) -> Result<Option<usize>> {
         let g = &*self.gpu;
         let d = g.d;
+        let _bound = on.context().bind()?;
+        let stream = on.raw();
         let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
-                Step::Launch(l) => launch(g, l, stream)?,
-                Step::Graph { exec, .. } => r::graph_launch(d, exec.0, stream)?,
+                Step::Launch(l) => l.params().launch(d, stream)?,
+                Step::Graph { exec, .. } => exec.launch(stream)?,
                 Step::Signal { timeline, value } => {
                     // The event's slot lives while the schedule does.
                     r::stream_write_value64(d, stream, timeline.device_address, *value)?;
@@ -318,13 +276,16 @@ impl Steps {
                     continue;
                 }
                 Step::HostSignal { event, value } => {
-                    let user = Box::into_raw(Box::new((event.clone(), *value))) as *mut c_void;
-                    // SAFETY: host_signal takes back exactly this box, once.
-                    if let Err(e) = unsafe { r::launch_host_func(d, stream, host_signal, user) } {
-                        // SAFETY: the callback was not queued; reclaim the box.
-                        drop(unsafe { Box::from_raw(user as *mut (Arc<dyn hal::Event>, u64)) });
-                        return Err(e);
-                    }
+                    let (event, value) = (event.clone(), *value);
+                    let signal = move || {
+                        if let Err(e) = event.signal(value) {
+                            log::error!(
+                                "CUDA host step signalling a foreign event failed: {}",
+                                e.message
+                            );
+                        }
+                    };
+                    safe::launch_host_fn(d, stream, Box::new(signal))?;
                 }
             }
             sent_any = true;
@@ -332,14 +293,14 @@ impl Steps {
         Ok(None)
     }
 
-    /// Blocks until the wait at step `at` can be decided (see `queue_from`);
+    /// Blocks until the wait at step `at` can be decided (see `send`);
     /// `true` when it then passes only once the stream has drained.
-    pub(crate) fn wait_decidable(&self, at: usize) -> bool {
+    fn wait_decidable(&self, at: usize) -> bool {
         match self.steps.get(at) {
             Some(Step::Wait { timeline, value }) => {
                 let mem_ops = self.gpu.mem_ops;
                 let mut plan = WaitPlan::Hold;
-                sync::wait_until_moved(|| {
+                wait_until_moved(|| {
                     plan = timeline.plan(*value, mem_ops);
                     plan != WaitPlan::Hold
                 });
@@ -396,7 +357,7 @@ impl hal::Schedule for CudaSchedule {
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
         let _ctx = self.steps.gpu.bind()?;
         let queue = self.queue_for(stream)?;
-        let ticket = queue.submit(&self.steps)?;
+        let ticket = queue.submit(self.steps.clone())?;
         Ok(hal::Fence { queue, ticket })
     }
 }

@@ -7,4 +7,5 @@
 
 pub(crate) mod nvrtc;
 pub(crate) mod result;
+pub(crate) mod safe;
 pub(crate) mod sys;

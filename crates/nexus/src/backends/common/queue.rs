@@ -1,36 +1,37 @@
-//! The host side of one CUDA stream: tickets, held runs, completion.
+//! The host side of one device stream: tickets, held runs, completion.
+//!
+//! Shared by the GPU runtimes whose streams are driver queues (CUDA, HIP):
+//! the runtime supplies a `DeviceStream` (queue work, ask whether the
+//! stream is idle, record and query markers) and its encoded schedules
+//! implement `HeldRun`; everything else is here.
 //!
 //! Every run gets a ticket (1, 2, ... in submission order). Runs go straight
 //! to the driver, except behind a wait the GPU cannot be trusted with (see
-//! `Timeline::plan`): parked on the GPU, a wait for a value no queued work
-//! will write holds a hardware queue that other streams share, and anything
-//! that synchronises the device (freeing memory, loading a kernel lazily,
-//! another library's `cudaDeviceSynchronize`) would block behind it until
-//! the signal comes, or forever (measured on H100, CUDA 13). So the rest of
-//! that run, and every later run on the stream, is held here and sent by a
-//! worker thread once the wait can be decided. Every wait that reaches the
-//! GPU therefore waits only for work already queued.
+//! `timeline::WaitPlan`): parked on the GPU, a wait for a value no queued
+//! work will write holds a hardware queue that other streams share, and
+//! anything that synchronises the device (freeing memory, loading a kernel
+//! lazily, another library's `cudaDeviceSynchronize`) would block behind it
+//! until the signal comes, or forever (measured on H100, CUDA 13). So the
+//! rest of that run, and every later run on the stream, is held here and
+//! sent by a worker thread once the wait can be decided. Every wait that
+//! reaches the GPU therefore waits only for work already queued.
 //!
 //! Completion is learned without a driver call per run: `poll` asks whether
-//! the stream is idle, and checkpoint events recorded every
-//! `CHECKPOINT_EVERY` runs tell how far a busy stream has got. What a run
-//! uses (its `Steps`, holding buffers, kernels, events and foreign owners)
-//! stays in `inflight` until its ticket is known complete.
+//! the stream is idle, and markers recorded every `CHECKPOINT_EVERY` runs
+//! tell how far a busy stream has got. What a run uses (its encoded steps,
+//! holding buffers, kernels, events and foreign owners) stays in `inflight`
+//! until its ticket is known complete.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::ffi::result as r;
-use super::ffi::sys::{CUstream, Driver};
-use super::schedule::Steps;
-use super::{Gpu, Handle};
-use crate::backends::common::{lock, release};
+use super::{lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
-/// A checkpoint event is recorded after every this many runs sent.
+/// A marker is recorded after every this many runs sent.
 const CHECKPOINT_EVERY: u32 = 32;
 /// Submitting polls for completion once this many runs are in flight, on
 /// every `POLL_EVERY`th submission (a driver query per launch would cost
@@ -38,37 +39,85 @@ const CHECKPOINT_EVERY: u32 = 32;
 const RETIRE_AT: usize = 64;
 const POLL_EVERY: u64 = 16;
 
+/// One driver stream, as the queue drives it.
+pub trait DeviceStream: Send + Sync + 'static {
+    /// A point recorded in the stream (a driver event), reused once reached.
+    type Marker: Send + 'static;
+    /// The name of the thread that sends held runs.
+    const WORKER_NAME: &'static str;
+
+    /// `Ok(true)` when everything sent has completed; an error means the
+    /// device failed, and with it every run not known complete.
+    fn is_idle(&self) -> Result<bool>;
+    /// Records a marker after everything sent so far (reusing `spare`);
+    /// `None` when that fails (completion is then learned by `is_idle`).
+    fn mark(&self, spare: Option<Self::Marker>) -> Option<Self::Marker>;
+    fn is_reached(&self, marker: &Self::Marker) -> bool;
+    /// Called on the release thread after the queue is dropped: lets the
+    /// stream's work finish before the stream and markers are freed.
+    fn finish(&self);
+}
+
+/// An encoded schedule as a stream queues it, step by step.
+pub trait HeldRun<S>: Send + Sync {
+    /// Queues steps `from..` on `stream` and returns `None`, or stops at
+    /// the first wait that cannot be decided yet and returns its index.
+    /// `idle` tells whether everything sent before this call has completed.
+    fn send(
+        &self,
+        stream: &S,
+        from: usize,
+        idle: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<usize>>;
+    /// Blocks until the wait at step `at` can be decided; `true` when it
+    /// then passes only once the stream has drained.
+    fn wait_decidable(&self, at: usize) -> bool;
+}
+
+type Run<S> = Arc<dyn HeldRun<S>>;
+
 /// The rest of a run, from a wait that could not be queued yet.
-struct Held {
-    steps: Arc<Steps>,
+struct Held<S> {
+    run: Run<S>,
     from: usize,
     ticket: u64,
 }
 
-#[derive(Default)]
-struct State {
-    held: VecDeque<Held>,
+struct State<S: DeviceStream> {
+    held: VecDeque<Held<S>>,
     submitted: u64,
     /// Tickets up to `sent` have wholly gone to the driver.
     sent: u64,
     worker: bool,
     /// What runs not yet known complete keep alive.
-    inflight: VecDeque<(u64, Arc<Steps>)>,
-    /// Events recorded after run `ticket`, oldest first; spares for reuse.
-    checkpoints: VecDeque<(u64, Handle)>,
-    spare_events: Vec<Handle>,
+    inflight: VecDeque<(u64, Run<S>)>,
+    /// Markers recorded after run `ticket`, oldest first; spares for reuse.
+    checkpoints: VecDeque<(u64, S::Marker)>,
+    spare_markers: Vec<S::Marker>,
     since_checkpoint: u32,
     /// Failures by ticket range (inclusive), until the stream is synchronised.
     failures: Vec<(u64, u64, Error)>,
 }
 
-pub(crate) struct StreamQueue {
-    d: &'static Driver,
-    stream: Handle,
-    /// Set for user streams, which the queue destroys when dropped; the
-    /// device's default stream lives as long as the process.
-    owner: Option<Arc<Gpu>>,
-    state: Mutex<State>,
+impl<S: DeviceStream> Default for State<S> {
+    fn default() -> Self {
+        State {
+            held: VecDeque::new(),
+            submitted: 0,
+            sent: 0,
+            worker: false,
+            inflight: VecDeque::new(),
+            checkpoints: VecDeque::new(),
+            spare_markers: Vec::new(),
+            since_checkpoint: 0,
+            failures: Vec::new(),
+        }
+    }
+}
+
+pub struct StreamQueue<S: DeviceStream> {
+    stream: Arc<S>,
+    state: Mutex<State<S>>,
     /// Tickets up to `completed` are done on the device.
     completed: AtomicU64,
     /// Signalled when `sent` or `completed` moves.
@@ -77,14 +126,13 @@ pub(crate) struct StreamQueue {
     arrived: Condvar,
 }
 
-type Retired = Vec<Arc<Steps>>;
+/// What completed runs kept alive, dropped by the caller with no lock held.
+type Retired<S> = Vec<Run<S>>;
 
-impl StreamQueue {
-    pub(crate) fn new(gpu: &Arc<Gpu>, stream: Handle, owned: bool) -> Arc<Self> {
+impl<S: DeviceStream> StreamQueue<S> {
+    pub fn new(stream: S) -> Arc<Self> {
         Arc::new(StreamQueue {
-            d: gpu.d,
-            stream,
-            owner: owned.then(|| gpu.clone()),
+            stream: Arc::new(stream),
             state: Mutex::new(State::default()),
             completed: AtomicU64::new(0),
             progress: Condvar::new(),
@@ -92,36 +140,35 @@ impl StreamQueue {
         })
     }
 
-    pub(crate) fn raw(&self) -> CUstream {
-        self.stream.0
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
         lock(&self.state)
     }
 
     /// Whether everything sent to the driver so far has completed.
-    fn drained(&self, st: &State) -> bool {
+    fn drained(&self, st: &State<S>) -> bool {
         self.completed.load(Ordering::Acquire) >= st.sent
     }
 
-    /// Queues a run (the calling thread has the stream's context current)
-    /// and returns its ticket.
-    pub(crate) fn submit(self: &Arc<Self>, steps: &Arc<Steps>) -> Result<u64> {
+    /// Queues a run and returns its ticket.
+    pub fn submit(self: &Arc<Self>, run: Run<S>) -> Result<u64> {
         let mut retired = Retired::new();
-        let result = self.submit_locked(steps, &mut retired);
+        let result = self.submit_locked(run, &mut retired);
         drop(retired);
         result
     }
 
-    fn submit_locked(self: &Arc<Self>, steps: &Arc<Steps>, retired: &mut Retired) -> Result<u64> {
+    fn submit_locked(self: &Arc<Self>, run: Run<S>, retired: &mut Retired<S>) -> Result<u64> {
         let mut st = self.lock();
         if st.inflight.len() >= RETIRE_AT && st.submitted.is_multiple_of(POLL_EVERY) {
             self.poll_locked(&mut st, retired);
         }
         st.submitted += 1;
         let ticket = st.submitted;
-        st.inflight.push_back((ticket, steps.clone()));
+        st.inflight.push_back((ticket, run.clone()));
         let from = if st.held.is_empty() {
             // Asked only by a wait the host already satisfied (it passes on
             // an idle stream): one query then, none on the plain path.
@@ -131,8 +178,7 @@ impl StreamQueue {
                 }
                 self.drained(&st)
             };
-            let queued = steps.queue_from(0, self.stream.0, &mut idle);
-            match queued {
+            match run.send(&self.stream, 0, &mut idle) {
                 Ok(None) => {
                     st.sent = ticket;
                     self.after_sent(&mut st, ticket);
@@ -148,15 +194,11 @@ impl StreamQueue {
         } else {
             0
         };
-        st.held.push_back(Held {
-            steps: steps.clone(),
-            from,
-            ticket,
-        });
+        st.held.push_back(Held { run, from, ticket });
         if !st.worker {
             let me = self.clone();
             let spawned = std::thread::Builder::new()
-                .name("nexus-cuda-held".into())
+                .name(S::WORKER_NAME.into())
                 .spawn(move || me.work());
             match spawned {
                 Ok(_) => st.worker = true,
@@ -175,47 +217,40 @@ impl StreamQueue {
     }
 
     /// Bookkeeping once run `ticket` has wholly gone to the driver.
-    fn after_sent(&self, st: &mut State, ticket: u64) {
+    fn after_sent(&self, st: &mut State<S>, ticket: u64) {
         st.since_checkpoint += 1;
         if st.since_checkpoint < CHECKPOINT_EVERY {
             return;
         }
         st.since_checkpoint = 0;
-        let event = match st.spare_events.pop() {
-            Some(e) => e,
-            None => match r::event_create(self.d) {
-                Ok(e) => Handle(e),
-                Err(_) => return, // completion is then learned by `poll` alone
-            },
-        };
-        if r::event_record(self.d, event.0, self.stream.0).is_ok() {
-            st.checkpoints.push_back((ticket, event));
-        } else {
-            st.spare_events.push(event);
+        let spare = st.spare_markers.pop();
+        if let Some(marker) = self.stream.mark(spare) {
+            st.checkpoints.push_back((ticket, marker));
         }
     }
 
     /// Learns how far the device has got, and moves what completed runs
-    /// kept alive into `retired` (dropped by the caller, with no lock held).
-    fn poll_locked(&self, st: &mut State, retired: &mut Retired) {
+    /// kept alive into `retired`.
+    fn poll_locked(&self, st: &mut State<S>, retired: &mut Retired<S>) {
         let sent = st.sent;
-        let reached = match r::stream_query(self.d, self.stream.0) {
+        let reached = match self.stream.is_idle() {
             Ok(true) => sent,
             Ok(false) => {
                 let mut reached = self.completed.load(Ordering::Acquire);
-                while let Some(&(t, e)) = st.checkpoints.front() {
-                    if !r::event_query(self.d, e.0).unwrap_or(false) {
+                while let Some((t, m)) = st.checkpoints.front() {
+                    if !self.stream.is_reached(m) {
                         break;
                     }
-                    reached = reached.max(t);
-                    st.checkpoints.pop_front();
-                    st.spare_events.push(e);
+                    reached = reached.max(*t);
+                    if let Some((_, m)) = st.checkpoints.pop_front() {
+                        st.spare_markers.push(m);
+                    }
                 }
                 reached
             }
             Err(mut e) => {
-                // The context is broken (a kernel faulted): every run not
-                // known complete failed, and nothing more will complete.
+                // The device failed (a kernel faulted): every run not known
+                // complete failed, and nothing more will complete.
                 let from = self.completed.load(Ordering::Acquire) + 1;
                 e.message = format!("a run on this stream failed: {}", e.message);
                 if from <= sent {
@@ -227,8 +262,8 @@ impl StreamQueue {
         if reached > self.completed.load(Ordering::Acquire) {
             self.completed.store(reached, Ordering::Release);
             while st.inflight.front().is_some_and(|(t, _)| *t <= reached) {
-                if let Some((_, steps)) = st.inflight.pop_front() {
-                    retired.push(steps);
+                if let Some((_, run)) = st.inflight.pop_front() {
+                    retired.push(run);
                 }
             }
             self.progress.notify_all();
@@ -256,7 +291,7 @@ impl StreamQueue {
     fn work(self: Arc<Self>) {
         const IDLE: Duration = Duration::from_secs(1);
         loop {
-            let (steps, from) = {
+            let (run, from) = {
                 let mut st = self.lock();
                 let idle_since = Instant::now();
                 while st.held.is_empty() && idle_since.elapsed() < IDLE {
@@ -267,7 +302,7 @@ impl StreamQueue {
                         .0;
                 }
                 match st.held.front() {
-                    Some(h) => (h.steps.clone(), h.from),
+                    Some(h) => (h.run.clone(), h.from),
                     None => {
                         st.worker = false;
                         self.progress.notify_all();
@@ -275,8 +310,7 @@ impl StreamQueue {
                     }
                 }
             };
-            let needs_drain = steps.wait_decidable(from);
-            if needs_drain {
+            if run.wait_decidable(from) {
                 // The wait passes if it executes now: first let everything
                 // before it in the stream finish (bounded: only work whose
                 // waits are on queued signals is on the GPU).
@@ -292,10 +326,7 @@ impl StreamQueue {
                     }
                     self.drained(&st)
                 };
-                steps
-                    .gpu()
-                    .bind()
-                    .and_then(|_ctx| steps.queue_from(from, self.stream.0, &mut idle))
+                run.send(&self.stream, from, &mut idle)
             };
             match result {
                 Ok(Some(next)) => {
@@ -309,7 +340,7 @@ impl StreamQueue {
                         if let Err(e) = result {
                             // Reported to this run's waiter, and queued as a
                             // log record (the binding emits it outside locks).
-                            log::error!("CUDA: queueing a held run failed: {}", e.message);
+                            log::error!("queueing a held run failed: {}", e.message);
                             st.failures.push((h.ticket, h.ticket, e));
                         }
                         self.after_sent(&mut st, h.ticket);
@@ -368,7 +399,7 @@ impl StreamQueue {
 
     /// Everything submitted so far is done; reports the failures of runs
     /// whose own waiters did not take them.
-    pub(crate) fn synchronize(&self, deadline: Option<Instant>) -> Result<bool> {
+    pub fn synchronize(&self, deadline: Option<Instant>) -> Result<bool> {
         let ticket = self.lock().submitted;
         if !self.wait_device(ticket, deadline) {
             return Ok(false);
@@ -383,13 +414,13 @@ impl StreamQueue {
 
     /// Retires what completed runs keep alive, after waiting up to
     /// `timeout` for the work already sent to the driver.
-    pub(crate) fn reclaim(&self, timeout: Duration) {
+    pub fn reclaim(&self, timeout: Duration) {
         let target = self.lock().sent;
         self.wait_device(target, Some(Instant::now() + timeout));
     }
 }
 
-impl hal::Submissions for StreamQueue {
+impl<S: DeviceStream> hal::Submissions for StreamQueue<S> {
     fn is_complete(&self, ticket: u64) -> bool {
         self.completed.load(Ordering::Acquire) >= ticket
     }
@@ -407,37 +438,18 @@ impl hal::Submissions for StreamQueue {
     }
 }
 
-impl Drop for StreamQueue {
+impl<S: DeviceStream> Drop for StreamQueue<S> {
     fn drop(&mut self) {
         // The worker holds the queue, so nothing is held any more. Runs in
         // flight keep their resources until the stream is done with them.
         let st = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));
-        let events: Vec<Handle> = st
-            .checkpoints
-            .iter()
-            .map(|(_, e)| *e)
-            .chain(st.spare_events.iter().copied())
-            .collect();
-        let keep = st.inflight;
-        let stream = self.stream;
-        let d = self.d;
-        let owner = self.owner.clone();
+        let stream = self.stream.clone();
         release::defer(Box::new(move || {
-            let stream: Handle = stream;
-            let Some(gpu) = owner else {
-                drop(keep);
-                return;
-            };
-            if let Ok(_ctx) = gpu.bind() {
-                // This queue's own stream and events, used by nothing else
-                // now; the stream is synchronised before it is destroyed.
-                let _ = r::stream_synchronize(d, stream.0);
-                for e in &events {
-                    r::event_destroy(d, e.0);
-                }
-                r::stream_destroy(d, stream.0);
-            }
-            drop(keep);
+            stream.finish();
+            drop(st.checkpoints);
+            drop(st.spare_markers);
+            drop(stream);
+            drop(st.inflight);
         }));
     }
 }
