@@ -40,6 +40,7 @@ def _cpu_library(stem: str, tmp_dir: pathlib.Path) -> str:
 TEST_LIBRARIES = {
     "cpu": _cpu_library,
     "cuda": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cu"),
+    "opencl": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cl"),
 }
 
 

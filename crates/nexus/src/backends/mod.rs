@@ -4,6 +4,8 @@ pub mod common;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "opencl")]
+mod opencl;
 
 use crate::hal;
 
@@ -15,12 +17,16 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
     #[cfg(not(all(feature = "cuda", any(target_os = "linux", target_os = "windows"))))]
     let cuda: Option<Box<dyn hal::Api>> = None;
+    #[cfg(feature = "opencl")]
+    let opencl: Option<Box<dyn hal::Api>> = Some(Box::new(opencl::OpenClApi::new()));
+    #[cfg(not(feature = "opencl"))]
+    let opencl: Option<Box<dyn hal::Api>> = None;
     vec![
         ("cuda", cuda),
         ("hip", None),
         ("metal", None),
         ("vulkan", None),
-        ("opencl", None),
+        ("opencl", opencl),
         ("cpu", Some(Box::new(cpu::CpuApi))),
     ]
 }

@@ -1,0 +1,471 @@
+//! Encoded OpenCL schedules, re-enqueued on every run.
+//!
+//! Encoding creates one kernel object per launch and sets its arguments
+//! once; a run enqueues each kernel with its global size (`ceil(grid /
+//! group) * group` per axis) and local size. Consecutive signal and wait
+//! commands form a host step: it runs on the host when the command before
+//! it completes (an event callback; at once when nothing is pending), and
+//! the commands after it wait, through a barrier, for a user event the
+//! step completes once its waits are satisfied (see `sync.rs`).
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ffi::result::{Event, Kernel, Mem};
+use super::ffi::sys::{cl_event, CL_COMPLETE};
+use super::library::{OclKernel, Param};
+use super::sync::{OclEvent, OclStream, StreamQueue, Timeline};
+use super::{memory, Dev};
+use crate::backends::common;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+
+enum Target {
+    Own(Arc<Timeline>),
+    Foreign(Arc<dyn hal::Event>),
+}
+
+enum Action {
+    Signal(Target, u64),
+    Wait(Target, u64),
+}
+
+enum Step {
+    Launch {
+        kernel: Kernel,
+        global: [usize; 3],
+        local: [usize; 3],
+        /// Memory objects the kernel's arguments name.
+        _mems: Vec<Arc<Mem>>,
+    },
+    Host(Arc<Vec<Action>>),
+}
+
+/// What a run enqueues; runs in flight hold it, so it lives until the last
+/// of them is complete.
+pub(crate) struct Steps {
+    dev: Arc<Dev>,
+    steps: Vec<Step>,
+    /// Keeps kernels (their programs), buffers and events alive.
+    _ops: Vec<hal::Op>,
+}
+
+pub struct OclSchedule {
+    steps: Arc<Steps>,
+}
+
+fn target(event: &Arc<dyn hal::Event>) -> Target {
+    match event.as_any().downcast_ref::<OclEvent>() {
+        Some(e) => Target::Own(e.timeline.clone()),
+        None => Target::Foreign(event.clone()),
+    }
+}
+
+fn encode_launch(
+    dev: &Arc<Dev>,
+    kernel: &Arc<dyn hal::Kernel>,
+    args: &[hal::Arg],
+    dims: &crate::types::LaunchDims,
+    shared_memory: u32,
+) -> Result<Step> {
+    let k: &OclKernel = common::downcast(
+        kernel.as_any(),
+        Status::InvalidKernel,
+        || format!("kernel '{}'", kernel.name()),
+        "OpenCL",
+    )?;
+    if !Arc::ptr_eq(&k.dev, dev) {
+        return Err(Error::new(
+            Status::InvalidKernel,
+            format!(
+                "kernel '{}' was loaded on {}, the schedule runs on {}",
+                k.name,
+                k.dev.label(),
+                dev.label()
+            ),
+        ));
+    }
+    let threads = dims.threads_per_group();
+    if threads > k.max_group {
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!(
+                "kernel '{}': a group of {threads} work-items exceeds its limit of {} on {}",
+                k.name,
+                k.max_group,
+                dev.label()
+            ),
+        ));
+    }
+    if let Some(a) = (0..3).find(|&a| dims.group[a] as u64 > dev.max_item[a]) {
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!(
+                "kernel '{}': group_size {} on axis {a} exceeds the limit of {} on {}",
+                k.name,
+                dims.group[a],
+                dev.max_item[a],
+                dev.label()
+            ),
+        ));
+    }
+    let local_needed = shared_memory as u64 + k.static_local;
+    if k.uses_local() && local_needed > dev.local_mem {
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!("kernel '{}': shared_memory {shared_memory} bytes (plus {} of its own) exceeds the {} bytes of local memory of {}", k.name, k.static_local, dev.local_mem, dev.label()),
+        ));
+    }
+    let obj = k.instance()?;
+    let mut mems = Vec::new();
+    let mut set_buffer = |i: u32, user: usize, b: &Arc<dyn hal::Buffer>| -> Result<()> {
+        let mem = memory::lookup(b.address()).ok_or_else(|| {
+            Error::new(
+                Status::InvalidBuffer,
+                format!(
+                    "kernel '{}' argument {user}: the buffer does not belong to the OpenCL runtime",
+                    k.name
+                ),
+            )
+        })?;
+        obj.set_mem(i, &mem)?;
+        mems.push(mem);
+        Ok(())
+    };
+    let wrong = |user: usize, p: &Param, given: &str| {
+        Error::new(
+            Status::InvalidArgument,
+            format!(
+                "kernel '{}' argument {user} is {given}, but its parameter {user} is {}",
+                k.name,
+                p.describe()
+            ),
+        )
+    };
+    match &k.params {
+        Some(params) => {
+            let mut user = 0usize;
+            for (i, p) in params.iter().enumerate() {
+                let i = i as u32;
+                match p {
+                    Param::Buffer { .. } => {
+                        match args.get(user) {
+                            Some(hal::Arg::Buffer(b)) => set_buffer(i, user, b)?,
+                            Some(hal::Arg::Scalar(s)) => {
+                                return Err(wrong(
+                                    user,
+                                    p,
+                                    &format!("a {} scalar", s.data_type().numpy_name()),
+                                ))
+                            }
+                            None => {
+                                return Err(Error::new(
+                                    Status::InvalidArgument,
+                                    format!("kernel '{}' argument {user} is not set", k.name),
+                                ))
+                            }
+                        }
+                        user += 1;
+                    }
+                    Param::Scalar { .. } => {
+                        match args.get(user) {
+                            Some(hal::Arg::Scalar(s)) => {
+                                obj.set_bytes(i, &s.bytes()).map_err(|mut e| {
+                                    e.message = format!(
+                                        "kernel '{}' argument {user}: {}",
+                                        k.name, e.message
+                                    );
+                                    e
+                                })?
+                            }
+                            Some(hal::Arg::Buffer(_)) => return Err(wrong(user, p, "a buffer")),
+                            None => {
+                                return Err(Error::new(
+                                    Status::InvalidArgument,
+                                    format!("kernel '{}' argument {user} is not set", k.name),
+                                ))
+                            }
+                        }
+                        user += 1;
+                    }
+                    Param::Local => obj.set_local(i, shared_memory as usize)?,
+                    Param::SharedSize { size, .. } => {
+                        let v = shared_memory as u64;
+                        obj.set_bytes(i, &v.to_ne_bytes()[..(*size).min(8)])?
+                    }
+                    Param::GridSize => obj.set_bytes(i, &dims.grid[0].to_ne_bytes())?,
+                }
+            }
+        }
+        None => {
+            let n = k.num_args as usize;
+            if args.len() < n {
+                return Err(Error::new(
+                    Status::InvalidArgument,
+                    format!(
+                        "kernel '{}' takes {n} arguments, the command sets {}",
+                        k.name,
+                        args.len()
+                    ),
+                ));
+            }
+            for (i, a) in args.iter().take(n).enumerate() {
+                match a {
+                    hal::Arg::Buffer(b) => set_buffer(i as u32, i, b)?,
+                    hal::Arg::Scalar(s) => {
+                        obj.set_bytes(i as u32, &s.bytes()).map_err(|mut e| {
+                            e.message = format!("kernel '{}' argument {i}: {}", k.name, e.message);
+                            e
+                        })?
+                    }
+                }
+            }
+        }
+    }
+    let groups = dims.groups();
+    let global = std::array::from_fn(|a| groups[a] as usize * dims.group[a] as usize);
+    let local = std::array::from_fn(|a| dims.group[a] as usize);
+    Ok(Step::Launch {
+        kernel: obj,
+        global,
+        local,
+        _mems: mems,
+    })
+}
+
+impl OclSchedule {
+    pub(crate) fn encode(dev: &Arc<Dev>, ops: Vec<hal::Op>) -> Result<Self> {
+        dev.check_process()?;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut host: Vec<Action> = Vec::new();
+        for op in &ops {
+            match op {
+                hal::Op::Launch {
+                    kernel,
+                    args,
+                    dims,
+                    shared_memory,
+                } => {
+                    if !host.is_empty() {
+                        steps.push(Step::Host(Arc::new(std::mem::take(&mut host))));
+                    }
+                    steps.push(encode_launch(dev, kernel, args, dims, *shared_memory)?);
+                }
+                hal::Op::Signal { event, value } => {
+                    host.push(Action::Signal(target(event), *value))
+                }
+                hal::Op::Wait { event, value } => host.push(Action::Wait(target(event), *value)),
+            }
+        }
+        if !host.is_empty() {
+            steps.push(Step::Host(Arc::new(host)));
+        }
+        Ok(OclSchedule {
+            steps: Arc::new(Steps {
+                dev: dev.clone(),
+                steps,
+                _ops: ops,
+            }),
+        })
+    }
+}
+
+/// A host step being carried out: its actions and the user event the
+/// commands after it wait for.
+struct HostRun {
+    actions: Arc<Vec<Action>>,
+    user: Event,
+}
+
+impl HostRun {
+    /// Carries out actions `from..`; stops at a wait not yet satisfied,
+    /// which resumes it when satisfied. Completes the user event at the end.
+    fn resume(self: Arc<Self>, from: usize) {
+        for i in from..self.actions.len() {
+            match &self.actions[i] {
+                Action::Signal(Target::Own(t), v) => t.set(*v),
+                Action::Signal(Target::Foreign(e), v) => {
+                    if let Err(err) = e.signal(*v) {
+                        log::error!(
+                            "OpenCL host step signalling a foreign event failed: {}",
+                            err.message
+                        );
+                    }
+                }
+                Action::Wait(Target::Own(t), v) => {
+                    let me = self.clone();
+                    if !t.reached_or_register(*v, move || Box::new(move || me.resume(i + 1))) {
+                        return;
+                    }
+                }
+                Action::Wait(Target::Foreign(e), v) => {
+                    if e.value().is_ok_and(|x| x >= *v) {
+                        continue;
+                    }
+                    let (me, e, v) = (self.clone(), e.clone(), *v);
+                    // The foreign event's own wait, in slices, on a thread
+                    // of its own (foreign waits are rare).
+                    let spawned = std::thread::Builder::new()
+                        .name("nexus-opencl-wait".into())
+                        .spawn(move || {
+                            loop {
+                                match e.wait(v, Some(Duration::from_millis(100))) {
+                                    Ok(true) => break,
+                                    Ok(false) => {}
+                                    Err(_) if e.value().is_ok_and(|x| x >= v) => break,
+                                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                                }
+                            }
+                            me.resume(i + 1);
+                        });
+                    if spawned.is_err() {
+                        log::error!("OpenCL: cannot start a thread to wait for a foreign event");
+                        let _ = self.user.set_status(-1);
+                    }
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.user.set_status(CL_COMPLETE) {
+            log::error!("OpenCL: completing a host step failed: {}", e.message);
+        }
+    }
+}
+
+/// The command before a host step completed: run the step.
+unsafe extern "C" fn host_step(_event: cl_event, status: i32, user: *mut c_void) {
+    // SAFETY: `user` is the box `Steps::enqueue` leaked for this call.
+    let run = *unsafe { Box::from_raw(user as *mut Arc<HostRun>) };
+    if status < 0 {
+        let _ = run.user.set_status(status);
+        return;
+    }
+    run.resume(0);
+}
+
+impl Steps {
+    /// Enqueues every step on `q` after `prev` (the stream's last command);
+    /// returns the run's last event, and the first failure (what was
+    /// enqueued before it still runs).
+    pub(crate) fn enqueue(
+        &self,
+        q: &StreamQueue,
+        mut prev: Option<Event>,
+    ) -> (Option<Event>, Result<()>) {
+        let n = self.steps.len();
+        for (i, step) in self.steps.iter().enumerate() {
+            let result = match step {
+                Step::Launch {
+                    kernel,
+                    global,
+                    local,
+                    ..
+                } => {
+                    // An event only where something follows it on the host.
+                    let want = i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)));
+                    q.queue
+                        .ndrange(kernel, global, local, None, want)
+                        .map(|ev| {
+                            if ev.is_some() {
+                                prev = ev;
+                            }
+                        })
+                }
+                Step::Host(actions) => self.enqueue_host(q, actions, &mut prev),
+            };
+            if let Err(mut e) = result {
+                e.message = format!("{}: {}", self.dev.label(), e.message);
+                return (prev, Err(e));
+            }
+        }
+        (prev, Ok(()))
+    }
+
+    fn enqueue_host(
+        &self,
+        q: &StreamQueue,
+        actions: &Arc<Vec<Action>>,
+        prev: &mut Option<Event>,
+    ) -> Result<()> {
+        let user = Event::user(self.dev.a, self.dev.ctx()?)?;
+        let run = Arc::new(HostRun {
+            actions: actions.clone(),
+            user: user.clone(),
+        });
+        // The step runs after everything before it in the stream: the
+        // previous command's completion (a barrier waits for the previous
+        // step's own user event, so that is covered too).
+        let pending = match prev.as_ref() {
+            Some(p) => {
+                let s = p.status();
+                if s < 0 {
+                    let _ = user.set_status(s);
+                    None
+                } else if s == CL_COMPLETE {
+                    None
+                } else {
+                    Some(p)
+                }
+            }
+            None => None,
+        };
+        match pending {
+            Some(p) => {
+                let boxed = Box::into_raw(Box::new(run)) as *mut c_void;
+                // SAFETY: host_step takes back exactly this box, once, and
+                // only takes leaf locks.
+                if let Err(e) = unsafe { p.on_complete(host_step, boxed) } {
+                    // SAFETY: the callback was not set; reclaim the box.
+                    drop(unsafe { Box::from_raw(boxed as *mut Arc<HostRun>) });
+                    let _ = user.set_status(-1);
+                    return Err(e);
+                }
+            }
+            None if prev.as_ref().is_some_and(|p| p.status() < 0) => {}
+            None => run.resume(0),
+        }
+        *prev = Some(q.queue.barrier(Some(&user))?);
+        Ok(())
+    }
+}
+
+impl OclSchedule {
+    fn queue_for(&self, stream: Option<&dyn hal::Stream>) -> Result<Arc<StreamQueue>> {
+        let dev = &self.steps.dev;
+        Ok(match stream {
+            None => dev.default_queue()?,
+            Some(s) => {
+                let os: &OclStream = common::downcast(
+                    s.as_any(),
+                    Status::InvalidStream,
+                    || "stream".into(),
+                    "OpenCL",
+                )?;
+                if !Arc::ptr_eq(&os.queue.dev, dev) {
+                    return Err(Error::new(
+                        Status::InvalidStream,
+                        format!(
+                            "stream is on {}, the schedule on {}",
+                            os.queue.dev.label(),
+                            dev.label()
+                        ),
+                    ));
+                }
+                os.queue.clone()
+            }
+        })
+    }
+}
+
+impl hal::Schedule for OclSchedule {
+    fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
+        self.steps.dev.check_process()?;
+        let queue = self.queue_for(stream)?;
+        let ticket = queue.submit(&self.steps)?;
+        Ok(hal::Fence {
+            queue: queue.done.clone(),
+            ticket,
+        })
+    }
+}

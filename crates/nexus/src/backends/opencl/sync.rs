@@ -1,0 +1,411 @@
+//! Host timelines for events, and in-order command queues as streams.
+//!
+//! An event is a 64-bit value on the host (`Timeline`). The host signals
+//! and waits on it directly. A signal or wait command runs on the host
+//! when the stream reaches it (a callback of the command before it, see
+//! `schedule.rs`); a wait for a value not reached then registers a
+//! continuation, which the signal that reaches the value runs. The
+//! commands after a group of signals and waits wait for a user event the
+//! group completes, so the value a wait sees is the value when it
+//! executes in its stream (resets included).
+//!
+//! Every run on a stream gets a ticket; a callback on the run's last
+//! command moves `Done::completed`, which `hal::Submissions` reads. What a
+//! run uses stays in the stream's `inflight` list until its ticket is
+//! complete.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::ffi::result::{Event, Queue};
+use super::ffi::sys::cl_event;
+use super::schedule::Steps;
+use super::Dev;
+use crate::backends::common::lock;
+use crate::error::{Error, Result, Status};
+use crate::hal::{self, Submissions};
+
+/// Runs once a timeline reaches a value.
+pub(crate) type Continuation = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct TState {
+    value: u64,
+    waiters: Vec<(u64, Continuation)>,
+}
+
+/// A 64-bit value with the continuations waiting for it.
+#[derive(Default)]
+pub(crate) struct Timeline {
+    state: Mutex<TState>,
+    changed: Condvar,
+}
+
+impl Timeline {
+    pub(crate) fn value(&self) -> u64 {
+        lock(&self.state).value
+    }
+
+    /// Sets the value (a reset if lower) and runs, with no lock held, the
+    /// continuations it satisfies.
+    pub(crate) fn set(&self, value: u64) {
+        let ready: Vec<Continuation> = {
+            let mut st = lock(&self.state);
+            st.value = value;
+            if st.waiters.iter().any(|(v, _)| *v <= value) {
+                let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+                    .into_iter()
+                    .partition(|(v, _)| *v <= value);
+                st.waiters = rest;
+                ready.into_iter().map(|(_, c)| c).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        self.changed.notify_all();
+        for c in ready {
+            c();
+        }
+    }
+
+    /// `true` if the value is at least `value` now; else registers
+    /// `then()` to run when a signal reaches it and returns `false`.
+    pub(crate) fn reached_or_register(
+        &self,
+        value: u64,
+        then: impl FnOnce() -> Continuation,
+    ) -> bool {
+        let mut st = lock(&self.state);
+        if st.value >= value {
+            return true;
+        }
+        st.waiters.push((value, then()));
+        false
+    }
+
+    pub(crate) fn wait(&self, value: u64, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        while st.value < value {
+            st = match deadline {
+                None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+}
+
+/// An event of this runtime: a host timeline.
+#[derive(Default)]
+pub struct OclEvent {
+    pub(crate) timeline: Arc<Timeline>,
+}
+
+impl hal::Event for OclEvent {
+    fn signal(&self, value: u64) -> Result<()> {
+        self.timeline.set(value);
+        Ok(())
+    }
+
+    fn value(&self) -> Result<u64> {
+        Ok(self.timeline.value())
+    }
+
+    fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool> {
+        Ok(self.timeline.wait(value, timeout))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Where one stream's runs stand, shared with the completion callbacks.
+#[derive(Default)]
+pub(crate) struct Done {
+    /// Tickets up to `completed` are done.
+    completed: AtomicU64,
+    /// Threads sleeping on `cv`; completions notify only when there are.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+    /// Failures by ticket, until taken or the stream is synchronised.
+    failures: Mutex<Vec<(u64, Error)>>,
+}
+
+impl Done {
+    pub(crate) fn complete(&self, ticket: u64) {
+        self.completed.fetch_max(ticket, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.lock);
+            self.cv.notify_all();
+        }
+    }
+
+    pub(crate) fn fail(&self, ticket: u64, e: Error) {
+        lock(&self.failures).push((ticket, e));
+    }
+
+    fn wait_until(&self, ticket: u64, deadline: Option<Instant>) -> bool {
+        if self.is_complete(ticket) {
+            return true;
+        }
+        // A short spin: most runs end within microseconds of the enqueue.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_micros(50) {
+            if self.is_complete(ticket) {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let mut g = lock(&self.lock);
+        let reached = loop {
+            if self.is_complete(ticket) {
+                break true;
+            }
+            let slice = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    d - now
+                }
+                None => Duration::from_secs(3600),
+            };
+            g = self
+                .cv
+                .wait_timeout(g, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        drop(g);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        reached
+    }
+}
+
+impl hal::Submissions for Done {
+    fn is_complete(&self, ticket: u64) -> bool {
+        self.completed.load(Ordering::SeqCst) >= ticket
+    }
+
+    fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        self.wait_until(ticket, Some(Instant::now() + timeout))
+    }
+
+    fn take_failure(&self, ticket: u64) -> Option<Error> {
+        let mut f = lock(&self.failures);
+        let at = f.iter().position(|(t, _)| *t == ticket)?;
+        Some(f.remove(at).1)
+    }
+}
+
+/// A run's last command completed: its ticket is done.
+unsafe extern "C" fn run_done(_event: cl_event, status: i32, user: *mut c_void) {
+    // SAFETY: `user` is the box `StreamQueue::submit` leaked for this call.
+    let b = unsafe { Box::from_raw(user as *mut (Arc<Done>, u64)) };
+    let (done, ticket) = *b;
+    if status < 0 {
+        done.fail(
+            ticket,
+            Error::new(
+                Status::DriverError,
+                format!(
+                    "a run on this OpenCL stream failed: {}",
+                    super::ffi::result::error_name(status)
+                ),
+            ),
+        );
+    }
+    done.complete(ticket);
+}
+
+#[derive(Default)]
+pub(crate) struct SState {
+    pub submitted: u64,
+    /// The event of the last command enqueued (what the next host step
+    /// runs after).
+    pub last: Option<Event>,
+    /// What runs not yet known complete keep alive.
+    inflight: VecDeque<(u64, Arc<Steps>)>,
+}
+
+/// One in-order command queue with its tickets.
+pub(crate) struct StreamQueue {
+    pub(crate) dev: Arc<Dev>,
+    pub(crate) queue: Queue,
+    pub(crate) state: Mutex<SState>,
+    pub(crate) done: Arc<Done>,
+}
+
+impl StreamQueue {
+    pub(crate) fn new(dev: &Arc<Dev>) -> Result<Arc<Self>> {
+        let queue = Queue::new(dev.a, dev.ctx()?, dev.id.0).map_err(|mut e| {
+            e.message = format!("{} on {}", e.message, dev.label());
+            e
+        })?;
+        let q = Arc::new(StreamQueue {
+            dev: dev.clone(),
+            queue,
+            state: Mutex::new(SState::default()),
+            done: Arc::new(Done::default()),
+        });
+        dev.register_stream(&q);
+        Ok(q)
+    }
+
+    /// Queues one run of `steps`; returns its ticket.
+    pub(crate) fn submit(&self, steps: &Arc<Steps>) -> Result<u64> {
+        let mut retired = Vec::new();
+        let mut st = lock(&self.state);
+        self.retire_locked(&mut st, &mut retired);
+        st.submitted += 1;
+        let ticket = st.submitted;
+        let (tail, result) = steps.enqueue(self, st.last.take());
+        match &tail {
+            Some(t) => {
+                let user = Box::into_raw(Box::new((self.done.clone(), ticket))) as *mut c_void;
+                // SAFETY: run_done takes back exactly this box, once.
+                if let Err(e) = unsafe { t.on_complete(run_done, user) } {
+                    // SAFETY: the callback was not set; reclaim the box.
+                    drop(unsafe { Box::from_raw(user as *mut (Arc<Done>, u64)) });
+                    // Completion is then learned by waiting on the event.
+                    let _ = t.wait();
+                    self.done.fail(ticket, e);
+                    self.done.complete(ticket);
+                }
+            }
+            None => self.done.complete(ticket),
+        }
+        st.last = tail;
+        st.inflight.push_back((ticket, steps.clone()));
+        let flushed = self.queue.flush();
+        drop(st);
+        drop(retired);
+        match result {
+            Err(e) => {
+                self.done.fail(ticket, e.clone());
+                Err(e)
+            }
+            Ok(()) => flushed.map(|_| ticket),
+        }
+    }
+
+    fn retire_locked(&self, st: &mut SState, retired: &mut Vec<Arc<Steps>>) {
+        let completed = self.done.completed.load(Ordering::SeqCst);
+        while st.inflight.front().is_some_and(|(t, _)| *t <= completed) {
+            if let Some((_, s)) = st.inflight.pop_front() {
+                retired.push(s);
+            }
+        }
+    }
+
+    /// Drops what completed runs kept alive.
+    pub(crate) fn retire(&self) {
+        let mut retired = Vec::new();
+        self.retire_locked(&mut lock(&self.state), &mut retired);
+        drop(retired);
+    }
+
+    /// Everything submitted so far is done (`false` once `deadline` passed
+    /// first); reports the first failure no run's own waiter took.
+    pub(crate) fn synchronize(&self, deadline: Option<Instant>) -> Result<bool> {
+        let ticket = lock(&self.state).submitted;
+        if !self.done.wait_until(ticket, deadline) {
+            return Ok(false);
+        }
+        self.retire();
+        let mut f = lock(&self.done.failures);
+        let first = f.iter().position(|(t, _)| *t <= ticket);
+        match first {
+            Some(i) => {
+                let e = f.remove(i).1;
+                f.retain(|(t, _)| *t > ticket);
+                Err(e)
+            }
+            None => Ok(true),
+        }
+    }
+}
+
+/// A user stream: its own in-order queue.
+pub struct OclStream {
+    pub(crate) queue: Arc<StreamQueue>,
+}
+
+impl OclStream {
+    pub(crate) fn new(dev: &Arc<Dev>) -> Result<Self> {
+        Ok(OclStream {
+            queue: StreamQueue::new(dev)?,
+        })
+    }
+}
+
+impl hal::Stream for OclStream {
+    fn synchronize(&self) -> Result<()> {
+        self.queue.synchronize(None).map(|_| ())
+    }
+
+    fn synchronize_for(&self, timeout: Duration) -> Result<bool> {
+        self.queue.synchronize(Some(Instant::now() + timeout))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Drops what a dropped stream's last runs keep, on the release thread,
+/// once they are complete.
+unsafe extern "C" fn drop_when_done(_event: cl_event, _status: i32, user: *mut c_void) {
+    // SAFETY: `user` is the box `StreamQueue::drop` leaked for this call.
+    let keep = unsafe { Box::from_raw(user as *mut VecDeque<(u64, Arc<Steps>)>) };
+    crate::backends::common::release::defer(Box::new(move || drop(keep)));
+}
+
+impl Drop for StreamQueue {
+    fn drop(&mut self) {
+        let st = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if st.inflight.is_empty() {
+            return;
+        }
+        let completed = self.done.completed.load(Ordering::SeqCst);
+        let keep: VecDeque<_> = st
+            .inflight
+            .into_iter()
+            .filter(|(t, _)| *t > completed)
+            .collect();
+        match st.last {
+            Some(last) if !keep.is_empty() && super::ffi::result::same_process() => {
+                let _ = self.queue.flush();
+                let user = Box::into_raw(Box::new(keep)) as *mut c_void;
+                // SAFETY: drop_when_done takes back exactly this box, once.
+                if unsafe { last.on_complete(drop_when_done, user) }.is_err() {
+                    // SAFETY: the callback was not set: keep the runs' resources forever
+                    // rather than free memory a queued kernel may still use.
+                    std::mem::forget(unsafe {
+                        Box::from_raw(user as *mut VecDeque<(u64, Arc<Steps>)>)
+                    });
+                }
+            }
+            _ if !super::ffi::result::same_process() => std::mem::forget(keep),
+            _ => drop(keep),
+        }
+    }
+}
