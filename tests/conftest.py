@@ -41,6 +41,7 @@ TEST_LIBRARIES = {
     "cpu": _cpu_library,
     "cuda": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cu"),
     "opencl": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cl"),
+    "vulkan": lambda stem, tmp_dir: str(KERNELS / f"{stem}.wgsl"),
 }
 
 

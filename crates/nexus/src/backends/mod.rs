@@ -6,6 +6,8 @@ pub mod cpu;
 mod cuda;
 #[cfg(feature = "opencl")]
 mod opencl;
+#[cfg(feature = "vulkan")]
+mod vulkan;
 
 use crate::hal;
 
@@ -17,6 +19,10 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
     #[cfg(not(all(feature = "cuda", any(target_os = "linux", target_os = "windows"))))]
     let cuda: Option<Box<dyn hal::Api>> = None;
+    #[cfg(feature = "vulkan")]
+    let vulkan: Option<Box<dyn hal::Api>> = Some(Box::new(vulkan::VulkanApi::new()));
+    #[cfg(not(feature = "vulkan"))]
+    let vulkan: Option<Box<dyn hal::Api>> = None;
     #[cfg(feature = "opencl")]
     let opencl: Option<Box<dyn hal::Api>> = Some(Box::new(opencl::OpenClApi::new()));
     #[cfg(not(feature = "opencl"))]
@@ -25,7 +31,7 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
         ("cuda", cuda),
         ("hip", None),
         ("metal", None),
-        ("vulkan", None),
+        ("vulkan", vulkan),
         ("opencl", opencl),
         ("cpu", Some(Box::new(cpu::CpuApi))),
     ]

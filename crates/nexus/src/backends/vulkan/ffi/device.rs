@@ -1,0 +1,267 @@
+//! Physical devices (what a device reports) and logical devices (one
+//! compute queue, submissions, idle waits).
+
+use std::sync::{Arc, Mutex};
+
+use super::{check, cstr, vk, Instance, Semaphore};
+use crate::backends::common::lock;
+use crate::error::Result;
+
+/// What a physical device reports, read once at listing.
+#[derive(Clone)]
+pub struct PhysicalInfo {
+    pub handle: vk::PhysicalDevice,
+    pub name: String,
+    pub vendor_id: u32,
+    pub device_id: u32,
+    pub device_type: vk::PhysicalDeviceType,
+    pub api_version: u32,
+    pub driver_version: u32,
+    pub driver_name: String,
+    pub driver_info: String,
+    pub driver_id: i32,
+    pub subgroup_size: u32,
+    pub limits: vk::PhysicalDeviceLimits,
+    pub memory: vk::PhysicalDeviceMemoryProperties,
+    pub queue_family: u32,
+    pub queue_count: u32,
+    pub float64: bool,
+    pub int64: bool,
+    pub int16: bool,
+    pub uuid: [u8; 16],
+    /// SMs (VK_NV_shader_sm_builtins) or CUs (VK_AMD_shader_core_properties).
+    pub compute_units: Option<u32>,
+}
+
+impl PhysicalInfo {
+    pub(super) fn query(instance: &Instance, pd: vk::PhysicalDevice) -> Option<PhysicalInfo> {
+        let raw = instance.raw();
+        // SAFETY: plain queries on a physical device of this live instance.
+        let base = unsafe { raw.get_physical_device_properties(pd) };
+        if base.api_version < vk::API_VERSION_1_2 {
+            log::info!(
+                "vulkan: skipping '{}': it supports Vulkan {}.{}, nexus needs 1.2 (timeline semaphores)",
+                cstr(&base.device_name),
+                vk::api_version_major(base.api_version),
+                vk::api_version_minor(base.api_version)
+            );
+            return None;
+        }
+        // SAFETY: as above.
+        let families = unsafe { raw.get_physical_device_queue_family_properties(pd) };
+        // A compute-only family first (dedicated compute), else any compute family.
+        let pick = families
+            .iter()
+            .position(|f| {
+                f.queue_flags.contains(vk::QueueFlags::COMPUTE)
+                    && !f.queue_flags.contains(vk::QueueFlags::GRAPHICS)
+            })
+            .or_else(|| {
+                families
+                    .iter()
+                    .position(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE))
+            })?;
+        // SAFETY: as above.
+        let extensions =
+            unsafe { raw.enumerate_device_extension_properties(pd) }.unwrap_or_default();
+        let has = |name: &std::ffi::CStr| {
+            extensions
+                .iter()
+                .any(|e| e.extension_name_as_c_str().is_ok_and(|n| n == name))
+        };
+        let mut compute_units = None;
+        if has(vk::NV_SHADER_SM_BUILTINS_NAME) {
+            let mut sm = vk::PhysicalDeviceShaderSMBuiltinsPropertiesNV::default();
+            let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut sm);
+            // SAFETY: the device supports the extension of the chained struct.
+            unsafe { raw.get_physical_device_properties2(pd, &mut p2) };
+            compute_units = Some(sm.shader_sm_count);
+        } else if has(vk::AMD_SHADER_CORE_PROPERTIES_NAME) {
+            let mut core = vk::PhysicalDeviceShaderCorePropertiesAMD::default();
+            let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut core);
+            // SAFETY: the device supports the extension of the chained struct.
+            unsafe { raw.get_physical_device_properties2(pd, &mut p2) };
+            compute_units = Some(
+                core.shader_engine_count
+                    * core.shader_arrays_per_engine_count
+                    * core.compute_units_per_shader_array,
+            );
+        }
+        let mut driver = vk::PhysicalDeviceDriverProperties::default();
+        let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
+        let mut idp = vk::PhysicalDeviceIDProperties::default();
+        let mut props2 = vk::PhysicalDeviceProperties2::default()
+            .push_next(&mut driver)
+            .push_next(&mut subgroup)
+            .push_next(&mut idp);
+        // SAFETY: the chain's structures live across the call.
+        unsafe { raw.get_physical_device_properties2(pd, &mut props2) };
+        let mut v12 = vk::PhysicalDeviceVulkan12Features::default();
+        let mut feats2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12);
+        // SAFETY: as above.
+        unsafe { raw.get_physical_device_features2(pd, &mut feats2) };
+        let features = feats2.features;
+        if v12.timeline_semaphore == 0 {
+            log::info!(
+                "vulkan: skipping '{}': no timeline semaphores",
+                cstr(&base.device_name)
+            );
+            return None;
+        }
+        // SAFETY: as above.
+        let memory = unsafe { raw.get_physical_device_memory_properties(pd) };
+        Some(PhysicalInfo {
+            handle: pd,
+            name: cstr(&base.device_name),
+            vendor_id: base.vendor_id,
+            device_id: base.device_id,
+            device_type: base.device_type,
+            api_version: base.api_version,
+            driver_version: base.driver_version,
+            driver_name: cstr(&driver.driver_name),
+            driver_info: cstr(&driver.driver_info),
+            driver_id: driver.driver_id.as_raw(),
+            subgroup_size: subgroup.subgroup_size,
+            limits: base.limits,
+            memory,
+            queue_family: pick as u32,
+            queue_count: families[pick].queue_count,
+            float64: features.shader_float64 != 0,
+            int64: features.shader_int64 != 0,
+            int16: features.shader_int16 != 0,
+            uuid: idp.device_uuid,
+            compute_units: compute_units.filter(|&n| n > 0),
+        })
+    }
+
+    /// The memory types in use: `(index, flags, heap size)`.
+    pub fn memory_types(&self) -> Vec<(u32, vk::MemoryPropertyFlags, u64)> {
+        (0..self.memory.memory_type_count as usize)
+            .map(|i| {
+                let t = self.memory.memory_types[i];
+                let heap = self.memory.memory_heaps[t.heap_index as usize].size;
+                (i as u32, t.property_flags, heap)
+            })
+            .collect()
+    }
+}
+
+/// One submission of a batch: waits, command buffers, then signals.
+#[derive(Default)]
+pub struct Batch<'a> {
+    pub waits: Vec<(&'a Semaphore, u64)>,
+    pub commands: Vec<vk::CommandBuffer>,
+    pub signals: Vec<(&'a Semaphore, u64)>,
+}
+
+/// A logical device with one compute queue shared by every nexus stream
+/// (submissions are serialised by `queue`).
+pub struct Device {
+    raw: ash::Device,
+    queue: Mutex<vk::Queue>,
+    pub info: PhysicalInfo,
+    /// Destroyed after the device (`Drop` runs before fields drop).
+    _instance: Arc<Instance>,
+}
+
+impl Device {
+    pub fn new(instance: Arc<Instance>, info: PhysicalInfo) -> Result<Arc<Device>> {
+        let priorities = [1.0f32];
+        let queues = [vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(info.queue_family)
+            .queue_priorities(&priorities)];
+        let features = vk::PhysicalDeviceFeatures::default()
+            .shader_float64(info.float64)
+            .shader_int64(info.int64)
+            .shader_int16(info.int16);
+        let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+        let create = vk::DeviceCreateInfo::default()
+            .queue_create_infos(&queues)
+            .enabled_features(&features)
+            .push_next(&mut v12);
+        // SAFETY: valid create info naming a queue family the device has and
+        // features it reported; everything lives across the call.
+        let raw = unsafe { instance.raw().create_device(info.handle, &create, None) }
+            .map_err(|e| check("vkCreateDevice", e))?;
+        // SAFETY: queue 0 of the family created above.
+        let queue = unsafe { raw.get_device_queue(info.queue_family, 0) };
+        Ok(Arc::new(Device {
+            raw,
+            queue: Mutex::new(queue),
+            info,
+            _instance: instance,
+        }))
+    }
+
+    pub(super) fn raw(&self) -> &ash::Device {
+        &self.raw
+    }
+
+    /// Submits `batches` in order as one vkQueueSubmit. Timeline values
+    /// are given for every semaphore.
+    pub fn submit(&self, batches: &[Batch<'_>]) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        struct Owned {
+            wait_sems: Vec<vk::Semaphore>,
+            wait_vals: Vec<u64>,
+            wait_stages: Vec<vk::PipelineStageFlags>,
+            signal_sems: Vec<vk::Semaphore>,
+            signal_vals: Vec<u64>,
+        }
+        let owned: Vec<Owned> = batches
+            .iter()
+            .map(|b| Owned {
+                wait_sems: b.waits.iter().map(|(s, _)| s.raw).collect(),
+                wait_vals: b.waits.iter().map(|(_, v)| *v).collect(),
+                wait_stages: vec![vk::PipelineStageFlags::ALL_COMMANDS; b.waits.len()],
+                signal_sems: b.signals.iter().map(|(s, _)| s.raw).collect(),
+                signal_vals: b.signals.iter().map(|(_, v)| *v).collect(),
+            })
+            .collect();
+        let mut timelines: Vec<vk::TimelineSemaphoreSubmitInfo> = owned
+            .iter()
+            .map(|o| {
+                vk::TimelineSemaphoreSubmitInfo::default()
+                    .wait_semaphore_values(&o.wait_vals)
+                    .signal_semaphore_values(&o.signal_vals)
+            })
+            .collect();
+        let infos: Vec<vk::SubmitInfo> = owned
+            .iter()
+            .zip(batches)
+            .zip(timelines.iter_mut())
+            .map(|((o, b), t)| {
+                vk::SubmitInfo::default()
+                    .wait_semaphores(&o.wait_sems)
+                    .wait_dst_stage_mask(&o.wait_stages)
+                    .command_buffers(&b.commands)
+                    .signal_semaphores(&o.signal_sems)
+                    .push_next(t)
+            })
+            .collect();
+        let queue = lock(&self.queue);
+        // SAFETY: the queue is externally synchronised by its lock; every
+        // handle in the batches is alive (held by the caller) and the
+        // arrays above outlive the call.
+        unsafe { self.raw.queue_submit(*queue, &infos, vk::Fence::null()) }
+            .map_err(|e| check("vkQueueSubmit", e))
+    }
+
+    /// Blocks until the queue is idle (device teardown).
+    pub fn wait_idle(&self) {
+        // SAFETY: waiting on a live device; failures (device lost) leave
+        // nothing to wait for.
+        let _ = unsafe { self.raw.device_wait_idle() };
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.wait_idle();
+        // SAFETY: every child handle holds an Arc of this device, so none is
+        // left; the queue is idle.
+        unsafe { self.raw.destroy_device(None) };
+    }
+}

@@ -1,0 +1,308 @@
+//! Encoded schedules: consecutive launches become one command buffer
+//! (recorded once at `encode`, with a memory barrier between dispatches
+//! and descriptor sets written once per command), split at signal and
+//! wait commands, which the stream's submitter turns into timeline
+//! semaphore signals and waits between the submissions of one batch
+//! (`sync.rs`).
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+use super::ffi::{self, Record};
+use super::library::{Slot, VkKernel};
+use super::sync::{self, VkStream};
+use super::{memory, Gpu};
+use crate::backends::common;
+use crate::error::{Error, Result, Status};
+use crate::hal;
+use crate::types::LaunchDims;
+
+pub(super) enum Step {
+    Gpu(ffi::CommandBuffer),
+    Signal {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+    Wait {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+}
+
+/// What a run submits, and everything its command buffers use.
+pub(crate) struct Encoded {
+    pub(super) steps: Vec<Step>,
+    /// Pipelines, descriptor sets and buffers the recorded commands name.
+    _resources: Vec<Arc<dyn Any + Send + Sync>>,
+    /// The validated operations: kernels (their libraries), buffers, events.
+    _ops: Vec<hal::Op>,
+}
+
+pub struct VkSchedule {
+    gpu: Arc<Gpu>,
+    encoded: Arc<Encoded>,
+    default_stream: Arc<OnceLock<VkStream>>,
+}
+
+/// One launch, ready to record.
+struct Launch {
+    pipeline: Arc<ffi::Pipeline>,
+    sets: Vec<Arc<ffi::DescriptorSet>>,
+    push: Vec<u8>,
+    groups: [u32; 3],
+}
+
+fn value_error(msg: String) -> Error {
+    Error::new(Status::InvalidValue, msg)
+}
+
+fn prepare(
+    gpu: &Arc<Gpu>,
+    kernel: &VkKernel,
+    name: &str,
+    args: &[hal::Arg],
+    dims: &LaunchDims,
+    shared_memory: u32,
+    resources: &mut Vec<Arc<dyn Any + Send + Sync>>,
+) -> Result<Launch> {
+    let l = &gpu.dev.info.limits;
+    let group = dims.group;
+    for axis in 0..3 {
+        if group[axis] > l.max_compute_work_group_size[axis] {
+            return Err(value_error(format!(
+                "kernel '{name}': group size {:?} exceeds the device's maximum {:?} on axis {axis}",
+                group, l.max_compute_work_group_size
+            )));
+        }
+    }
+    let threads = group.iter().map(|&g| u64::from(g)).product::<u64>();
+    if threads > u64::from(l.max_compute_work_group_invocations) {
+        return Err(value_error(format!(
+            "kernel '{name}': a group of {threads} work-items exceeds the device's maximum of {}",
+            l.max_compute_work_group_invocations
+        )));
+    }
+    let mut groups = [1u32; 3];
+    for axis in 0..3 {
+        let n = dims.grid[axis].div_ceil(group[axis].max(1));
+        if n > l.max_compute_work_group_count[axis] {
+            return Err(value_error(format!(
+                "kernel '{name}': grid size {:?} with group size {:?} needs {n} groups on axis {axis}; the device allows {:?}",
+                dims.grid, group, l.max_compute_work_group_count
+            )));
+        }
+        groups[axis] = n;
+    }
+    if shared_memory > l.max_compute_shared_memory_size {
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!(
+                "kernel '{name}': shared_memory {shared_memory} exceeds the device's {} bytes per group",
+                l.max_compute_shared_memory_size
+            ),
+        ));
+    }
+    let mut buffers: Vec<Option<Arc<ffi::Buffer>>> = vec![None; kernel.bindings.len()];
+    let mut push = vec![0u8; kernel.push_size as usize];
+    for (i, (slot, arg)) in kernel.slots.iter().zip(args).enumerate() {
+        match (slot, arg) {
+            (Slot::Buffer { index, .. }, hal::Arg::Buffer(b)) => {
+                let raw = memory::lookup(gpu, b.as_ref()).ok_or_else(|| {
+                    Error::new(
+                        Status::InvalidBuffer,
+                        format!("kernel '{name}' argument {i}: the buffer is not memory of this Vulkan device"),
+                    )
+                })?;
+                buffers[*index] = Some(raw);
+            }
+            (Slot::Scalar { offset, size }, hal::Arg::Scalar(s)) => {
+                let bytes = s.bytes();
+                let (o, n) = (*offset as usize, *size as usize);
+                if bytes.len() != n || o + n > push.len() {
+                    return Err(Error::new(
+                        Status::InvalidArgument,
+                        format!(
+                            "kernel '{name}' argument {i} is a scalar of {} bytes, but the kernel's parameter {i} is {n} bytes",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                push[o..o + n].copy_from_slice(&bytes);
+            }
+            (Slot::Buffer { binding, .. }, hal::Arg::Scalar(_)) => {
+                return Err(Error::new(
+                    Status::InvalidArgument,
+                    format!("kernel '{name}' argument {i} must be a buffer (set 0 binding {binding}), not a scalar"),
+                ))
+            }
+            (Slot::Scalar { size, .. }, hal::Arg::Buffer(_)) => {
+                return Err(Error::new(
+                    Status::InvalidArgument,
+                    format!("kernel '{name}' argument {i} is a buffer, but the kernel's parameter {i} is a scalar of {size} bytes"),
+                ))
+            }
+        }
+    }
+    let buffers: Vec<Arc<ffi::Buffer>> = buffers
+        .into_iter()
+        .enumerate()
+        .map(|(k, b)| {
+            b.ok_or_else(|| {
+                Error::new(
+                    Status::InvalidArgument,
+                    format!(
+                        "kernel '{name}': buffer binding {} is not set",
+                        kernel.bindings[k]
+                    ),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let pipeline = kernel.pipeline(dims, shared_memory)?;
+    let refs: Vec<&ffi::Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
+    let mut sets = vec![Arc::new(ffi::DescriptorSet::new(
+        &gpu.dev,
+        &kernel.layout,
+        0,
+        &refs,
+    )?)];
+    if kernel.spill {
+        // Scalars beyond maxPushConstantsSize: a small buffer at set 1.
+        let block = Arc::new(ffi::Buffer::new(
+            &gpu.dev,
+            push.len().max(4) as u64,
+            &gpu.host_types,
+            true,
+        )?);
+        block.write_mapped(0, &push)?;
+        sets.push(Arc::new(ffi::DescriptorSet::new(
+            &gpu.dev,
+            &kernel.layout,
+            1,
+            &[block.as_ref()],
+        )?));
+        resources.push(block);
+        push.clear();
+    }
+    for b in buffers {
+        resources.push(b);
+    }
+    resources.push(pipeline.clone());
+    for s in &sets {
+        resources.push(s.clone());
+    }
+    Ok(Launch {
+        pipeline,
+        sets,
+        push,
+        groups,
+    })
+}
+
+fn record(gpu: &Arc<Gpu>, launches: &[Launch]) -> Result<ffi::CommandBuffer> {
+    let sets: Vec<Vec<&ffi::DescriptorSet>> = launches
+        .iter()
+        .map(|l| l.sets.iter().map(|s| s.as_ref()).collect())
+        .collect();
+    let records: Vec<Record> = launches
+        .iter()
+        .zip(&sets)
+        .map(|(l, s)| Record::Dispatch {
+            pipeline: &l.pipeline,
+            sets: s,
+            push: &l.push,
+            groups: l.groups,
+        })
+        .collect();
+    ffi::CommandBuffer::record(&gpu.dev, &records)
+}
+
+impl VkSchedule {
+    pub fn encode(
+        gpu: &Arc<Gpu>,
+        ops: Vec<hal::Op>,
+        default_stream: Arc<OnceLock<VkStream>>,
+    ) -> Result<VkSchedule> {
+        let mut steps = Vec::new();
+        let mut resources: Vec<Arc<dyn Any + Send + Sync>> = Vec::new();
+        let mut launches: Vec<Launch> = Vec::new();
+        for op in &ops {
+            match op {
+                hal::Op::Launch {
+                    kernel,
+                    args,
+                    dims,
+                    shared_memory,
+                } => {
+                    let k: &VkKernel = common::downcast(
+                        kernel.as_any(),
+                        Status::InvalidKernel,
+                        || format!("kernel '{}'", kernel.name()),
+                        "Vulkan",
+                    )?;
+                    launches.push(prepare(
+                        gpu,
+                        k,
+                        kernel.name(),
+                        args,
+                        dims,
+                        *shared_memory,
+                        &mut resources,
+                    )?);
+                }
+                hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
+                    if !launches.is_empty() {
+                        steps.push(Step::Gpu(record(gpu, &launches)?));
+                        launches.clear();
+                    }
+                    steps.push(match op {
+                        hal::Op::Signal { .. } => Step::Signal {
+                            event: event.clone(),
+                            value: *value,
+                        },
+                        _ => Step::Wait {
+                            event: event.clone(),
+                            value: *value,
+                        },
+                    });
+                }
+            }
+        }
+        if !launches.is_empty() {
+            steps.push(Step::Gpu(record(gpu, &launches)?));
+        }
+        Ok(VkSchedule {
+            gpu: gpu.clone(),
+            encoded: Arc::new(Encoded {
+                steps,
+                _resources: resources,
+                _ops: ops,
+            }),
+            default_stream,
+        })
+    }
+}
+
+impl hal::Schedule for VkSchedule {
+    fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
+        let stream = match stream {
+            None => {
+                if self.default_stream.get().is_none() {
+                    let s = VkStream::new(&self.gpu)?;
+                    let _ = self.default_stream.set(s);
+                }
+                self.default_stream
+                    .get()
+                    .ok_or_else(|| Error::new(Status::InvalidStream, "Vulkan: no default stream"))?
+            }
+            Some(s) => common::downcast::<VkStream>(
+                s.as_any(),
+                Status::InvalidStream,
+                || "stream".into(),
+                "Vulkan",
+            )?,
+        };
+        let ticket = stream.submit(self.encoded.clone())?;
+        Ok(sync::fence(stream, ticket))
+    }
+}
