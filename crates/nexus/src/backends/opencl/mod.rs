@@ -21,14 +21,14 @@
 //! 3. Stream queues: `StreamQueue::state`, held while enqueueing commands;
 //!    never taken by an OpenCL callback.
 //! 4. Per-resource state: `Timeline::state` (never held while calling
-//!    OpenCL or a continuation), `Done::failures`, `Dev::streams`,
-//!    `Dev::builtin`, the buffer registry `memory::MEMS`.
-//! 5. Leaves: `Done::lock` (completion wake-ups).
+//!    OpenCL or a continuation), `Done::tails` then `Done::failures`,
+//!    `Dev::streams`, `Dev::builtin`, the buffer registry `memory::MEMS`.
 //!
-//! OpenCL calls callbacks (`on_complete`) on its own threads, possibly
-//! while another of our threads is inside an OpenCL call: callbacks take
-//! only level 4-5 locks, one at a time, and call continuations and
-//! `clSetUserEventStatus` with no lock held.
+//! OpenCL calls callbacks (`on_complete`, used for host steps and for
+//! dropping a stream) on its own threads, possibly while another of our
+//! threads is inside an OpenCL call: callbacks take only level 4 locks,
+//! one at a time, and call continuations and `clSetUserEventStatus` with
+//! no lock held.
 
 mod device;
 mod ffi;

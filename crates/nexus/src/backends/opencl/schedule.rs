@@ -47,6 +47,8 @@ enum Step {
 pub(crate) struct Steps {
     dev: Arc<Dev>,
     steps: Vec<Step>,
+    /// Some step waits for an event (so a run may wait for the host).
+    pub(crate) has_waits: bool,
     /// Keeps kernels (their programs), buffers and events alive.
     _ops: Vec<hal::Op>,
 }
@@ -261,9 +263,11 @@ impl OclSchedule {
         if !host.is_empty() {
             steps.push(Step::Host(Arc::new(host)));
         }
+        let has_waits = steps.iter().any(|s| matches!(s, Step::Host(actions) if actions.iter().any(|a| matches!(a, Action::Wait(..)))));
         Ok(OclSchedule {
             steps: Arc::new(Steps {
                 dev: dev.clone(),
+                has_waits,
                 steps,
                 _ops: ops,
             }),

@@ -17,7 +17,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,69 +134,135 @@ impl hal::Event for OclEvent {
     }
 }
 
-/// Where one stream's runs stand, shared with the completion callbacks.
+/// Where one stream's runs stand. Completion is learned by polling the
+/// last event of the oldest runs not known complete (no callback per run:
+/// a callback costs a thread hop per completion).
 #[derive(Default)]
 pub(crate) struct Done {
     /// Tickets up to `completed` are done.
     completed: AtomicU64,
-    /// Threads sleeping on `cv`; completions notify only when there are.
-    sleepers: AtomicUsize,
-    lock: Mutex<()>,
-    cv: Condvar,
+    /// Runs not known complete: (ticket, its last command's event).
+    tails: Mutex<VecDeque<(u64, Event)>>,
     /// Failures by ticket, until taken or the stream is synchronised.
     failures: Mutex<Vec<(u64, Error)>>,
+    /// Tickets of runs with wait commands, not known complete: a run
+    /// behind one may wait for the host indefinitely.
+    waits: Mutex<VecDeque<u64>>,
 }
 
 impl Done {
     pub(crate) fn complete(&self, ticket: u64) {
         self.completed.fetch_max(ticket, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = lock(&self.lock);
-            self.cv.notify_all();
-        }
     }
 
     pub(crate) fn fail(&self, ticket: u64, e: Error) {
         lock(&self.failures).push((ticket, e));
     }
 
-    fn wait_until(&self, ticket: u64, deadline: Option<Instant>) -> bool {
+    pub(crate) fn track(&self, ticket: u64, tail: Event) {
+        lock(&self.tails).push_back((ticket, tail));
+    }
+
+    /// Whether `ticket` is complete, polling the oldest runs if not yet known.
+    pub(crate) fn poll(&self, ticket: u64) -> bool {
         if self.is_complete(ticket) {
             return true;
         }
-        // A short spin: most runs end within microseconds of the enqueue.
+        self.advance();
+        self.is_complete(ticket)
+    }
+
+    /// Polls the last events of the oldest runs not known complete.
+    pub(crate) fn advance(&self) {
+        let mut tails = lock(&self.tails);
+        while let Some((t, ev)) = tails.front() {
+            let status = ev.status();
+            if status > 0 {
+                break;
+            }
+            let t = *t;
+            if status < 0 {
+                self.fail(
+                    t,
+                    Error::new(
+                        Status::DriverError,
+                        format!(
+                            "a run on this OpenCL stream failed: {}",
+                            super::ffi::result::error_name(status)
+                        ),
+                    ),
+                );
+            }
+            self.complete(t);
+            tails.pop_front();
+        }
+    }
+
+    pub(crate) fn note_waits(&self, ticket: u64) {
+        lock(&self.waits).push_back(ticket);
+    }
+
+    /// The last event of run `ticket` when nothing before it (itself
+    /// included) waits for the host: blocking on it then ends when the
+    /// device has done the work.
+    fn bounded_tail(&self, ticket: u64) -> Option<Event> {
+        let completed = self.completed.load(Ordering::SeqCst);
+        {
+            let mut waits = lock(&self.waits);
+            while waits.front().is_some_and(|&t| t <= completed) {
+                waits.pop_front();
+            }
+            if waits.front().is_some_and(|&t| t <= ticket) {
+                return None;
+            }
+        }
+        let tails = lock(&self.tails);
+        tails
+            .iter()
+            .find(|(t, _)| *t >= ticket)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// Blocks in the driver when the run is bounded (the waiting thread
+    /// then leaves the cores to the implementation's workers, which a
+    /// polling loop would compete with), else polls: briefly spinning,
+    /// then sleeping up to 1 ms between polls.
+    fn wait_until(&self, ticket: u64, deadline: Option<Instant>) -> bool {
+        const SPIN: Duration = Duration::from_micros(20);
+        const MAX_SLEEP: Duration = Duration::from_millis(1);
+        if self.poll(ticket) {
+            return true;
+        }
+        let long_enough = deadline.is_none_or(|d| {
+            d.saturating_duration_since(Instant::now()) >= Duration::from_millis(1)
+        });
+        if long_enough {
+            if let Some(tail) = self.bounded_tail(ticket) {
+                let _ = tail.wait();
+                self.advance();
+            }
+        }
         let start = Instant::now();
-        while start.elapsed() < Duration::from_micros(50) {
-            if self.is_complete(ticket) {
+        let mut sleep = Duration::from_micros(10);
+        loop {
+            if self.poll(ticket) {
                 return true;
             }
-            std::thread::yield_now();
-        }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let mut g = lock(&self.lock);
-        let reached = loop {
-            if self.is_complete(ticket) {
-                break true;
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
             }
-            let slice = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break false;
-                    }
-                    d - now
-                }
-                None => Duration::from_secs(3600),
-            };
-            g = self
-                .cv
-                .wait_timeout(g, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        };
-        drop(g);
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        reached
+            if now - start < SPIN {
+                std::thread::yield_now();
+                continue;
+            }
+            let mut s = sleep;
+            if let Some(d) = deadline {
+                s = s.min(d - now).max(Duration::from_micros(1));
+            }
+            std::thread::sleep(s);
+            sleep = (sleep * 2).min(MAX_SLEEP);
+        }
     }
 }
 
@@ -214,26 +280,6 @@ impl hal::Submissions for Done {
         let at = f.iter().position(|(t, _)| *t == ticket)?;
         Some(f.remove(at).1)
     }
-}
-
-/// A run's last command completed: its ticket is done.
-unsafe extern "C" fn run_done(_event: cl_event, status: i32, user: *mut c_void) {
-    // SAFETY: `user` is the box `StreamQueue::submit` leaked for this call.
-    let b = unsafe { Box::from_raw(user as *mut (Arc<Done>, u64)) };
-    let (done, ticket) = *b;
-    if status < 0 {
-        done.fail(
-            ticket,
-            Error::new(
-                Status::DriverError,
-                format!(
-                    "a run on this OpenCL stream failed: {}",
-                    super::ffi::result::error_name(status)
-                ),
-            ),
-        );
-    }
-    done.complete(ticket);
 }
 
 #[derive(Default)]
@@ -278,19 +324,11 @@ impl StreamQueue {
         st.submitted += 1;
         let ticket = st.submitted;
         let (tail, result) = steps.enqueue(self, st.last.take());
+        if steps.has_waits {
+            self.done.note_waits(ticket);
+        }
         match &tail {
-            Some(t) => {
-                let user = Box::into_raw(Box::new((self.done.clone(), ticket))) as *mut c_void;
-                // SAFETY: run_done takes back exactly this box, once.
-                if let Err(e) = unsafe { t.on_complete(run_done, user) } {
-                    // SAFETY: the callback was not set; reclaim the box.
-                    drop(unsafe { Box::from_raw(user as *mut (Arc<Done>, u64)) });
-                    // Completion is then learned by waiting on the event.
-                    let _ = t.wait();
-                    self.done.fail(ticket, e);
-                    self.done.complete(ticket);
-                }
-            }
+            Some(t) => self.done.track(ticket, t.clone()),
             None => self.done.complete(ticket),
         }
         st.last = tail;
@@ -308,6 +346,7 @@ impl StreamQueue {
     }
 
     fn retire_locked(&self, st: &mut SState, retired: &mut Vec<Arc<Steps>>) {
+        self.done.advance();
         let completed = self.done.completed.load(Ordering::SeqCst);
         while st.inflight.front().is_some_and(|(t, _)| *t <= completed) {
             if let Some((_, s)) = st.inflight.pop_front() {
