@@ -8,7 +8,7 @@ every device present; `scripts/reliability_report.py` counts them.
 
 Rows are plain data: add one by appending a `Case` to `CASES`. A row that
 needs a second device says `needs="two_devices"`; one that only makes sense
-on the CPU runtime (ELF files) says `needs="cpu"`. A row that shows a bug in
+on one runtime says its name (`needs="cpu"` for ELF files, `needs="opencl"`). A row that shows a bug in
 the core or the bindings carries `xfail="<reason>"` and is run as a strict
 expected failure until the bug is fixed.
 """
@@ -78,7 +78,7 @@ class Case:
     exc: type
     fragment: str  # must appear in str(exception)
     status: Optional[str] = None  # nexus.status member name, checked for nexus.Error
-    needs: str = ""  # "", "cpu" or "two_devices"
+    needs: str = ""  # "", "two_devices", or the one runtime the case is for ("cpu", "opencl")
     xfail: str = ""  # non-empty: a known bug, run as a strict expected failure
     xfail_on: tuple = ()  # runtimes the xfail applies to; empty: every runtime
     isolate: bool = False  # run in a child interpreter (the call may kill the process)
@@ -86,6 +86,19 @@ class Case:
 
 # ------------------------------------------------------------ call helpers
 # Small named functions where a lambda would need statements.
+
+
+def _opencl_scalar_for_buffer(c: Ctx) -> Any:
+    """vadd with an 8-byte scalar where a buffer goes: the sizes match, the kinds do not."""
+    s = c.device.create_schedule()
+    cmd = s.create_command(c.kernels.get_kernel("vadd"))
+    b = c.buf()
+    cmd.set_arg(0, 1, data_type=nexus.data_type.I64)
+    cmd.set_buffer(1, b)
+    cmd.set_buffer(2, b)
+    cmd.set_arg(3, 16)
+    cmd.finalize(16, 16)
+    return s.run()
 
 
 def _unfinalized_run(c: Ctx) -> Any:
@@ -344,6 +357,9 @@ CASES: list[Case] = [
     Case("library_path_with_nul", "Device", lambda c: c.device.load_library("lib\0.so"), nexus.Error, "does not exist"),
     Case("library_path_none", "Device", lambda c: c.device.load_library(None), TypeError, "NoneType"),
     Case("library_path_list", "Device", lambda c: c.device.load_library(["a.so"]), TypeError, "list"),
+    Case("opencl_build_error", "Device", lambda c: c.device.load_library(b"__kernel void k(__global float *x) { x[0] = no_such_name; }"), nexus.Error, "no_such_name", "NXS_CompileError", needs="opencl"),
+    Case("opencl_spirv_not_taken", "Device", lambda c: c.device.load_library(np.array([0x07230203, 0x00010000, 0, 1, 0], dtype="<u4").tobytes()), nexus.Error, "SPIR-V", needs="opencl"),
+    Case("opencl_scalar_for_buffer", "Command", _opencl_scalar_for_buffer, ValueError, "argument 0 is a int64 scalar, but its parameter 0 is 'a'", needs="opencl"),
     # ---- Buffer
     Case("buffer_copy_none", "Buffer", lambda c: c.buf().copy(None), TypeError, "NoneType"),
     Case("buffer_copy_too_small_bytearray", "Buffer", lambda c: c.buf(16).copy(bytearray(63)), ValueError, "holds 63 bytes"),

@@ -77,9 +77,9 @@ def test_misuse_case(
     if known_bug:
         request.applymarker(pytest.mark.xfail(strict=True, reason=case.xfail))
     key = f"{runtime}{_device_index(device)}:{case.id}"
-    if case.needs == "cpu" and runtime != "cpu":
+    if case.needs not in ("", "two_devices") and runtime != case.needs:
         _results[key] = "skipped"
-        pytest.skip("CPU-runtime case")
+        pytest.skip("CPU-runtime case" if case.needs == "cpu" else f"{case.needs}-runtime case")
     other = _other_device(device)
     if case.needs == "two_devices" and other is None:
         _results[key] = "skipped"

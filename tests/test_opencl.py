@@ -67,7 +67,8 @@ def test_device_properties(ocl: nexus.Device) -> None:
         assert info.get_str(key)
     assert info.get_int("ComputeUnits") >= 1
     assert info.get_int("MaxThreadsPerGroup") >= 1
-    assert info.get_int(["MemorySubsystem", "MemoryTypes", -1 + len(info["MemorySubsystem"]["MemoryTypes"]), "Size"]) > 0
+    assert ocl.get_property_int("MemorySize") > 0
+    assert ocl.get_property_str(["MemorySubsystem", "MemoryTypes", 0, "Type"]) == "L1"
     assert isinstance(info.get_str_vec("Extensions"), list)
 
 
