@@ -218,6 +218,7 @@ def test_signal_and_wait_across_two_streams(ocl: nexus.Device) -> None:
 
 
 def test_host_pointer_buffers_on_cpu_devices(ocl: nexus.Device) -> None:
+    ocl.create_buffer(16)  # the context (and what it allows) is made on first use
     if ocl.get_property_str("Type") != "cpu" or ocl.get_property_int("HostPointerBuffers") != 1:
         pytest.skip("buffers are host memory only on CPU devices that use it in place")
     lib = ocl.load_library(str(KERNELS / "kernels.cl"))
