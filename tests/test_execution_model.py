@@ -177,6 +177,8 @@ def run_child(device: nexus.Device, lib_path: str, body: str, *extra: str, timeo
               env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs `body` (after the prelude and helpers) in a fresh interpreter;
     fails the test if it runs past `timeout` (a hang or a freeze)."""
+    # Under compute-sanitizer everything runs many times slower.
+    timeout *= float(os.environ.get("NEXUS_TEST_TIME_SCALE", "1"))
     argv = child_argv(device, lib_path, *extra)
     argv[2] = child_script(body)
     # A hung child prints every thread's Python stack before it is killed.

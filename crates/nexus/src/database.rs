@@ -214,7 +214,12 @@ pub fn merge_live(live: &Properties) -> Properties {
     )
 }
 
-/// Objects merge key by key; anything else (lists included) is replaced.
+/// Objects merge key by key. Lists of typed entries (objects that each have
+/// a "Type", such as `MemorySubsystem.MemoryTypes`) merge entry by entry:
+/// a live entry fills in over the database entry of the same type, live
+/// order first, then the database's other entries; so a runtime reports
+/// only what it measures and the database adds what it cannot (an L1 size,
+/// a memory technology). Anything else is replaced.
 fn overlay(base: &mut Value, top: &Value) {
     match (base, top) {
         (Value::Object(b), Value::Object(t)) => {
@@ -227,13 +232,58 @@ fn overlay(base: &mut Value, top: &Value) {
                 }
             }
         }
+        (Value::Array(b), Value::Array(t)) if typed_entries(b) && typed_entries(t) => {
+            let mut merged = Vec::with_capacity(b.len().max(t.len()));
+            for live in t {
+                let mut entry = match b.iter().find(|e| e["Type"] == live["Type"]) {
+                    Some(known) => known.clone(),
+                    None => Value::Object(Default::default()),
+                };
+                overlay(&mut entry, live);
+                merged.push(entry);
+            }
+            merged.extend(
+                b.iter()
+                    .filter(|e| !t.iter().any(|l| l["Type"] == e["Type"]))
+                    .cloned(),
+            );
+            *b = merged;
+        }
         (slot, v) => *slot = v.clone(),
     }
+}
+
+fn typed_entries(list: &[Value]) -> bool {
+    !list.is_empty() && list.iter().all(|e| e.get("Type").is_some_and(Value::is_string))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_lists_merge_entry_by_entry() {
+        let mut db = serde_json::json!({"MemoryTypes": [
+            {"Type": "L1", "Size": 256},
+            {"Type": "Device", "Size": 1, "Technology": "HBM3"},
+            {"Type": "Constant", "Size": 64},
+        ], "Supported": ["a", "b"]});
+        let live = serde_json::json!({"MemoryTypes": [
+            {"Type": "Device", "Size": 80},
+            {"Type": "L1", "Scope": "unit"},
+            {"Type": "Shared", "Size": 48},
+        ], "Supported": ["c"]});
+        overlay(&mut db, &live);
+        assert_eq!(
+            db,
+            serde_json::json!({"MemoryTypes": [
+                {"Type": "Device", "Size": 80, "Technology": "HBM3"},
+                {"Type": "L1", "Size": 256, "Scope": "unit"},
+                {"Type": "Shared", "Size": 48},
+                {"Type": "Constant", "Size": 64},
+            ], "Supported": ["c"]})
+        );
+    }
 
     #[test]
     fn every_shipped_file_is_valid() {

@@ -34,21 +34,9 @@ pub(super) fn device_properties(
     let smem_sm = attr(sys::ATTR_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
     let regs_sm = attr(sys::ATTR_MAX_REGISTERS_PER_MULTIPROCESSOR);
     let clock = attr(sys::ATTR_CLOCK_RATE).map(|k| k / 1000);
-    let db = crate::database::lookup(arch);
-    let db_mem = |ty: &str, key: &str| -> Option<Value> {
-        let root = db.as_ref()?.root().clone();
-        root.get("MemorySubsystem")?
-            .get("MemoryTypes")?
-            .as_array()?
-            .iter()
-            .find(|m| m["Type"] == ty)?
-            .get(key)
-            .cloned()
-    };
-    let mut l1 = json!({"Type": "L1", "Scope": "unit"});
-    if let Some(s) = db_mem("L1", "Size") {
-        l1["Size"] = s;
-    }
+    // What the driver does not report (the L1 size, the memory technology)
+    // comes from the device database, merged over these by type.
+    let l1 = json!({"Type": "L1", "Scope": "unit"});
     let mut l2e = json!({"Type": "L2", "Scope": "device"});
     if let Some(s) = l2 {
         l2e["Size"] = json!(s);
@@ -64,9 +52,6 @@ pub(super) fn device_properties(
     let mut device = json!({"Type": "Device", "Scope": "device"});
     if let Some(m) = mem {
         device["Size"] = json!(m);
-    }
-    if let Some(t) = db_mem("Device", "Technology") {
-        device["Technology"] = t;
     }
     let mut p = json!({
         "Name": name,
