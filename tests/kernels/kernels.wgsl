@@ -202,11 +202,11 @@ fn fill_i32(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // spin_fill_f32(out, value, n, microseconds): a slow writer. WGSL has no
-// clock, so every work-item runs a dependent integer loop of
+// clock, so every work-item runs a dependent integer loop of about
 // `microseconds * SPIN_PER_US` steps (calibrated on lavapipe for one
 // group of 1024 work-items; faster devices spin for less time), then
 // writes out[i] = value.
-const SPIN_PER_US: u32 = 4u;
+const SPIN_PER_US: u32 = 5u;
 @group(0) @binding(0) var<storage, read_write> spin_out: array<f32>;
 struct SpinArgs { value: f32, n: i32, microseconds: i32 }
 var<immediate> spin_p: SpinArgs;
@@ -214,15 +214,52 @@ var<immediate> spin_p: SpinArgs;
 @compute @workgroup_size(group_x, group_y, group_z)
 fn spin_fill_f32(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    let steps = u32(max(spin_p.microseconds, 0)) * SPIN_PER_US;
+    // llvmpipe ends a work-item's loops after 65535 iterations in all, so
+    // each iteration takes 32 xorshift steps (they do not fold into one).
+    let rounds = (u32(max(spin_p.microseconds, 0)) * SPIN_PER_US + 31u) / 32u;
     var acc = i + 1u;
-    for (var k = 0u; k < steps; k++) {
-        acc = acc * 1664525u + 1013904223u;
+    for (var r = 0u; r < rounds; r++) {
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
+        acc ^= acc << 13u; acc ^= acc >> 17u; acc ^= acc << 5u;
     }
     if (i32(i) < spin_p.n && i < 0x80000000u) {
-        // `acc` is never 0 after the loop for the inputs used (it keeps the
-        // loop alive); the comparison only stops the compiler dropping it.
-        spin_out[i] = select(spin_p.value, spin_p.value + 1.0, acc == 0u && steps == 1u);
+        // The result depends on `acc` so that the loop stays; the branch is
+        // taken with probability 2**-32 per work-item (never, in practice).
+        var v = spin_p.value;
+        if (acc == 0x9E3779B9u) {
+            v = v + 1.0;
+        }
+        spin_out[i] = v;
     }
 }
 

@@ -235,10 +235,10 @@ fn properties(info: &PhysicalInfo, ordinal: usize, staging: bool) -> Value {
         "TimestampPeriod": l.timestamp_period,
         "QueueFamily": info.queue_family,
         "QueueCount": info.queue_count,
-        "Float64": info.float64,
+        "Float64": i32::from(info.float64),
         "KernelModel": {"Formats": ["spirv", "wgsl", "glsl"]},
-        "Int64": info.int64,
-        "StagingCopies": staging,
+        "Int64": i32::from(info.int64),
+        "StagingCopies": i32::from(staging),
         "MemorySize": device_mem,
         "MemorySubsystem": {
             "SupportedMemoryTypes": supported,

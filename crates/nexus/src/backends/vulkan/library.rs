@@ -405,6 +405,24 @@ pub struct VkKernel {
     check: Option<common::builtin::LaunchCheck>,
 }
 
+/// The scalar members of a push-constant block, nested structs flattened
+/// (SPIR-V from some compilers wraps the block in an outer struct).
+fn leaves(
+    module: &naga::Module,
+    ty: naga::Handle<naga::Type>,
+    base: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    match &module.types[ty].inner {
+        naga::TypeInner::Struct { members, .. } => {
+            for m in members {
+                leaves(module, m.ty, base + m.offset, out);
+            }
+        }
+        other => out.push((base, other.size(module.to_ctx()))),
+    }
+}
+
 fn kernel_error(name: &str, what: impl std::fmt::Display) -> Error {
     Error::new(Status::InvalidKernel, format!("kernel '{name}': {what}"))
 }
@@ -440,17 +458,8 @@ impl VkKernel {
                     bindings.push(b.binding);
                 }
                 naga::AddressSpace::Immediate => {
-                    let ty = &module.types[var.ty].inner;
-                    push_size = ty.size(module.to_ctx());
-                    match ty {
-                        naga::TypeInner::Struct { members, .. } => {
-                            for m in members {
-                                let size = module.types[m.ty].inner.size(module.to_ctx());
-                                scalars.push((m.offset, size));
-                            }
-                        }
-                        _ => scalars.push((0, push_size)),
-                    }
+                    push_size = module.types[var.ty].inner.size(module.to_ctx());
+                    leaves(module, var.ty, 0, &mut scalars);
                 }
                 naga::AddressSpace::Uniform | naga::AddressSpace::Handle => {
                     return Err(kernel_error(
