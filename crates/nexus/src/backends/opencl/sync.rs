@@ -206,21 +206,21 @@ impl Done {
     /// included) waits for the host: blocking on it then ends when the
     /// device has done the work.
     fn bounded_tail(&self, ticket: u64) -> Option<(u64, Event)> {
-        let completed = self.completed.load(Ordering::SeqCst);
-        {
-            let mut waits = lock(&self.waits);
-            while waits.front().is_some_and(|&t| t <= completed) {
-                waits.pop_front();
-            }
-            if waits.front().is_some_and(|&t| t <= ticket) {
-                return None;
-            }
-        }
-        let tails = lock(&self.tails);
-        tails
+        // The first run at or after `ticket` not known complete (another
+        // thread may have retired `ticket` itself since the caller looked).
+        let (t, tail) = lock(&self.tails)
             .iter()
             .find(|(t, _)| *t >= ticket)
-            .map(|(t, e)| (*t, e.clone()))
+            .map(|(t, e)| (*t, e.clone()))?;
+        let completed = self.completed.load(Ordering::SeqCst);
+        let mut waits = lock(&self.waits);
+        while waits.front().is_some_and(|&w| w <= completed) {
+            waits.pop_front();
+        }
+        if waits.front().is_some_and(|&w| w <= t) {
+            return None;
+        }
+        Some((t, tail))
     }
 
     /// Blocks in the driver when the run is bounded (the waiting thread
