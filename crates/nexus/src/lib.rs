@@ -9,6 +9,8 @@
 //! this crate.
 
 pub mod backends;
+pub mod cache;
+pub mod catalog;
 pub mod database;
 pub mod error;
 pub mod hal;

@@ -28,7 +28,8 @@ impl Library {
             hal::LibrarySource::Bytes(b) => format!("<{} bytes>", b.len()),
             hal::LibrarySource::Builtin => "<builtin>".to_string(),
         };
-        let hal = device.hal().load_library(&source)?;
+        // A catalog is resolved to one build for this device first.
+        let hal = crate::catalog::load(device, &source)?;
         Ok(Library {
             inner: Arc::new(LibraryShared {
                 device: device.clone(),

@@ -16,6 +16,7 @@ use super::ffi::sys;
 use super::Gpu;
 use crate::backends::common::builtin::LaunchCheck;
 use crate::backends::common::{self, lock, release};
+use crate::cache::{CacheState, CompileCache, Key};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::LaunchDims;
@@ -110,6 +111,8 @@ pub struct CudaLibrary {
     builtin: bool,
     path: Option<String>,
     log: Option<String>,
+    /// "hit", "miss" or "off" for sources compiled by NVRTC.
+    compile_cache: Option<&'static str>,
 }
 
 pub struct CudaKernel {
@@ -180,6 +183,7 @@ impl CudaLibrary {
                     builtin: true,
                     path: None,
                     log: None,
+                    compile_cache: None,
                 });
             }
             hal::LibrarySource::File(p) => {
@@ -212,13 +216,13 @@ impl CudaLibrary {
             ));
         }
         let format = detect(&bytes, path);
-        let (image, log) = match format {
+        let (image, log, compile_cache) = match format {
             "cuda" => {
-                let (cubin, log) = compile(gpu, &bytes, &where_)?;
-                (cubin, Some(log))
+                let (cubin, log, cache) = compile(gpu, &bytes, &where_)?;
+                (cubin, Some(log), Some(cache.as_str()))
             }
-            "ptx" => (nul_terminated(&bytes), None),
-            _ => (bytes, None),
+            "ptx" => (nul_terminated(&bytes), None, None),
+            _ => (bytes, None, None),
         };
         let m = Module::load(&gpu.context()?, &image).map_err(|mut e| {
             e.message = format!(
@@ -235,6 +239,7 @@ impl CudaLibrary {
             builtin: false,
             path: path.map(|p| p.display().to_string()),
             log,
+            compile_cache,
         })
     }
 }
@@ -286,7 +291,11 @@ fn nul_terminated(b: &[u8]) -> Vec<u8> {
 
 /// CUDA C++ to a cubin for this GPU's architecture (PTX when this NVRTC
 /// has no cubin output); the compile log is in the error on failure.
-fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> {
+/// Images are kept in the persistent compile cache (`crate::cache`), keyed
+/// by the source, the options, the architecture, the output kind and the
+/// NVRTC and driver versions; the payload is the log's length (u64 LE),
+/// the log, then the image.
+fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String, CacheState)> {
     let n = sys::nvrtc().map_err(|e| {
         Error::new(Status::CompileError, format!("cannot compile CUDA source {where_}: NVRTC is not available ({e}); set NEXUS_NVRTC to its path"))
     })?;
@@ -307,7 +316,57 @@ fn compile(gpu: &Gpu, source: &[u8], where_: &str) -> Result<(Vec<u8>, String)> 
     for dir in cuda_include_dirs() {
         opts.push(format!("--include-path={dir}"));
     }
-    let (log, failure) = program.compile(&opts);
+    let (nvrtc_major, nvrtc_minor) = Program::version(n).unwrap_or((0, 0));
+    let headers: String = STD_HEADERS
+        .iter()
+        .map(|(h, b)| format!("{h}\0{b}\0"))
+        .collect();
+    let key = Key::new("nvrtc")
+        .part("source", source)
+        .part("options", opts.join("\0").as_bytes())
+        .part("headers", headers.as_bytes())
+        .part("arch", gpu.arch.as_bytes())
+        .part("output", if use_cubin { b"cubin" } else { b"ptx" })
+        .part("nvrtc", format!("{nvrtc_major}.{nvrtc_minor}").as_bytes())
+        .part(
+            "driver",
+            &r::driver_version(gpu.d).unwrap_or(0).to_le_bytes(),
+        );
+    let cache = CompileCache::open("nvrtc");
+    let (payload, state) = cache.get_or_compile(&key, || {
+        let (image, log) = compile_program(gpu, &program, &opts, use_cubin, where_)?;
+        let mut payload = (log.len() as u64).to_le_bytes().to_vec();
+        payload.extend_from_slice(log.as_bytes());
+        payload.extend_from_slice(&image);
+        Ok(payload)
+    })?;
+    let log_len = payload
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(u64::MAX);
+    match usize::try_from(log_len).ok().and_then(|l| l.checked_add(8)) {
+        Some(end) if end <= payload.len() => {
+            let log = String::from_utf8_lossy(&payload[8..end]).into_owned();
+            Ok((payload[end..].to_vec(), log, state))
+        }
+        // A well-formed entry of another layout: compile afresh.
+        _ => {
+            let (image, log) = compile_program(gpu, &program, &opts, use_cubin, where_)?;
+            Ok((image, log, CacheState::Miss))
+        }
+    }
+}
+
+/// Runs NVRTC on `program`; the image and the log.
+fn compile_program(
+    gpu: &Gpu,
+    program: &Program<'_>,
+    opts: &[String],
+    use_cubin: bool,
+    where_: &str,
+) -> Result<(Vec<u8>, String)> {
+    let (log, failure) = program.compile(opts);
     if let Some(why) = failure {
         return Err(Error::new(
             Status::CompileError,
@@ -336,6 +395,9 @@ impl hal::Library for CudaLibrary {
         }
         if let Some(l) = &self.log {
             v["CompileLog"] = json!(l);
+        }
+        if let Some(c) = self.compile_cache {
+            v["CompileCache"] = json!(c);
         }
         v
     }

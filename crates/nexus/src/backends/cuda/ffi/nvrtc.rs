@@ -94,6 +94,14 @@ impl<'n> Program<'n> {
         (log, failure)
     }
 
+    /// NVRTC's (major, minor) version, where it answers.
+    pub fn version(n: &Nvrtc) -> Option<(i32, i32)> {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: out-pointers to locals.
+        let code = unsafe { (n.nvrtcVersion)(&mut major, &mut minor) };
+        (code == NVRTC_SUCCESS).then_some((major, minor))
+    }
+
     /// Whether this NVRTC can return machine code (else PTX).
     pub fn can_emit_cubin(n: &Nvrtc) -> bool {
         n.nvrtcGetCUBIN.is_some() && n.nvrtcGetCUBINSize.is_some()
