@@ -146,6 +146,12 @@ impl PhysicalInfo {
     }
 }
 
+struct Queue {
+    raw: vk::Queue,
+    /// Submissions made (the last value signalled on `serial_sem`).
+    serial: u64,
+}
+
 /// One submission of a batch: waits, command buffers, then signals.
 #[derive(Default)]
 pub struct Batch<'a> {
@@ -154,11 +160,27 @@ pub struct Batch<'a> {
     pub signals: Vec<(&'a Semaphore, u64)>,
 }
 
+/// A destruction deferred until the queue is done with what it names.
+type Burial = Box<dyn FnOnce(&ash::Device) + Send>;
+
 /// A logical device with one compute queue shared by every nexus stream
 /// (submissions are serialised by `queue`).
+///
+/// # Deferred destruction
+///
+/// A driver's queue may still touch the objects of a submission after the
+/// submission's last signal became visible (Mesa's queue thread releases
+/// the timeline points a submission waited on afterwards), so objects are
+/// not destroyed when their owner drops them: each submission also
+/// signals `serial` with its number, and an object dropped while
+/// submission `s` was the last one is destroyed once submission `s + 1`
+/// has completed (queues process submissions in order), or when the
+/// device goes.
 pub struct Device {
     raw: ash::Device,
-    queue: Mutex<vk::Queue>,
+    queue: Mutex<Queue>,
+    serial_sem: vk::Semaphore,
+    graveyard: Mutex<Vec<(u64, Burial)>>,
     pub info: PhysicalInfo,
     /// Destroyed after the device (`Drop` runs before fields drop).
     _instance: Arc<Instance>,
@@ -185,9 +207,27 @@ impl Device {
             .map_err(|e| check("vkCreateDevice", e))?;
         // SAFETY: queue 0 of the family created above.
         let queue = unsafe { raw.get_device_queue(info.queue_family, 0) };
+        let mut t = vk::SemaphoreTypeCreateInfo::default()
+            .semaphore_type(vk::SemaphoreType::TIMELINE)
+            .initial_value(0);
+        let sem_info = vk::SemaphoreCreateInfo::default().push_next(&mut t);
+        // SAFETY: valid create info on the device created above.
+        let serial_sem = match unsafe { raw.create_semaphore(&sem_info, None) } {
+            Ok(s) => s,
+            Err(e) => {
+                // SAFETY: the device was created above and owns nothing yet.
+                unsafe { raw.destroy_device(None) };
+                return Err(check("vkCreateSemaphore", e));
+            }
+        };
         Ok(Arc::new(Device {
             raw,
-            queue: Mutex::new(queue),
+            queue: Mutex::new(Queue {
+                raw: queue,
+                serial: 0,
+            }),
+            serial_sem,
+            graveyard: Mutex::new(Vec::new()),
             info,
             _instance: instance,
         }))
@@ -241,12 +281,59 @@ impl Device {
                     .push_next(t)
             })
             .collect();
-        let queue = lock(&self.queue);
+        let mut queue = lock(&self.queue);
+        let serial = queue.serial + 1;
+        // The serial's signal goes last, in a batch of its own.
+        let serial_sems = [self.serial_sem];
+        let serial_vals = [serial];
+        let mut serial_timeline =
+            vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&serial_vals);
+        let mut infos = infos;
+        infos.push(
+            vk::SubmitInfo::default()
+                .signal_semaphores(&serial_sems)
+                .push_next(&mut serial_timeline),
+        );
         // SAFETY: the queue is externally synchronised by its lock; every
         // handle in the batches is alive (held by the caller) and the
         // arrays above outlive the call.
-        unsafe { self.raw.queue_submit(*queue, &infos, vk::Fence::null()) }
-            .map_err(|e| check("vkQueueSubmit", e))
+        let submitted = unsafe { self.raw.queue_submit(queue.raw, &infos, vk::Fence::null()) }
+            .map_err(|e| check("vkQueueSubmit", e));
+        if submitted.is_ok() {
+            queue.serial = serial;
+        }
+        drop(queue);
+        self.collect();
+        submitted
+    }
+
+    /// Runs `destroy` once the queue is done with every submission made so
+    /// far (see "Deferred destruction").
+    pub(super) fn bury(&self, destroy: Burial) {
+        let serial = lock(&self.queue).serial;
+        lock(&self.graveyard).push((serial, destroy));
+        self.collect();
+    }
+
+    /// Destroys what no submission can still name.
+    fn collect(&self) {
+        // SAFETY: a live timeline semaphore of this device.
+        let done = match unsafe { self.raw.get_semaphore_counter_value(self.serial_sem) } {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let ready: Vec<Burial> = {
+            let mut g = lock(&self.graveyard);
+            if g.is_empty() {
+                return;
+            }
+            let (ready, wait): (Vec<_>, Vec<_>) = g.drain(..).partition(|(s, _)| *s < done);
+            *g = wait;
+            ready.into_iter().map(|(_, f)| f).collect()
+        };
+        for f in ready {
+            f(&self.raw);
+        }
     }
 
     /// Blocks until the queue is idle (device teardown).
@@ -260,8 +347,15 @@ impl Device {
 impl Drop for Device {
     fn drop(&mut self) {
         self.wait_idle();
+        let buried: Vec<(u64, Burial)> = std::mem::take(&mut *lock(&self.graveyard));
+        for (_, f) in buried {
+            f(&self.raw);
+        }
         // SAFETY: every child handle holds an Arc of this device, so none is
         // left; the queue is idle.
-        unsafe { self.raw.destroy_device(None) };
+        unsafe {
+            self.raw.destroy_semaphore(self.serial_sem, None);
+            self.raw.destroy_device(None);
+        }
     }
 }

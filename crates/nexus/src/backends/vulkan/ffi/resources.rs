@@ -164,13 +164,16 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        let d = self.device.raw();
-        // SAFETY: the owner drops a buffer only once no queued work uses it
-        // (deferred release); unmapping is implied by freeing.
-        unsafe {
-            d.destroy_buffer(self.raw, None);
-            d.free_memory(self.memory, None);
-        }
+        let (raw, memory) = (self.raw, self.memory);
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: the owner drops a buffer only once no queued work uses
+            // it, and the queue is done with it (buried); unmapping is
+            // implied by freeing.
+            unsafe {
+                d.destroy_buffer(raw, None);
+                d.free_memory(memory, None);
+            }
+        }));
     }
 }
 
@@ -197,7 +200,8 @@ impl ShaderModule {
 
 impl Drop for ShaderModule {
     fn drop(&mut self) {
-        // SAFETY: a module may be destroyed once pipelines are created.
+        // SAFETY: a module may be destroyed once pipelines are created, and
+        // no submission names a module.
         unsafe { self.device.raw().destroy_shader_module(self.raw, None) };
     }
 }
@@ -259,15 +263,17 @@ impl PipelineLayout {
 
 impl Drop for PipelineLayout {
     fn drop(&mut self) {
-        let d = self.device.raw();
-        // SAFETY: pipelines and descriptor sets made with this layout hold
-        // an Arc of it, so none is left; null handles are ignored.
-        unsafe {
-            d.destroy_pipeline_layout(self.raw, None);
-            for sl in &self.set_layouts {
-                d.destroy_descriptor_set_layout(*sl, None);
+        let (raw, set_layouts) = (self.raw, std::mem::take(&mut self.set_layouts));
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: pipelines and descriptor sets made with this layout
+            // hold an Arc of it, so none is left; null handles are ignored.
+            unsafe {
+                d.destroy_pipeline_layout(raw, None);
+                for sl in &set_layouts {
+                    d.destroy_descriptor_set_layout(*sl, None);
+                }
             }
-        }
+        }));
     }
 }
 
@@ -321,9 +327,12 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        // SAFETY: command buffers recorded with the pipeline hold an Arc of
-        // it and are dropped only after their work completed.
-        unsafe { self.device.raw().destroy_pipeline(self.raw, None) };
+        let raw = self.raw;
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: schedules recorded with the pipeline hold an Arc of it
+            // until their work completed, and the queue is done with it.
+            unsafe { d.destroy_pipeline(raw, None) };
+        }));
     }
 }
 
@@ -426,8 +435,12 @@ impl DescriptorSet {
 
 impl Drop for DescriptorSet {
     fn drop(&mut self) {
-        // SAFETY: dropped only once no recorded work that uses it is pending.
-        unsafe { self.device.raw().destroy_descriptor_pool(self.pool, None) };
+        let pool = self.pool;
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: dropped only once no work that uses it is pending, and
+            // the queue is done with it.
+            unsafe { d.destroy_descriptor_pool(pool, None) };
+        }));
     }
 }
 
@@ -589,9 +602,13 @@ impl CommandBuffer {
 
 impl Drop for CommandBuffer {
     fn drop(&mut self) {
-        // SAFETY: the owner drops a command buffer only once no submission
-        // of it is pending; destroying the pool frees the buffer.
-        unsafe { self.device.raw().destroy_command_pool(self.pool, None) };
+        let pool = self.pool;
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: the owner drops a command buffer only once no
+            // submission of it is pending, and the queue is done with it;
+            // destroying the pool frees the buffer.
+            unsafe { d.destroy_command_pool(pool, None) };
+        }));
     }
 }
 
@@ -657,7 +674,11 @@ impl Semaphore {
 
 impl Drop for Semaphore {
     fn drop(&mut self) {
-        // SAFETY: owners keep a semaphore until no queued operation names it.
-        unsafe { self.device.raw().destroy_semaphore(self.raw, None) };
+        let raw = self.raw;
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: owners keep a semaphore until no queued operation
+            // names it, and the queue is done with it.
+            unsafe { d.destroy_semaphore(raw, None) };
+        }));
     }
 }
