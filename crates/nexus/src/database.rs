@@ -1,9 +1,12 @@
 //! The device-info database: one JSON file per architecture, shipped inside
 //! the library (`device_lib/`), plus user folders from `NEXUS_DEVICE_PATH`.
 //!
-//! Every file is validated against `schema/device.schema.json`. A bad user
-//! file is skipped with one warning on the `nexus` logger naming the file and
-//! the problem; it never breaks the other entries. Loaded on first use.
+//! Every file is validated against `schema/device.schema.json`: shipped files
+//! against all of it, user files against the same schema with only
+//! [`USER_REQUIRED`] required (a user adding their own accelerator describes
+//! what they know). A bad user file is skipped with one warning on the
+//! `nexus` logger naming the file and the problem (the missing field, the bad
+//! value); it never breaks the other entries. Loaded on first use.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,24 +30,70 @@ pub struct Entry {
     pub origin: String,
 }
 
-fn validator() -> Result<&'static jsonschema::Validator> {
-    static VALIDATOR: OnceLock<std::result::Result<jsonschema::Validator, String>> =
-        OnceLock::new();
-    VALIDATOR
-        .get_or_init(|| {
-            let schema: Value = serde_json::from_str(SCHEMA)
-                .map_err(|e| format!("device schema is not JSON: {e}"))?;
-            jsonschema::validator_for(&schema).map_err(|e| format!("device schema is invalid: {e}"))
-        })
-        .as_ref()
-        .map_err(|e| Error::new(Status::InvalidValue, e.clone()))
+/// The fields a user entry (`NEXUS_DEVICE_PATH`) must have; shipped
+/// entries need every field the schema requires.
+pub const USER_REQUIRED: &[&str] = &["Name", "Vendor", "Type", "Architecture"];
+
+type Compiled = OnceLock<std::result::Result<jsonschema::Validator, String>>;
+
+fn compile_schema(cell: &'static Compiled, user: bool) -> Result<&'static jsonschema::Validator> {
+    cell.get_or_init(|| {
+        let mut schema: Value =
+            serde_json::from_str(SCHEMA).map_err(|e| format!("device schema is not JSON: {e}"))?;
+        if user {
+            schema["required"] = Value::from(USER_REQUIRED.to_vec());
+        }
+        jsonschema::validator_for(&schema).map_err(|e| format!("device schema is invalid: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| Error::new(Status::InvalidValue, e.clone()))
 }
 
-/// Parses and validates one architecture file's bytes; `name` labels errors.
+fn validator() -> Result<&'static jsonschema::Validator> {
+    static VALIDATOR: Compiled = OnceLock::new();
+    compile_schema(&VALIDATOR, false)
+}
+
+fn user_validator() -> Result<&'static jsonschema::Validator> {
+    static VALIDATOR: Compiled = OnceLock::new();
+    compile_schema(&VALIDATOR, true)
+}
+
+/// Parses and validates one architecture file's bytes against the full
+/// schema (shipped entries); `name` labels errors.
 pub fn parse_entry(name: &str, bytes: &[u8]) -> Result<Value> {
+    check_entry(name, bytes, validator()?, "")
+}
+
+/// Parses and validates a user entry: only [`USER_REQUIRED`] must be there,
+/// and whatever else it has must match the schema.
+pub fn parse_user_entry(name: &str, bytes: &[u8]) -> Result<Value> {
+    let value = check_entry(
+        name,
+        bytes,
+        user_validator()?,
+        " (a user entry needs Name, Vendor, Type and Architecture; every other field is optional)",
+    )?;
+    Ok(value)
+}
+
+fn check_entry(
+    name: &str,
+    bytes: &[u8],
+    validator: &jsonschema::Validator,
+    hint: &str,
+) -> Result<Value> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::new(Status::InvalidValue, format!("{name}: not valid JSON: {e}")))?;
-    let problems: Vec<String> = validator()?
+    if let Value::Object(map) = &value {
+        if let Some(missing) = USER_REQUIRED.iter().find(|f| !map.contains_key(**f)) {
+            return Err(Error::new(
+                Status::InvalidValue,
+                format!("{name}: the required field '{missing}' is missing{hint}"),
+            ));
+        }
+    }
+    let problems: Vec<String> = validator
         .iter_errors(&value)
         .take(3)
         .map(|e| {
@@ -116,7 +165,7 @@ fn read_user_file(file: &Path) -> Option<Entry> {
     let stem = file.file_stem()?.to_str()?.to_string();
     let parsed = std::fs::read(file)
         .map_err(|e| Error::new(Status::InvalidValue, format!("{label}: cannot read: {e}")))
-        .and_then(|bytes| parse_entry(&label, &bytes));
+        .and_then(|bytes| parse_user_entry(&label, &bytes));
     match parsed {
         Ok(value) => Some(Entry {
             name: stem,
@@ -254,7 +303,10 @@ fn overlay(base: &mut Value, top: &Value) {
 }
 
 fn typed_entries(list: &[Value]) -> bool {
-    !list.is_empty() && list.iter().all(|e| e.get("Type").is_some_and(Value::is_string))
+    !list.is_empty()
+        && list
+            .iter()
+            .all(|e| e.get("Type").is_some_and(Value::is_string))
 }
 
 #[cfg(test)]
@@ -316,6 +368,35 @@ mod tests {
         );
         let e = parse_entry("y.json", b"{not json").unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
+    }
+
+    #[test]
+    fn user_entries_need_only_four_fields() {
+        let minimal =
+            br#"{"Name": "Acme One", "Vendor": "Acme", "Type": "npu", "Architecture": "acme_1"}"#;
+        let v = parse_user_entry("acme.json", minimal).unwrap();
+        assert_eq!(v["Vendor"], "Acme");
+        // Shipped files still need the full schema.
+        let e = parse_entry("acme.json", minimal).unwrap_err();
+        assert!(e.message.contains("MemorySubsystem"), "{}", e.message);
+        // A missing field is named, with the file.
+        let e = parse_user_entry(
+            "acme.json",
+            br#"{"Name": "x", "Type": "gpu", "Architecture": "a"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("acme.json") && e.message.contains("'Vendor' is missing"),
+            "{}",
+            e.message
+        );
+        // Fields that are there are still checked against the schema.
+        let e = parse_user_entry(
+            "acme.json",
+            br#"{"Name": "x", "Vendor": "v", "Type": "toaster", "Architecture": "a"}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("toaster"), "{}", e.message);
     }
 
     #[test]
