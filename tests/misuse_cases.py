@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pathlib
 import pickle
 from typing import Any, Callable, Optional
 
 import nexus
+import nexus.catalog
 import numpy as np
 
 RELEASED = "was released"
@@ -213,16 +215,45 @@ def _context_manager_library(c: Ctx) -> Any:
     return lib.get_kernel("vadd")
 
 
+def _concrete_library(c: Ctx) -> pathlib.Path:
+    """The file the test library was loaded from: the build its catalog chose."""
+    try:
+        return pathlib.Path(c.kernels.get_property_str("CatalogFile"))
+    except nexus.Error:
+        return pathlib.Path(c.library_path)
+
+
 def _truncated_library(c: Ctx) -> Any:
-    data = pathlib.Path(c.library_path).read_bytes()
-    suffix = pathlib.Path(c.library_path).suffix
+    data = _concrete_library(c).read_bytes()
+    suffix = _concrete_library(c).suffix
     return c.device.load_library(c.file("truncated" + suffix, data[: len(data) // 2]))
 
 
 def _garbage_library(c: Ctx) -> Any:
     rng = np.random.default_rng(5)
-    suffix = pathlib.Path(c.library_path).suffix
+    suffix = _concrete_library(c).suffix
     return c.device.load_library(c.file("garbage" + suffix, rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()))
+
+
+def _catalog_manifest(c: Ctx, name: str, manifest: Any) -> pathlib.Path:
+    return c.file(name, json.dumps(manifest).encode())
+
+
+def _catalog_of(builds: list) -> dict:
+    return {"nexus-catalog": 1, "libraries": {"k": {"builds": builds}}}
+
+
+def _truncated_catalog(c: Ctx) -> Any:
+    manifest = pathlib.Path(c.library_path).parent / "nexus-catalog.json"
+    data = manifest.read_bytes()
+    return c.device.load_library(c.file("truncated-catalog.json", data[: len(data) // 2]))
+
+
+def _catalog_cubin_without_arch(c: Ctx) -> Any:
+    folder = c.tmp_path / "cubins"
+    folder.mkdir(exist_ok=True)
+    (folder / "k.cubin").write_bytes(b"not an ELF file")
+    return nexus.catalog.build(folder)
 
 
 def _wait_on_unsignalled_timeline(c: Ctx) -> Any:
@@ -312,8 +343,9 @@ CASES: list[Case] = [
     Case("construct_command", "Command", lambda c: nexus.Command(), TypeError, "cannot create"),
     Case("construct_properties", "Properties", lambda c: nexus.Properties(), TypeError, "cannot create"),
     # ---- Runtime
-    Case("runtime_device_index_huge", "Runtime", lambda c: c.runtime.get_device(2**40), nexus.Error, f"no device {2**40}"),
-    Case("runtime_device_index_beyond_int64", "Runtime", lambda c: c.runtime.get_device(2**80), ValueError, "out of range"),
+    Case("runtime_device_index_huge", "Runtime", lambda c: c.runtime.get_device(2**40), IndexError, f"no device {2**40}"),
+    Case("runtime_device_index_beyond_int64", "Runtime", lambda c: c.runtime.get_device(2**80), IndexError, f"no device {2**80}"),
+    Case("runtime_device_index_negative", "Runtime", lambda c: c.runtime.get_device(-1), IndexError, "no device -1"),
     Case("runtime_device_index_str", "Runtime", lambda c: c.runtime.get_device("0"), TypeError, "device id must be an int"),
     Case("runtime_device_index_float", "Runtime", lambda c: c.runtime.get_device(0.0), TypeError, "device id must be an int"),
     Case("runtime_device_index_none", "Runtime", lambda c: c.runtime.get_device(None), TypeError, "device id must be an int"),
@@ -322,6 +354,14 @@ CASES: list[Case] = [
     Case("runtime_property_wrong_type", "Runtime", lambda c: c.runtime.get_property_int("Name"), nexus.Error, "not an integer", "NXS_InvalidProperty"),
     # ---- Device
     Case("device_buffer_bad_dtype", "Device", lambda c: c.device.create_buffer(64, data_type=-3), ValueError, "unknown data_type -3"),
+    Case("device_buffer_dtype_object", "Device", lambda c: c.device.create_buffer(64, data_type=object), ValueError, "not one nexus buffers hold"),
+    Case("device_buffer_dtype_junk", "Device", lambda c: c.device.create_buffer(64, data_type="no-such-type"), TypeError, "data type must be"),
+    Case("device_buffer_shape_zero", "Device", lambda c: c.device.create_buffer((2, 0), nexus.data_type.F32), ValueError, "every dimension must be >= 1"),
+    Case("device_buffer_copy_false_readonly", "Device", lambda c: c.device.create_buffer(np.frombuffer(bytes(16), np.float32), copy=False), ValueError, "copy=False"),
+    Case("device_empty_negative", "Device", lambda c: c.device.empty(-4), ValueError, "every dimension must be >= 1"),
+    Case("device_empty_float_shape", "Device", lambda c: c.device.empty(4.0), TypeError, "shape must be an int or a tuple"),
+    Case("device_empty_huge", "Device", lambda c: c.device.empty((2**40, 2**40)), ValueError, "too large"),
+    Case("device_zeros_bad_dtype", "Device", lambda c: c.device.zeros(4, "complex128"), ValueError, "complex128"),
     Case("device_buffer_empty_2d", "Device", lambda c: c.device.create_buffer(np.zeros((0, 3), np.float32)), ValueError, "empty"),
     Case("device_buffer_object", "Device", lambda c: c.device.create_buffer(object()), TypeError, "Python objects"),
     Case("device_buffer_dict", "Device", lambda c: c.device.create_buffer({"a": 1}), TypeError, "Python objects"),
@@ -357,11 +397,32 @@ CASES: list[Case] = [
     Case("library_path_with_nul", "Device", lambda c: c.device.load_library("lib\0.so"), nexus.Error, "does not exist"),
     Case("library_path_none", "Device", lambda c: c.device.load_library(None), TypeError, "NoneType"),
     Case("library_path_list", "Device", lambda c: c.device.load_library(["a.so"]), TypeError, "list"),
+    # ---- kernel catalogs (load_library of a manifest; nexus.catalog.build)
+    Case("catalog_truncated_manifest", "Device", _truncated_catalog, nexus.Error, "truncated-catalog.json': not valid JSON", "NXS_InvalidLibrary"),
+    Case("catalog_newer_version", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "v2.json", {"nexus-catalog": 2, "libraries": {}})), nexus.Error, "version 2 is newer than this nexus reads (1)", "NXS_InvalidLibrary"),
+    Case("catalog_no_version", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "plain.json", {"libraries": {}})), nexus.Error, "not a nexus catalog", "NXS_InvalidLibrary"),
+    Case("catalog_unknown_build_field", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "typo.json", _catalog_of([{"runtime": "cpu", "fromat": "so", "file": "k.so"}]))), nexus.Error, "libraries.k.builds[0]: unknown field 'fromat'", "NXS_InvalidLibrary"),
+    Case("catalog_runtime_not_a_string", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "rt.json", _catalog_of([{"runtime": 7, "format": "so", "file": "k.so"}]))), nexus.Error, "builds[0].runtime: expected a non-empty string", "NXS_InvalidLibrary"),
+    Case("catalog_no_build_for_device", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "other.json", _catalog_of([{"runtime": "no_such_runtime", "format": "so", "arch": "z80", "file": "k.so"}]))), nexus.Error, "has no build for device", "NXS_InvalidLibrary"),
+    Case("catalog_build_file_missing", "Device", lambda c: c.device.load_library(_catalog_manifest(c, "gone.json", _catalog_of([{"runtime": c.device.get_property_str("Runtime"), "format": "cuda", "kind": "source", "file": "gone.src"}]))), nexus.Error, "the file of build 'gone.src' does not exist", "NXS_InvalidLibrary"),
+    Case("catalog_unknown_library", "Device", lambda c: c.device.load_library(pathlib.Path(c.library_path).parent / "no_such_library"), nexus.Error, "has no library 'no_such_library'", "NXS_InvalidLibrary"),
+    Case("catalog_bytes_relative_file", "Device", lambda c: c.device.load_library(json.dumps(_catalog_of([{"runtime": c.device.get_property_str("Runtime"), "format": "so", "kind": "binary", "file": "k.so"}])).encode()), nexus.Error, "has no folder", "NXS_InvalidLibrary"),
+    Case("catalog_build_missing_folder", "module", lambda c: nexus.catalog.build(c.tmp_path / "missing"), ValueError, "is not a folder"),
+    Case("catalog_build_empty_folder", "module", lambda c: nexus.catalog.build(c.tmp_path), ValueError, "holds no kernel build"),
+    Case("catalog_build_cubin_without_arch", "module", _catalog_cubin_without_arch, ValueError, "cannot tell the architecture"),
     Case("opencl_build_error", "Device", lambda c: c.device.load_library(b"__kernel void k(__global float *x) { x[0] = no_such_name; }"), nexus.Error, "no_such_name", "NXS_CompileError", needs="opencl"),
     Case("opencl_spirv_not_taken", "Device", lambda c: c.device.load_library(np.array([0x07230203, 0x00010000, 0, 1, 0], dtype="<u4").tobytes()), nexus.Error, "SPIR-V", needs="opencl"),
     Case("opencl_scalar_for_buffer", "Command", _opencl_scalar_for_buffer, ValueError, "argument 0 is a int64 scalar, but its parameter 0 is 'a'", needs="opencl"),
     # ---- Buffer
     Case("buffer_copy_none", "Buffer", lambda c: c.buf().copy(None), TypeError, "NoneType"),
+    Case("buffer_slice_int", "Buffer", lambda c: c.buf()[3], TypeError, "slices"),
+    Case("buffer_slice_str", "Buffer", lambda c: c.buf()["a"], TypeError, "slices"),
+    Case("buffer_slice_step", "Buffer", lambda c: c.buf()[::2], ValueError, "step 1"),
+    Case("buffer_slice_empty", "Buffer", lambda c: c.buf()[4:4], IndexError, "empty"),
+    Case("buffer_slice_released", "Buffer", lambda c: c.released(c.buf())[0:4], IndexError, RELEASED),
+    Case("buffer_numpy_released", "Buffer", lambda c: c.released(c.buf()).numpy(copy=True), nexus.Error, RELEASED, "NXS_Released"),
+    Case("buffer_data_ptr_released", "Buffer", lambda c: c.released(c.buf()).data_ptr(), nexus.Error, RELEASED, "NXS_Released"),
+    Case("buffer_get_data_released", "Buffer", lambda c: c.released(c.buf()).get_data(), nexus.Error, RELEASED, "NXS_Released"),
     Case("buffer_copy_too_small_bytearray", "Buffer", lambda c: c.buf(16).copy(bytearray(63)), ValueError, "holds 63 bytes"),
     Case("buffer_copy_released", "Buffer", lambda c: c.released(c.buf()).copy(np.empty(16, np.float32)), nexus.Error, RELEASED, "NXS_Released"),
     Case("buffer_write_released", "Buffer", lambda c: c.released(c.buf()).write(np.zeros(16, np.float32)), nexus.Error, RELEASED, "NXS_Released"),
@@ -411,7 +472,6 @@ CASES: list[Case] = [
     Case("schedule_wait_str_value", "Schedule", lambda c: c.device.create_schedule().create_wait_command(c.device.create_event(), "1"), TypeError, "event value must be an int"),
     Case("schedule_run_stream_str", "Schedule", lambda c: c.device.create_schedule().run("stream0"), TypeError, "Stream"),
     Case("schedule_run_blocking_str", "Schedule", lambda c: c.device.create_schedule().run(None, "yes"), TypeError, "bool"),
-    Case("schedule_run_empty_nonblocking", "Schedule", lambda c: c.device.create_schedule().run(blocking=False), nexus.Error, "no commands"),
     Case("schedule_run_unfinalized", "Schedule", _unfinalized_run, nexus.Error, "was never finalized"),
     Case("schedule_run_unset_argument", "Schedule", _unset_arg_run, ValueError, "argument 1 is not set"),
     Case("schedule_run_unset_gap", "Schedule", _unset_last_arg_run, ValueError, "argument 3 is not set"),
@@ -425,6 +485,10 @@ CASES: list[Case] = [
     Case("command_double_finalize", "Command", _double_finalize, nexus.Error, "already finalized"),
     Case("command_finalize_after_run", "Command", _double_finalize_after_run, nexus.Error, "already finalized"),
     Case("command_finalize_none_grid", "Command", lambda c: c.vadd().finalize(16, None), TypeError, "grid_size"),
+    Case("command_finalize_grid_and_groups", "Command", lambda c: c.vadd().finalize(16, 16, num_groups=1), TypeError, "not both"),
+    Case("command_finalize_groups_axes", "Command", lambda c: c.vadd().finalize([4, 1], num_groups=[4]), ValueError, "as many axes"),
+    Case("command_finalize_groups_zero", "Command", lambda c: c.vadd().finalize(4, num_groups=0), ValueError, ">= 1"),
+    Case("command_set_arg_host_array", "Command", lambda c: c.vadd().set_arg(0, np.ones(16, np.float32)), TypeError, "create_buffer"),
     Case("command_finalize_zero_axis", "Command", lambda c: c.vadd().finalize([1, 1, 1], [16, 0, 1]), ValueError, "grid_size"),
     Case("command_finalize_negative_shared", "Command", lambda c: c.vadd().finalize(16, 16, shared_memory=-1), ValueError, "shared_memory"),
     Case("command_finalize_huge_shared", "Command", lambda c: c.vadd().finalize(16, 16, shared_memory=2**40), ValueError, "shared_memory"),

@@ -121,7 +121,7 @@ def require_cpu(device: nexus.Device) -> None:
 
 
 def read(buf: nexus.Buffer, dtype=np.float32, timeout: float = HANG_GUARD) -> np.ndarray:
-    out = np.empty(buf.size // np.dtype(dtype).itemsize, dtype)
+    out = np.empty(buf.nbytes // np.dtype(dtype).itemsize, dtype)
     within(lambda: buf.copy(out), timeout, "Buffer.copy")
     return out
 

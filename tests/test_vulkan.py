@@ -44,7 +44,7 @@ def run(device, kernel, args, group, grid, stream=None, **kw):
 
 
 def read(buf, dtype=np.float32):
-    out = np.empty(buf.size // np.dtype(dtype).itemsize, dtype)
+    out = np.empty(buf.nbytes // np.dtype(dtype).itemsize, dtype)
     buf.copy(out)
     return out
 

@@ -21,6 +21,7 @@ from ._nexus import (
     Runtime,
     Schedule,
     Stream,
+    __version__,
     create_buffer,
     get_device_info,
     get_runtime,
@@ -31,6 +32,7 @@ from ._nexus import (
 
 __all__ = [
     "MAX_KERNEL_ARGS",
+    "__version__",
     "Buffer",
     "Command",
     "Device",

@@ -104,11 +104,31 @@ pub fn dims(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
     )))
 }
 
-/// A host array as raw bytes: its address, its size and element type.
+/// A host array as raw bytes: its address, its size, element type and shape.
 pub struct HostView {
     pub ptr: usize,
     pub len: usize,
     pub data_type: DataType,
+    pub shape: Vec<usize>,
+}
+
+/// A host object that is not a buffer-protocol object but describes host
+/// memory through the array interface or DLPack (a torch CPU tensor, a
+/// JAX CPU array ...), as a numpy array over the same memory.
+fn host_protocol_array<'py>(
+    np: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if obj.hasattr("__array_interface__")? {
+        return np.call_method1("asarray", (obj,)).map(Some);
+    }
+    if obj.hasattr("__dlpack__")? && obj.hasattr("__dlpack_device__")? {
+        let (device_type, _): (i32, i32) = obj.call_method0("__dlpack_device__")?.extract()?;
+        if device_type == 1 {
+            return np.call_method1("from_dlpack", (obj,)).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// Any buffer-protocol object (numpy arrays first) as a C-contiguous numpy
@@ -144,10 +164,22 @@ pub fn host_array<'py>(
                 Ok(view) => np
                     .call_method1("asarray", (view,))
                     .map_err(|_| type_error())?,
-                Err(_) if allow_copy && !obj.is_none() => np
-                    .call_method1("asarray", (obj,))
-                    .map_err(|_| type_error())?,
-                Err(_) => return Err(type_error()),
+                Err(_) => match host_protocol_array(&np, obj) {
+                    Ok(Some(arr)) => arr,
+                    Ok(None) | Err(_) if allow_copy && !obj.is_none() => np
+                        .call_method1("asarray", (obj,))
+                        .map_err(|_| type_error())?,
+                    Ok(None) => return Err(type_error()),
+                    Err(e) => {
+                        return Err(PyTypeError::new_err(format!(
+                            "{what}: cannot use {} as host memory: {e}",
+                            obj.get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        )))
+                    }
+                },
             }
         };
     let mut arr = arr;
@@ -198,6 +230,7 @@ pub fn host_array<'py>(
         ptr,
         len,
         data_type: DataType::from_numpy_name(&dtype_name),
+        shape: a.shape().to_vec(),
     };
     Ok((arr, view))
 }
@@ -232,4 +265,51 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>
             d.into_any()
         }
     })
+}
+
+/// An element type given as a `nexus.data_type` member (or its int code),
+/// a numpy dtype, a numpy scalar type (`np.float32`) or a name ("float32").
+pub fn data_type_of(obj: &Bound<'_, PyAny>) -> PyResult<DataType> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        let code: i64 = obj.extract()?;
+        return DataType::from_code(code).py();
+    }
+    let name: String = match py.import("numpy")?.call_method1("dtype", (obj,)) {
+        Ok(dt) => dt.getattr("name")?.extract()?,
+        Err(_) => {
+            return Err(PyTypeError::new_err(format!(
+                "data type must be a nexus.data_type member, a numpy dtype or a type name, got {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            )))
+        }
+    };
+    match DataType::from_numpy_name(&name) {
+        DataType::Undefined => Err(PyValueError::new_err(format!(
+            "data type {name} is not one nexus buffers hold (float16/32/64, bfloat16, int8-64, uint8-64, bool)"
+        ))),
+        dt => Ok(dt),
+    }
+}
+
+/// A shape: an int or a tuple/list of ints, each >= 1.
+pub fn shape_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<usize>> {
+    let dims: Vec<i64> = if obj.is_instance_of::<PyInt>() {
+        vec![strict_int(obj, what)?]
+    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        obj.try_iter()?
+            .map(|x| strict_int(&x?, what))
+            .collect::<PyResult<_>>()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int or a tuple of ints, got {}",
+            obj.get_type().name()?
+        )));
+    };
+    if dims.is_empty() || dims.iter().any(|&d| d < 1) {
+        return Err(PyValueError::new_err(format!(
+            "{what} {dims:?} is invalid: every dimension must be >= 1"
+        )));
+    }
+    Ok(dims.into_iter().map(|d| d as usize).collect())
 }

@@ -59,7 +59,7 @@ struct DLManagedTensor {
 #[repr(C)]
 struct Export {
     tensor: DLManagedTensor,
-    shape: [i64; 1],
+    shape: Box<[i64]>,
     _memory: Arc<dyn Any + Send + Sync>,
 }
 
@@ -128,9 +128,9 @@ impl PyBuffer {
         let memory = self.inner.keep_alive().py()?;
         let _ = self.exported.set(memory);
         let dt = self.inner.data_type();
-        let (item, ts) = (dt.size().max(1), dt.typestr());
+        let ts = dt.typestr();
         let d = PyDict::new(py);
-        d.set_item("shape", PyTuple::new(py, [self.inner.size() / item])?)?;
+        d.set_item("shape", PyTuple::new(py, self.inner.shape())?)?;
         d.set_item("typestr", ts)?;
         d.set_item("data", (self.inner.address().py()?, false))?;
         d.set_item("version", 3)?;
@@ -155,6 +155,7 @@ impl PyBuffer {
             ));
         }
         let (dev_type, dev_id) = self.__dlpack_device__()?;
+        let shape: Vec<i64> = self.inner.shape().iter().map(|&d| d as i64).collect();
         if let Some(want) = dl_device {
             if !want.is_none() {
                 let (t, i): (i32, i32) = want.extract()?;
@@ -165,14 +166,11 @@ impl PyBuffer {
         }
         self.wait_uses(py)?;
         let (code, bits) = self.inner.data_type().dlpack();
-        let (dtype, item) = (
-            DLDataType {
-                code,
-                bits,
-                lanes: 1,
-            },
-            bits as usize / 8,
-        );
+        let dtype = DLDataType {
+            code,
+            bits,
+            lanes: 1,
+        };
         let mut export = Box::new(Export {
             tensor: DLManagedTensor {
                 dl_tensor: DLTensor {
@@ -181,7 +179,7 @@ impl PyBuffer {
                         device_type: dev_type,
                         device_id: dev_id,
                     },
-                    ndim: 1,
+                    ndim: shape.len() as i32,
                     dtype,
                     shape: std::ptr::null_mut(),
                     strides: std::ptr::null_mut(),
@@ -190,7 +188,7 @@ impl PyBuffer {
                 manager_ctx: std::ptr::null_mut(),
                 deleter: Some(export_deleter),
             },
-            shape: [(self.inner.size() / item) as i64],
+            shape: shape.into_boxed_slice(),
             _memory: self.inner.keep_alive().py()?,
         });
         export.tensor.dl_tensor.shape = export.shape.as_mut_ptr();
@@ -224,7 +222,13 @@ impl PyBuffer {
             MemoryDomain::Host => 0,
             _ => device.native_ordinal() as i32,
         };
-        Ok((domain.dlpack_device_type(), id))
+        match domain.dlpack_device_type() {
+            Some(code) => Ok((code, id)),
+            None => Err(PyBufferError::new_err(format!(
+                "{} has no memory address other libraries can use; copy it to the host with buffer.numpy()",
+                self.inner.label()
+            ))),
+        }
     }
 }
 
@@ -444,4 +448,24 @@ pub fn try_import(
     // core's policy (`nexus::interop`).
     let buffer = py.detach(|| nexus::interop::import(device, found)).py()?;
     Ok(Some(PyBuffer::new(buffer)))
+}
+
+/// A device array (CUDA array interface or DLPack) on `device`, as a buffer
+/// over the same memory; `None` when it is not memory of that device.
+pub fn import_in_place(
+    device: &nexus::Device,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<Option<PyBuffer>> {
+    let py = data.py();
+    let found = match from_cuda_array_interface(data)? {
+        Some(f) => f,
+        None => match from_dlpack(data)? {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+    };
+    let buffer = py
+        .detach(|| nexus::interop::import_in_place(device, found))
+        .py()?;
+    Ok(buffer.map(PyBuffer::new))
 }

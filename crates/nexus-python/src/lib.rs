@@ -62,10 +62,14 @@ fn lookup_device_info(name: &str) -> Option<PyProperties> {
 
 /// A system (host) buffer from a size in bytes or an array.
 #[pyfunction]
-#[pyo3(signature = (data, data_type=None))]
-fn create_buffer(data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<PyBuffer> {
+#[pyo3(signature = (data, data_type=None, *, copy=true))]
+fn create_buffer(
+    data: &Bound<'_, PyAny>,
+    data_type: Option<&Bound<'_, PyAny>>,
+    copy: bool,
+) -> PyResult<PyBuffer> {
     let device = nexus::system_device().py()?;
-    create_buffer_on(&device, data, data_type)
+    create_buffer_on(&device, data, data_type, copy)
 }
 
 /// Name tables of the core, so the Python enums can be checked against them.
@@ -118,5 +122,6 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(create_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(_enum_tables, m)?)?;
     m.add("MAX_KERNEL_ARGS", nexus::MAX_KERNEL_ARGS)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

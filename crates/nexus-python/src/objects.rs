@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PySlice, PyString, PyTuple};
 
 use nexus::LibrarySource;
 use nexus::{DataType, EventType, Scalar};
 
-use crate::convert::{dims, host_array, strict_int};
+use crate::convert::{data_type_of, dims, host_array, shape_of, strict_int};
 use crate::errors::{success, IntoPyResult};
 use crate::properties::{property_getters, PyProperties};
 
@@ -61,10 +61,41 @@ impl PyRuntime {
             .collect()
     }
     fn get_device(&self, id: &Bound<'_, PyAny>) -> PyResult<PyDevice> {
-        let id = strict_int(id, "device id")?;
+        if id.is_instance_of::<PyBool>() || !id.is_instance_of::<PyInt>() {
+            strict_int(id, "device id")?;
+        }
+        let id: i128 = match id.extract() {
+            Ok(v) => v,
+            Err(_) => {
+                return Err(PyIndexError::new_err(format!(
+                    "runtime '{}' has no device {}",
+                    self.inner.name(),
+                    id.repr()?
+                )))
+            }
+        };
+        let count = self.inner.devices().len();
+        if id < 0 || id >= count as i128 {
+            return Err(PyIndexError::new_err(format!(
+                "runtime '{}' has no device {id} ({count} devices)",
+                self.inner.name()
+            )));
+        }
         Ok(PyDevice {
-            inner: self.inner.device(id).py()?,
+            inner: self.inner.device(id as i64).py()?,
         })
+    }
+    /// A buffer on the runtime's first device (upstream's `runtime.create_buffer`).
+    #[pyo3(signature = (data, data_type=None))]
+    fn create_buffer(
+        &self,
+        data: &Bound<'_, PyAny>,
+        data_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyBuffer> {
+        let device = self.inner.devices().first().cloned().ok_or_else(|| {
+            PyIndexError::new_err(format!("runtime '{}' has no device", self.inner.name()))
+        })?;
+        create_buffer_on(&device, data, data_type, true)
     }
     fn get_name(&self) -> &'static str {
         self.inner.name()
@@ -96,36 +127,45 @@ impl PyDevice {
 }
 property_getters!(PyDevice);
 
-/// `create_buffer(size | array)` on any device.
+/// `create_buffer(size | shape | array, data_type=None, copy=True)` on any device.
 pub fn create_buffer_on(
     device: &nexus::Device,
     data: &Bound<'_, PyAny>,
-    data_type: Option<i64>,
+    data_type: Option<&Bound<'_, PyAny>>,
+    copy: bool,
 ) -> PyResult<PyBuffer> {
     let py = data.py();
+    let dt_arg = data_type
+        .filter(|d| !d.is_none())
+        .map(data_type_of)
+        .transpose()?;
     if data.is_instance_of::<PyInt>() {
+        // A size in bytes, as the specification has it.
         let size = strict_int(data, "buffer size")?;
-        let dt = match data_type {
-            Some(code) => DataType::from_code(code).py()?,
-            None => DataType::U8,
-        };
+        let dt = dt_arg.unwrap_or(DataType::U8);
         let buf = py.detach(|| device.create_buffer(size, dt)).py()?;
         return Ok(PyBuffer::new(buf));
     }
-    if let Some(buf) = crate::interop::try_import(device, data, data_type)? {
+    if data.is_instance_of::<PyTuple>() {
+        // A shape (upstream's `create_buffer(shape, data_type)`).
+        let dt = dt_arg.unwrap_or(DataType::F32);
+        return empty_on(device, data, dt, false);
+    }
+    if !copy {
+        return wrap_host_on(device, data, dt_arg);
+    }
+    let code = dt_arg.map(|d| d as i64);
+    if let Some(buf) = crate::interop::try_import(device, data, code)? {
         return Ok(buf);
     }
     if data.is_instance_of::<PyFloat>() || data.is_instance_of::<PyString>() || data.is_none() {
         return Err(PyTypeError::new_err(format!(
-            "create_buffer takes a size in bytes (int) or an array, got {}",
+            "create_buffer takes a size in bytes (int), a shape (tuple) or an array, got {}",
             data.get_type().name()?
         )));
     }
     let (_keep, view) = host_array(data, "create_buffer data", false, true)?;
-    let dt = match data_type {
-        Some(code) => DataType::from_code(code).py()?,
-        None => view.data_type,
-    };
+    let dt = dt_arg.unwrap_or(view.data_type);
     let (ptr, len) = (view.ptr, view.len);
     let buf = py
         .detach(|| {
@@ -134,6 +174,78 @@ pub fn create_buffer_on(
             device.create_buffer_from(bytes, dt)
         })
         .py()?;
+    keep_array_shape(&buf, dt_arg.is_none(), &view.shape);
+    Ok(PyBuffer::new(buf))
+}
+
+/// A buffer made from an array keeps the array's shape (when its element
+/// type is one nexus knows and was not overridden).
+fn keep_array_shape(buf: &nexus::Buffer, own_type: bool, shape: &[usize]) {
+    if own_type && buf.data_type() != DataType::Undefined && !shape.is_empty() {
+        let _ = buf.set_shape(shape.to_vec());
+    }
+}
+
+/// `create_buffer(array, copy=False)`: the device uses the host array's
+/// memory in place (host-memory devices only) and keeps the array alive.
+fn wrap_host_on(
+    device: &nexus::Device,
+    data: &Bound<'_, PyAny>,
+    data_type: Option<DataType>,
+) -> PyResult<PyBuffer> {
+    if device.memory_domain() != nexus::MemoryDomain::Host {
+        return Err(PyValueError::new_err(format!(
+            "create_buffer(copy=False) wraps host memory, which device {} cannot use in place; pass copy=True",
+            device.label()
+        )));
+    }
+    let (arr, view) = host_array(data, "create_buffer data", true, false).map_err(|e| {
+        PyValueError::new_err(format!(
+            "create_buffer(copy=False) needs a writable, C-contiguous host array: {}",
+            e.value(data.py())
+        ))
+    })?;
+    nexus::Buffer::check_data_size(view.len).py()?;
+    let owner: std::sync::Arc<dyn std::any::Any + Send + Sync> = std::sync::Arc::new(arr.unbind());
+    let dt = data_type.unwrap_or(view.data_type);
+    let buf = device
+        .wrap_device_memory(view.ptr as u64, view.len, dt, owner)
+        .py()?;
+    keep_array_shape(&buf, data_type.is_none(), &view.shape);
+    Ok(PyBuffer::new(buf))
+}
+
+/// `device.empty(shape, dtype)` (and `zeros`).
+fn empty_on(
+    device: &nexus::Device,
+    shape: &Bound<'_, PyAny>,
+    dt: DataType,
+    zero: bool,
+) -> PyResult<PyBuffer> {
+    let py = shape.py();
+    let shape = shape_of(shape, "shape")?;
+    let elements = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .and_then(|n| n.checked_mul(dt.size().max(1) as u64))
+        .filter(|&n| n <= nexus::MAX_BUFFER_BYTES)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "shape {shape:?} of {} is too large for one buffer",
+                dt.numpy_name()
+            ))
+        })?;
+    let size = elements as i64;
+    let buf = py
+        .detach(|| -> nexus::Result<nexus::Buffer> {
+            let buf = device.create_buffer(size, dt)?;
+            if zero {
+                buf.write(&vec![0u8; size as usize])?;
+            }
+            Ok(buf)
+        })
+        .py()?;
+    buf.set_shape(shape).py()?;
     Ok(PyBuffer::new(buf))
 }
 
@@ -144,9 +256,60 @@ impl PyDevice {
             inner: self.inner.info(),
         }
     }
-    #[pyo3(signature = (data, data_type=None))]
-    fn create_buffer(&self, data: &Bound<'_, PyAny>, data_type: Option<i64>) -> PyResult<PyBuffer> {
-        create_buffer_on(&self.inner, data, data_type)
+    #[pyo3(signature = (data, data_type=None, *, copy=true))]
+    fn create_buffer(
+        &self,
+        data: &Bound<'_, PyAny>,
+        data_type: Option<&Bound<'_, PyAny>>,
+        copy: bool,
+    ) -> PyResult<PyBuffer> {
+        create_buffer_on(&self.inner, data, data_type, copy)
+    }
+    /// A buffer of `shape` elements of `dtype`, contents undefined.
+    #[pyo3(signature = (shape, dtype=None))]
+    fn empty(
+        &self,
+        shape: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyBuffer> {
+        let dt = dtype
+            .filter(|d| !d.is_none())
+            .map(data_type_of)
+            .transpose()?;
+        empty_on(&self.inner, shape, dt.unwrap_or(DataType::F32), false)
+    }
+    /// A buffer of `shape` elements of `dtype`, all zero.
+    #[pyo3(signature = (shape, dtype=None))]
+    fn zeros(
+        &self,
+        shape: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyBuffer> {
+        let dt = dtype
+            .filter(|d| !d.is_none())
+            .map(data_type_of)
+            .transpose()?;
+        empty_on(&self.inner, shape, dt.unwrap_or(DataType::F32), true)
+    }
+    /// Buffers made on this device that are alive and not released.
+    fn get_buffers(&self) -> Vec<PyBuffer> {
+        self.inner
+            .buffers()
+            .into_iter()
+            .map(PyBuffer::new)
+            .collect()
+    }
+    fn get_libraries(&self) -> Vec<PyLibrary> {
+        let all = self.inner.libraries().into_iter();
+        all.map(|inner| PyLibrary { inner }).collect()
+    }
+    fn get_streams(&self) -> Vec<PyStream> {
+        let all = self.inner.streams().into_iter();
+        all.map(|inner| PyStream { inner }).collect()
+    }
+    fn get_schedules(&self) -> Vec<PySchedule> {
+        let all = self.inner.schedules().into_iter();
+        all.map(|inner| PySchedule { inner }).collect()
     }
     fn copy_buffer(&self, py: Python<'_>, buffer: PyRef<'_, PyBuffer>) -> PyResult<PyBuffer> {
         let src = buffer.inner.clone();
@@ -267,21 +430,159 @@ impl PyBuffer {
         .py()?;
         Ok(success(py))
     }
-    #[getter]
-    fn size(&self) -> usize {
-        self.inner.size()
+    /// Elements (numpy's `size`); `nbytes` and `get_size()` are bytes.
+    #[getter(size)]
+    fn element_count(&self) -> usize {
+        self.inner.size() / self.inner.itemsize()
     }
     #[getter]
     fn nbytes(&self) -> usize {
         self.inner.size()
+    }
+    /// Bytes, as upstream nexus names it.
+    #[pyo3(name = "get_size")]
+    fn size_in_bytes(&self) -> usize {
+        self.inner.size()
+    }
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.shape())
+    }
+    #[getter]
+    fn ndim(&self) -> usize {
+        self.inner.shape().len()
+    }
+    #[getter]
+    fn itemsize(&self) -> usize {
+        self.inner.itemsize()
+    }
+    /// Bytes between consecutive elements of each axis (C order).
+    #[getter]
+    fn strides<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let shape = self.inner.shape();
+        let mut strides = vec![self.inner.itemsize(); shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        PyTuple::new(py, strides)
+    }
+    /// The element type as a numpy dtype (uint8 for raw bytes).
+    #[getter]
+    fn dtype<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let dt = self.inner.data_type();
+        let name = match dt {
+            DataType::Undefined => "uint8",
+            DataType::BF16 => "<V2",
+            other => other.numpy_name(),
+        };
+        py.import("numpy")?.call_method1("dtype", (name,))
+    }
+    /// The address kernels receive (a host pointer on the CPU, a device
+    /// pointer on a GPU).
+    fn data_ptr(&self) -> PyResult<u64> {
+        self.inner.address().py()
+    }
+    /// The contents as bytes (a copy).
+    fn get_data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = vec![0u8; self.inner.size()];
+        wait_in_slices(py, None, |t| self.inner.wait_idle(t))?;
+        py.detach(|| self.inner.read(&mut out)).py()?;
+        Ok(PyBytes::new(py, &out))
+    }
+    /// The contents as a numpy array of the buffer's shape and dtype: a
+    /// view of the memory where the host can address it (the CPU runtime),
+    /// else a copy. `copy=True` always copies; `copy=False` refuses to.
+    #[pyo3(signature = (copy=None))]
+    fn numpy<'py>(slf: &Bound<'py, Self>, copy: Option<bool>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        let np = py.import("numpy")?;
+        let host = me.inner.device().memory_domain() == nexus::MemoryDomain::Host;
+        if host && copy != Some(true) {
+            return np.call_method1("asarray", (slf,));
+        }
+        if copy == Some(false) {
+            return Err(PyValueError::new_err(format!(
+                "{} is not host memory: numpy(copy=False) cannot view it",
+                me.inner.label()
+            )));
+        }
+        let out = np.call_method1("empty", (me.shape(py)?, me.dtype(py)?))?;
+        me.copy(py, &out)?;
+        Ok(out)
+    }
+    /// numpy's conversion protocol: `np.asarray(buffer)`.
+    #[pyo3(signature = (dtype=None, copy=None))]
+    fn __array__<'py>(
+        slf: &Bound<'py, Self>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arr = Self::numpy(slf, copy)?;
+        match dtype {
+            Some(dt) if !dt.is_none() => arr.call_method1("astype", (dt,)),
+            _ => Ok(arr),
+        }
+    }
+    /// The array interface (v3) of a host-memory buffer: numpy and others
+    /// read and write it in place. Runs that use the buffer finish first,
+    /// and the memory then lives as long as this object.
+    #[getter(__array_interface__)]
+    fn array_interface<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if self.inner.device().memory_domain() != nexus::MemoryDomain::Host {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(
+                "__array_interface__ exists only on buffers in host memory (the CPU runtime)",
+            ));
+        }
+        wait_in_slices(py, None, |t| self.inner.wait_idle(t))?;
+        let memory = self.inner.keep_alive().py()?;
+        let _ = self.exported.set(memory);
+        let d = PyDict::new(py);
+        d.set_item("shape", self.shape(py)?)?;
+        d.set_item("typestr", self.dtype(py)?.getattr("str")?)?;
+        d.set_item("data", (self.inner.address().py()?, false))?;
+        d.set_item("strides", py.None())?;
+        d.set_item("version", 3)?;
+        Ok(d)
+    }
+    /// `buffer[a:b]`: rows a..b of the first axis as a buffer over the same
+    /// memory (usable as a kernel argument; it keeps the memory alive).
+    fn __getitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<PyBuffer> {
+        let slice = key.cast::<PySlice>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "buffers are indexed by slices (buffer[a:b]), got {}",
+                key.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let rows = self.inner.shape().first().copied().unwrap_or(0);
+        let idx = slice.indices(rows as isize)?;
+        if idx.step != 1 {
+            return Err(PyValueError::new_err(format!(
+                "buffer slices must be contiguous (step 1), got step {}",
+                idx.step
+            )));
+        }
+        let (start, stop) = (
+            idx.start.max(0) as usize,
+            idx.stop.max(idx.start).max(0) as usize,
+        );
+        Ok(PyBuffer::new(
+            self.inner
+                .slice(start, stop)
+                .map_err(|e| PyIndexError::new_err(e.message))?,
+        ))
     }
     fn get_device(&self) -> PyDevice {
         PyDevice {
             inner: self.inner.device().clone(),
         }
     }
+    /// Rows of the first axis, as for a numpy array.
     fn __len__(&self) -> usize {
-        self.inner.size()
+        self.inner.shape().first().copied().unwrap_or(0)
     }
     fn __repr__(&self) -> String {
         let state = if self.inner.is_released() {
@@ -331,6 +632,24 @@ impl PyLibrary {
             inner: self.inner.kernel(&name).py()?,
         })
     }
+    /// The kernels the library lists (builtins, SPIR-V and OpenCL programs,
+    /// catalogs); empty where the format does not list them.
+    fn get_kernels(&self, py: Python<'_>) -> PyResult<Vec<PyKernel>> {
+        let names = py.detach(|| self.inner.kernel_names());
+        names
+            .iter()
+            .map(|n| {
+                Ok(PyKernel {
+                    inner: self.inner.kernel(n).py()?,
+                })
+            })
+            .collect()
+    }
+    fn get_info(&self) -> PyProperties {
+        PyProperties {
+            inner: self.inner.properties(),
+        }
+    }
     fn __repr__(&self) -> String {
         format!(
             "<nexus.Library '{}' on {}>",
@@ -357,6 +676,11 @@ impl PyKernel {
     #[getter]
     fn name(&self) -> String {
         self.inner.name().to_string()
+    }
+    fn get_info(&self) -> PyProperties {
+        PyProperties {
+            inner: self.inner.properties(),
+        }
     }
     fn __repr__(&self) -> String {
         format!(
@@ -588,6 +912,40 @@ impl PyCommand {
     fn properties_for_query(&self) -> nexus::Properties {
         self.inner.properties()
     }
+
+    /// An array argument: a device array on the command's device (torch,
+    /// CuPy, anything with `__dlpack__` or the CUDA array interface) becomes
+    /// a buffer over its memory; a host array is refused with the way out.
+    fn device_array(&self, index: i64, value: &Bound<'_, PyAny>) -> PyResult<Option<PyBuffer>> {
+        let np_scalar = value.py().import("numpy")?.getattr("generic")?;
+        if value.is_instance(&np_scalar)? {
+            return Ok(None);
+        }
+        let is_array = value.cast::<numpy::PyUntypedArray>().is_ok_and(|a| {
+            use numpy::PyUntypedArrayMethods;
+            a.ndim() > 0
+        }) || value.hasattr("__dlpack__")?
+            || value.hasattr("__cuda_array_interface__")?
+            || value.hasattr("__array_interface__")?;
+        if !is_array {
+            return Ok(None);
+        }
+        let device = self.inner.device();
+        let host = |why: &str| {
+            PyTypeError::new_err(format!(
+                "kernel argument {index} is a {} in {why}; kernels take buffers: pass device.create_buffer(array) (or a device array on {})",
+                value.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+                device.label()
+            ))
+        };
+        if device.memory_domain() == nexus::MemoryDomain::Host {
+            return Err(host("host memory"));
+        }
+        match crate::interop::import_in_place(device, value)? {
+            Some(buf) => Ok(Some(buf)),
+            None => Err(host("memory not on this device")),
+        }
+    }
 }
 property_getters!(PyCommand);
 
@@ -689,6 +1047,8 @@ impl PyCommand {
         let index = strict_int(index, "argument index")?;
         if let Ok(b) = value.cast::<PyBuffer>() {
             self.inner.set_buffer(index, &b.get().inner).py()?;
+        } else if let Some(buffer) = self.device_array(index, value)? {
+            self.inner.set_buffer(index, &buffer.inner).py()?;
         } else {
             self.inner
                 .set_scalar(index, scalar(value, data_type)?)
@@ -696,17 +1056,59 @@ impl PyCommand {
         }
         Ok(success(py))
     }
-    /// Fixes the launch: `group_size` work-items per group, `grid_size` work-items in total.
-    #[pyo3(signature = (group_size, grid_size, shared_memory=0))]
+    /// Fixes the launch: `group_size` work-items per group, and either
+    /// `grid_size` work-items in total or `num_groups` groups (CUDA-style
+    /// grids), exactly one of the two.
+    #[pyo3(signature = (group_size, grid_size=None, shared_memory=0, *, num_groups=None))]
     fn finalize(
         &self,
         py: Python<'_>,
         group_size: &Bound<'_, PyAny>,
-        grid_size: &Bound<'_, PyAny>,
+        grid_size: Option<&Bound<'_, PyAny>>,
         shared_memory: i64,
+        num_groups: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let group = dims(group_size, "group_size")?;
-        let grid = dims(grid_size, "grid_size")?;
+        let grid = match (
+            grid_size.filter(|g| !g.is_none()),
+            num_groups.filter(|g| !g.is_none()),
+        ) {
+            (Some(g), None) => dims(g, "grid_size")?,
+            (None, Some(n)) => {
+                let groups = dims(n, "num_groups")?;
+                if groups.len() != group.len() {
+                    return Err(PyValueError::new_err(format!(
+                        "num_groups {groups:?} and group_size {group:?} must have as many axes"
+                    )));
+                }
+                groups
+                    .iter()
+                    .zip(&group)
+                    .map(|(&n, &g)| {
+                        if n < 1 || g < 1 {
+                            return Err(PyValueError::new_err(format!(
+                                "num_groups {groups:?} and group_size {group:?} must be >= 1 on every axis"
+                            )));
+                        }
+                        n.checked_mul(g).ok_or_else(|| {
+                            PyValueError::new_err(format!(
+                                "num_groups {groups:?} times group_size {group:?} overflows"
+                            ))
+                        })
+                    })
+                    .collect::<PyResult<Vec<i64>>>()?
+            }
+            (Some(_), Some(_)) => {
+                return Err(PyTypeError::new_err(
+                    "finalize takes grid_size or num_groups, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(PyTypeError::new_err(
+                    "finalize needs grid_size (work-items in total) or num_groups (groups)",
+                ))
+            }
+        };
         self.inner.finalize(&group, &grid, shared_memory).py()?;
         Ok(success(py))
     }

@@ -30,6 +30,9 @@ pub(crate) struct BufferShared {
     pub(crate) usage: Arc<Usage>,
     size: usize,
     pub data_type: DataType,
+    /// Elements per axis, set once when the buffer is made from an array
+    /// or a shape; otherwise one axis of `size / itemsize` elements.
+    shape: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// How long an allocation that failed waits for pending frees before it
@@ -69,15 +72,18 @@ impl Buffer {
         data_type: DataType,
     ) -> Buffer {
         let size = hal.size();
-        Buffer {
+        let buffer = Buffer {
             inner: Arc::new(BufferShared {
                 device: device.clone(),
                 hal: Handle::new(hal),
                 usage: Arc::new(Usage::default()),
                 size,
                 data_type,
+                shape: std::sync::OnceLock::new(),
             }),
-        }
+        };
+        device.inner.buffers.add(&buffer.inner);
+        buffer
     }
 
     /// Another buffer over the same memory (a buffer made from a buffer):
@@ -92,8 +98,95 @@ impl Buffer {
                 usage: self.inner.usage.clone(),
                 size: self.inner.size,
                 data_type: self.inner.data_type,
+                shape: self.inner.shape.clone(),
             }),
         })
+    }
+
+    /// Bytes per element (1 for raw bytes).
+    pub fn itemsize(&self) -> usize {
+        self.inner.data_type.size().max(1)
+    }
+
+    /// Elements per axis.
+    pub fn shape(&self) -> Vec<usize> {
+        match self.inner.shape.get() {
+            Some(s) => s.clone(),
+            None => vec![self.size() / self.itemsize()],
+        }
+    }
+
+    /// Gives the buffer its shape (once, as it is made): the elements of
+    /// `shape` times the item size must be the buffer's size.
+    pub fn set_shape(&self, shape: Vec<usize>) -> Result<()> {
+        let elements = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .unwrap_or(usize::MAX);
+        if elements.checked_mul(self.itemsize()) != Some(self.size()) {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "shape {shape:?} of {} holds {elements} elements, the buffer {} of {} bytes",
+                    self.data_type().numpy_name(),
+                    self.label(),
+                    self.size()
+                ),
+            ));
+        }
+        if self.inner.shape.set(shape).is_err() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("{} already has a shape", self.label()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rows `start..stop` of the first axis (elements of a 1-D buffer): a
+    /// buffer over the same memory, with the same element type. It keeps the
+    /// memory alive and shares the record of the runs that use it.
+    pub fn slice(&self, start: usize, stop: usize) -> Result<Buffer> {
+        let shape = self.shape();
+        let rows = shape.first().copied().unwrap_or(0);
+        if start > stop || stop > rows {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "slice {start}:{stop} is out of range for {rows} rows of {}",
+                    self.label()
+                ),
+            ));
+        }
+        if start == stop {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "slice {start}:{stop} of {} is empty; buffers hold at least one byte",
+                    self.label()
+                ),
+            ));
+        }
+        let row_bytes = shape[1..].iter().product::<usize>() * self.itemsize();
+        let hal: Arc<dyn hal::Buffer> = Arc::new(hal::SubBuffer::new(
+            self.hal()?,
+            start * row_bytes,
+            (stop - start) * row_bytes,
+        ));
+        let view = Buffer {
+            inner: Arc::new(BufferShared {
+                device: self.inner.device.clone(),
+                size: hal.size(),
+                hal: Handle::new(hal),
+                usage: self.inner.usage.clone(),
+                data_type: self.inner.data_type,
+                shape: std::sync::OnceLock::new(),
+            }),
+        };
+        let mut view_shape = shape;
+        view_shape[0] = stop - start;
+        view.set_shape(view_shape)?;
+        Ok(view)
     }
 
     /// What a zero-copy export (DLPack, the CUDA array interface) holds:
@@ -164,7 +257,7 @@ impl Buffer {
     }
 
     /// Refuses data of 0 bytes to make a buffer from.
-    pub(crate) fn check_data_size(len: usize) -> Result<()> {
+    pub fn check_data_size(len: usize) -> Result<()> {
         if len == 0 {
             return Err(Error::new(
                 Status::InvalidSize,
@@ -190,7 +283,8 @@ impl Buffer {
             json!({
                 "Size": self.size(),
                 "DataType": dt.numpy_name(),
-                "Count": if dt.size() > 0 { self.size() / dt.size() } else { self.size() },
+                "Count": self.size() / self.itemsize(),
+                "Shape": self.shape(),
                 "Device": self.inner.device.label(),
                 "Runtime": self.inner.device.runtime_name(),
                 "Released": self.is_released(),

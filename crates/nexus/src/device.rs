@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex, Weak};
 use serde_json::Value;
 
 use crate::backends::common::lock;
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferShared};
 use crate::database;
 use crate::error::{Error, Result, Status};
 use crate::hal;
-use crate::library::Library;
+use crate::handle::Handle;
+use crate::library::{Library, LibraryShared};
 use crate::property::Properties;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, ScheduleShared};
 use crate::sync::{Event, EventShared, Stream};
 use crate::types::{DataType, EventType};
 
@@ -21,6 +22,45 @@ pub(crate) struct DeviceShared {
     pub hal: Arc<dyn hal::Device>,
     pub name: String,
     events: Mutex<Vec<Weak<EventShared>>>,
+    pub(crate) buffers: Tracked<BufferShared>,
+    pub(crate) libraries: Tracked<LibraryShared>,
+    pub(crate) streams: Tracked<Handle<dyn hal::Stream>>,
+    pub(crate) schedules: Tracked<ScheduleShared>,
+}
+
+/// The objects of one kind made on a device that are still alive, for
+/// `get_buffers()` and its siblings: weak references, pruned as they grow.
+pub(crate) struct Tracked<T: ?Sized> {
+    items: Mutex<(Vec<Weak<T>>, usize)>,
+}
+
+impl<T: ?Sized> Default for Tracked<T> {
+    fn default() -> Self {
+        Tracked {
+            items: Mutex::new((Vec::new(), 16)),
+        }
+    }
+}
+
+impl<T: ?Sized> Tracked<T> {
+    pub(crate) fn add(&self, item: &Arc<T>) {
+        let mut items = lock(&self.items);
+        let (list, prune_at) = &mut *items;
+        if list.len() >= *prune_at {
+            // Amortised: prune only when the list has doubled since.
+            list.retain(|w| w.strong_count() > 0);
+            *prune_at = (list.len() * 2).max(16);
+        }
+        list.push(Arc::downgrade(item));
+    }
+
+    pub(crate) fn alive(&self) -> Vec<Arc<T>> {
+        lock(&self.items)
+            .0
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
 }
 
 /// One device of a runtime. Cheap to clone; clones are the same device.
@@ -50,6 +90,10 @@ impl Device {
                 hal,
                 name,
                 events: Mutex::new(Vec::new()),
+                buffers: Tracked::default(),
+                libraries: Tracked::default(),
+                streams: Tracked::default(),
+                schedules: Tracked::default(),
             }),
         }
     }
@@ -171,6 +215,38 @@ impl Device {
         events.retain(|w| w.strong_count() > 0);
         events.push(Arc::downgrade(&event.inner));
         Ok(event)
+    }
+
+    /// Buffers made on this device that are alive and not released.
+    pub fn buffers(&self) -> Vec<Buffer> {
+        let all = self.inner.buffers.alive().into_iter();
+        all.map(|inner| Buffer { inner })
+            .filter(|b| !b.is_released())
+            .collect()
+    }
+
+    /// Libraries loaded on this device that are alive and not released.
+    pub fn libraries(&self) -> Vec<Library> {
+        let all = self.inner.libraries.alive().into_iter();
+        all.map(|inner| Library { inner })
+            .filter(|l| !l.is_released())
+            .collect()
+    }
+
+    /// Streams made on this device that are alive and not released.
+    pub fn streams(&self) -> Vec<Stream> {
+        let all = self.inner.streams.alive().into_iter();
+        all.filter(|h| !h.is_released())
+            .map(|hal| Stream::from_parts(self, hal))
+            .collect()
+    }
+
+    /// Schedules made on this device that are alive and not released.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        let all = self.inner.schedules.alive().into_iter();
+        all.map(|inner| Schedule { inner })
+            .filter(|s| !s.is_released())
+            .collect()
     }
 
     /// Events created on this device that are still alive.

@@ -31,6 +31,26 @@ pub fn import(target: &Device, memory: ForeignMemory) -> Result<Buffer> {
     target.copy_buffer(&wrapped)
 }
 
+/// A buffer on `target` over foreign memory without a copy, or `None` when
+/// the memory is not the target's (another device, or read-only): kernel
+/// arguments are used in place or not at all.
+pub fn import_in_place(target: &Device, memory: ForeignMemory) -> Result<Option<Buffer>> {
+    Buffer::check_data_size(memory.size)?;
+    let mine = target.memory_domain() == memory.domain && target.owns_address(memory.address);
+    if !mine || memory.readonly {
+        return Ok(None);
+    }
+    target.synchronize_external_stream(memory.stream)?;
+    target
+        .wrap_device_memory(
+            memory.address,
+            memory.size,
+            memory.data_type,
+            memory.keep_alive,
+        )
+        .map(Some)
+}
+
 /// The device that holds `memory`: the target if it does, else the first
 /// device of a runtime with the same memory domain that owns the address.
 fn owning_device(target: &Device, memory: &ForeignMemory) -> Result<Device> {

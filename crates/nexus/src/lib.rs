@@ -27,7 +27,7 @@ mod runtime;
 mod schedule;
 mod sync;
 
-pub use buffer::Buffer;
+pub use buffer::{Buffer, MAX_BUFFER_BYTES};
 pub use device::Device;
 pub use error::{Error, Result, Status};
 pub use hal::{ForeignMemory, LibrarySource, MemoryDomain, ProducerStream, MAX_KERNEL_ARGS};

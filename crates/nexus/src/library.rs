@@ -10,7 +10,7 @@ use crate::hal;
 use crate::handle::Handle;
 use crate::property::Properties;
 
-struct LibraryShared {
+pub(crate) struct LibraryShared {
     device: Device,
     hal: Handle<dyn hal::Library>,
     origin: String,
@@ -18,7 +18,7 @@ struct LibraryShared {
 
 #[derive(Clone)]
 pub struct Library {
-    inner: Arc<LibraryShared>,
+    pub(crate) inner: Arc<LibraryShared>,
 }
 
 impl Library {
@@ -30,13 +30,15 @@ impl Library {
         };
         // A catalog is resolved to one build for this device first.
         let hal = crate::catalog::load(device, &source)?;
-        Ok(Library {
+        let library = Library {
             inner: Arc::new(LibraryShared {
                 device: device.clone(),
                 hal: Handle::new(hal),
                 origin,
             }),
-        })
+        };
+        device.inner.libraries.add(&library.inner);
+        Ok(library)
     }
 
     pub fn device(&self) -> &Device {
@@ -46,6 +48,10 @@ impl Library {
     /// Drops the library; kernels already taken from it stay usable.
     pub fn release(&self) {
         self.inner.hal.release()
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.inner.hal.is_released()
     }
 
     pub fn origin(&self) -> &str {
@@ -64,6 +70,21 @@ impl Library {
                 hal,
             }),
         })
+    }
+
+    /// The kernels the library says it holds (its "Kernels" property;
+    /// empty where the format does not list them).
+    pub fn kernel_names(&self) -> Vec<String> {
+        let props = self.properties();
+        let names = props.root().get("Kernels").and_then(Value::as_array);
+        names
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn properties(&self) -> Properties {

@@ -47,6 +47,8 @@ struct KernelState {
 
 struct CommandShared {
     kind: CommandKind,
+    /// The device of the schedule the command belongs to.
+    device: Device,
     index: usize,
     revision: Arc<AtomicU64>,
     state: Mutex<KernelState>,
@@ -58,6 +60,11 @@ pub struct Command {
 }
 
 impl Command {
+    /// The device the command's schedule runs on.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
     pub fn kind(&self) -> &CommandKind {
         &self.inner.kind
     }
@@ -351,7 +358,7 @@ impl Run {
     }
 }
 
-struct ScheduleShared {
+pub(crate) struct ScheduleShared {
     device: Device,
     commands: Mutex<Vec<Command>>,
     revision: Arc<AtomicU64>,
@@ -363,12 +370,12 @@ struct ScheduleShared {
 /// A recorded list of commands for one device.
 #[derive(Clone)]
 pub struct Schedule {
-    inner: Arc<ScheduleShared>,
+    pub(crate) inner: Arc<ScheduleShared>,
 }
 
 impl Schedule {
     pub(crate) fn new(device: &Device) -> Schedule {
-        Schedule {
+        let schedule = Schedule {
             inner: Arc::new(ScheduleShared {
                 device: device.clone(),
                 commands: Mutex::new(Vec::new()),
@@ -377,7 +384,13 @@ impl Schedule {
                 runs: AtomicU64::new(0),
                 released: std::sync::atomic::AtomicBool::new(false),
             }),
-        }
+        };
+        device.inner.schedules.add(&schedule.inner);
+        schedule
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.inner.released.load(Ordering::Acquire)
     }
 
     pub fn device(&self) -> &Device {
@@ -395,6 +408,7 @@ impl Schedule {
         let cmd = Command {
             inner: Arc::new(CommandShared {
                 kind,
+                device: self.inner.device.clone(),
                 index: cmds.len(),
                 revision: self.inner.revision.clone(),
                 state: Mutex::new(KernelState::default()),
@@ -457,16 +471,9 @@ impl Schedule {
             ));
         }
         let (ops, buffers, events) = {
+            // An empty schedule encodes to an empty run: a no-op that
+            // succeeds, in stream order like any other (DESIGN.md).
             let cmds = lock(&self.inner.commands);
-            if cmds.is_empty() {
-                return Err(Error::new(
-                    Status::InvalidSchedule,
-                    format!(
-                        "schedule on device {} has no commands",
-                        self.device().label()
-                    ),
-                ));
-            }
             let ops = cmds
                 .iter()
                 .map(Command::to_op)

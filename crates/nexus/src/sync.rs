@@ -124,10 +124,20 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn create(device: &Device) -> Result<Stream> {
-        Ok(Stream {
+        let stream = Stream {
             device: device.clone(),
             hal: Arc::new(Handle::new(device.hal().create_stream()?)),
-        })
+        };
+        device.inner.streams.add(&stream.hal);
+        Ok(stream)
+    }
+
+    /// A stream the device tracks (see `Device::streams`).
+    pub(crate) fn from_parts(device: &Device, hal: Arc<Handle<dyn hal::Stream>>) -> Stream {
+        Stream {
+            device: device.clone(),
+            hal,
+        }
     }
 
     pub fn device(&self) -> &Device {

@@ -19,22 +19,26 @@ pub enum MemoryDomain {
     Cuda,
     /// AMD device memory (kDLROCM).
     Rocm,
+    /// Memory no other library can address through a pointer (a Vulkan or
+    /// OpenCL buffer object): shared only by copying to the host.
+    Opaque,
 }
 
 impl MemoryDomain {
-    /// The DLPack device type code.
-    pub fn dlpack_device_type(self) -> i32 {
+    /// The DLPack device type code (`None`: not exportable by DLPack).
+    pub fn dlpack_device_type(self) -> Option<i32> {
         match self {
-            MemoryDomain::Host => 1,
-            MemoryDomain::Cuda => 2,
-            MemoryDomain::Rocm => 10,
+            MemoryDomain::Host => Some(1),
+            MemoryDomain::Cuda => Some(2),
+            MemoryDomain::Rocm => Some(10),
+            MemoryDomain::Opaque => None,
         }
     }
 
     pub fn from_dlpack_device_type(code: i32) -> Option<Self> {
         [MemoryDomain::Host, MemoryDomain::Cuda, MemoryDomain::Rocm]
             .into_iter()
-            .find(|d| d.dlpack_device_type() == code)
+            .find(|d| d.dlpack_device_type() == Some(code))
     }
 
     /// Whether buffers of this memory export `__cuda_array_interface__`

@@ -69,8 +69,10 @@ pub trait Device: Send + Sync {
     /// frees), so an allocation that failed can be tried again.
     fn reclaim(&self) {}
     /// Where this device's memory lives, as interop protocols name it.
+    /// A backend whose `Buffer::address` is not a pointer other libraries
+    /// can use keeps the default: its buffers are never exported in place.
     fn memory_domain(&self) -> MemoryDomain {
-        MemoryDomain::Host
+        MemoryDomain::Opaque
     }
     /// Blocks until another library's work on this device, ordered on
     /// `stream` (a raw handle of this runtime's stream type), has finished.
@@ -104,6 +106,57 @@ pub trait Buffer: Send + Sync {
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()>;
     /// The address a kernel receives for this buffer.
     fn address(&self) -> u64;
+    /// For a view (`SubBuffer`): the buffer it is part of and its offset
+    /// there, for runtimes that bind their own buffer objects, not addresses.
+    fn parent(&self) -> Option<(&Arc<dyn Buffer>, usize)> {
+        None
+    }
+}
+
+/// Bytes `offset..offset + size` of another buffer: a `buffer[a:b]` view.
+/// It holds the parent, so the memory lives while the view does. Runtimes
+/// that pass buffers by address need nothing more (the address is offset).
+pub struct SubBuffer {
+    parent: Arc<dyn Buffer>,
+    offset: usize,
+    size: usize,
+}
+
+impl SubBuffer {
+    /// `offset + size <= parent.size()` is checked above.
+    pub fn new(parent: Arc<dyn Buffer>, offset: usize, size: usize) -> SubBuffer {
+        // A view of a view is a view of the first parent.
+        match parent.parent() {
+            Some((root, base)) => SubBuffer {
+                parent: root.clone(),
+                offset: base + offset,
+                size,
+            },
+            None => SubBuffer {
+                parent,
+                offset,
+                size,
+            },
+        }
+    }
+}
+
+impl Buffer for SubBuffer {
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.parent.write(self.offset + offset, src)
+    }
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.parent.read(self.offset + offset, dst)
+    }
+    fn address(&self) -> u64 {
+        self.parent.address() + self.offset as u64
+    }
+    fn parent(&self) -> Option<(&Arc<dyn Buffer>, usize)> {
+        Some((&self.parent, self.offset))
+    }
 }
 
 pub trait Library: Send + Sync {

@@ -51,6 +51,34 @@ impl hal::Device for CpuDevice {
         0
     }
 
+    /// Buffers are host memory: exported in place (kDLCPU, the array
+    /// interface) and wrapped without a copy.
+    fn memory_domain(&self) -> hal::MemoryDomain {
+        hal::MemoryDomain::Host
+    }
+
+    /// Any host address is this device's memory.
+    fn owns_address(&self, address: u64) -> bool {
+        address != 0
+    }
+
+    fn wrap_device_memory(
+        &self,
+        address: u64,
+        size: usize,
+        owner: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Arc<dyn hal::Buffer>> {
+        Ok(Arc::new(memory::ForeignHostBuffer::new(
+            address, size, owner,
+        )?))
+    }
+
+    /// Host memory needs no wait: a producer's host work is done when it
+    /// hands the memory over.
+    fn synchronize_external_stream(&self, _stream: hal::ProducerStream) -> Result<()> {
+        Ok(())
+    }
+
     fn synchronize(&self) -> Result<()> {
         match self.default_stream.get() {
             Some(stream) => hal::Stream::synchronize(stream),

@@ -1,7 +1,9 @@
 //! CPU buffers: host memory aligned for vector loads.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
+use std::any::Any;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::error::{Error, Result, Status};
 use crate::hal;
@@ -87,6 +89,65 @@ impl hal::Buffer for CpuBuffer {
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         // SAFETY: bounds are checked by the object model.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn address(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+}
+
+/// Host memory another library owns (a numpy array or a torch CPU tensor
+/// wrapped with `copy=False`): used in place, its owner kept alive.
+pub struct ForeignHostBuffer {
+    ptr: NonNull<u8>,
+    size: usize,
+    _owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: as for CpuBuffer; the owner keeps the memory alive.
+unsafe impl Send for ForeignHostBuffer {}
+// SAFETY: as for Send.
+unsafe impl Sync for ForeignHostBuffer {}
+
+impl ForeignHostBuffer {
+    /// `address..address + size` must stay valid while `owner` lives (the
+    /// interop protocols promise it of the memory they describe).
+    pub fn new(address: u64, size: usize, owner: Arc<dyn Any + Send + Sync>) -> Result<Self> {
+        let ptr = NonNull::new(address as usize as *mut u8).ok_or_else(|| {
+            Error::new(Status::InvalidValue, "cannot wrap host memory at address 0")
+        })?;
+        Ok(ForeignHostBuffer {
+            ptr,
+            size,
+            _owner: owner,
+        })
+    }
+}
+
+impl hal::Buffer for ForeignHostBuffer {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        // SAFETY: bounds are checked by the object model; the owner keeps
+        // the memory alive.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
+        Ok(())
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: as for write.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ptr.as_ptr().add(offset),
