@@ -1,6 +1,7 @@
 //! `nexus._nexus`: the native half of the `nexus` Python package.
 //! Conversion only; every rule lives in the `nexus` core crate.
 
+mod aio;
 mod convert;
 mod errors;
 mod interop;

@@ -786,6 +786,38 @@ impl PyEvent {
             ))
         }
     }
+    /// `await event.wait_async(value, timeout)`: resolves once the value is
+    /// >= `value`; `TimeoutError` after `timeout` seconds.
+    #[pyo3(signature = (value=None, timeout=None))]
+    fn wait_async<'py>(
+        &self,
+        py: Python<'py>,
+        value: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let v = match value {
+            Some(v) => timeline_value(v)?,
+            None => 1,
+        };
+        let timeout = match timeout {
+            None => None,
+            Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout {t} must be a number of seconds >= 0"
+                )))
+            }
+        };
+        let event = self.inner.clone();
+        let check = Box::new(move || match event.value() {
+            Ok(now) if now >= v => crate::aio::Poll::Done,
+            Ok(_) => crate::aio::Poll::Pending,
+            Err(e) => crate::aio::Poll::Failed(e),
+        });
+        let event = self.inner.clone();
+        let on_timeout = Box::new(move || event.timed_out(v, timeout.unwrap_or_default()));
+        crate::aio::future(py, check, timeout, Some(on_timeout))
+    }
     fn get_value(&self) -> PyResult<u64> {
         self.inner.value().py()
     }
@@ -814,6 +846,17 @@ impl PyStream {
     fn synchronize(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         wait_in_slices(py, None, |t| self.inner.synchronize_for(t))?;
         Ok(success(py))
+    }
+    /// `await stream.synchronize_async()`: resolves once everything
+    /// submitted to the stream so far is done.
+    fn synchronize_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = self.inner.clone();
+        let check = Box::new(move || match stream.synchronize_for(Duration::ZERO) {
+            Ok(true) => crate::aio::Poll::Done,
+            Ok(false) => crate::aio::Poll::Pending,
+            Err(e) => crate::aio::Poll::Failed(e),
+        });
+        crate::aio::future(py, check, None, None)
     }
     fn __repr__(&self) -> String {
         format!("<nexus.Stream on {}>", self.inner.device().label())
@@ -890,6 +933,23 @@ impl PySchedule {
             self.inner.submit(stream.as_ref(), false).py()?;
         }
         Ok(success(py))
+    }
+    /// `await schedule.run_async(stream)`: queues one run and resolves when
+    /// it is complete (its failure raised), without blocking the event loop.
+    #[pyo3(signature = (stream=None))]
+    fn run_async<'py>(
+        &self,
+        py: Python<'py>,
+        stream: Option<PyRef<'_, PyStream>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let stream = stream.map(|s| s.inner.clone());
+        let run = self.inner.submit(stream.as_ref(), false).py()?;
+        let check = Box::new(move || match run.wait(Duration::ZERO) {
+            Ok(true) => crate::aio::Poll::Done,
+            Ok(false) => crate::aio::Poll::Pending,
+            Err(e) => crate::aio::Poll::Failed(e),
+        });
+        crate::aio::future(py, check, None, None)
     }
     fn __len__(&self) -> usize {
         self.inner.commands().len()
