@@ -9,7 +9,6 @@ import sys
 import nexus
 import numpy as np
 import pytest
-
 from conftest import library_path
 
 
