@@ -369,6 +369,7 @@ impl hal::Device for VkDevice {
         if let Some(s) = self.default_stream.get() {
             s.retire();
         }
+        self.gpu.dev.collect();
     }
 
     fn native_ordinal(&self) -> i64 {

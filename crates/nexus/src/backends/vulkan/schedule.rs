@@ -107,13 +107,6 @@ fn prepare(
     for (i, (slot, arg)) in kernel.slots.iter().zip(args).enumerate() {
         match (slot, arg) {
             (Slot::Buffer { index, .. }, hal::Arg::Buffer(b)) => {
-                if b.size() as u64 > u64::from(l.max_storage_buffer_range) {
-                    return Err(value_error(format!(
-                        "kernel '{name}' argument {i}: a buffer of {} bytes exceeds the device's maxStorageBufferRange of {} bytes",
-                        b.size(),
-                        l.max_storage_buffer_range
-                    )));
-                }
                 let raw = memory::lookup(gpu, b.as_ref()).ok_or_else(|| {
                     Error::new(
                         Status::InvalidBuffer,

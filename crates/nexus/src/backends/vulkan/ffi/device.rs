@@ -243,6 +243,13 @@ impl Device {
         if batches.is_empty() {
             return Ok(());
         }
+        let submitted = self.submit_inner(batches);
+        self.collect();
+        submitted
+    }
+
+    /// `submit` without collecting the graveyard.
+    fn submit_inner(&self, batches: &[Batch<'_>]) -> Result<()> {
         struct Owned {
             wait_sems: Vec<vk::Semaphore>,
             wait_vals: Vec<u64>,
@@ -302,8 +309,6 @@ impl Device {
         if submitted.is_ok() {
             queue.serial = serial;
         }
-        drop(queue);
-        self.collect();
         submitted
     }
 
@@ -315,24 +320,50 @@ impl Device {
         self.collect();
     }
 
-    /// Destroys what no submission can still name.
-    fn collect(&self) {
+    fn completed_serial(&self) -> Option<u64> {
         // SAFETY: a live timeline semaphore of this device.
-        let done = match unsafe { self.raw.get_semaphore_counter_value(self.serial_sem) } {
-            Ok(v) => v,
-            Err(_) => return,
+        unsafe { self.raw.get_semaphore_counter_value(self.serial_sem) }.ok()
+    }
+
+    /// Destroys what no submission can still name. When what is left waits
+    /// only for the last submission, which has completed (the queue is
+    /// idle), an empty submission moves the serial on, so nothing lingers
+    /// until the next run.
+    pub fn collect(&self) {
+        let Some(mut done) = self.completed_serial() else {
+            return;
         };
-        let ready: Vec<Burial> = {
-            let mut g = lock(&self.graveyard);
-            if g.is_empty() {
+        loop {
+            let ready: Vec<Burial> = {
+                let mut g = lock(&self.graveyard);
+                if g.is_empty() {
+                    return;
+                }
+                let (ready, wait): (Vec<_>, Vec<_>) = g.drain(..).partition(|(s, _)| *s < done);
+                *g = wait;
+                ready.into_iter().map(|(_, f)| f).collect()
+            };
+            for f in ready {
+                f(&self.raw);
+            }
+            let idle = lock(&self.queue).serial == done;
+            let waiting = lock(&self.graveyard).iter().all(|(s, _)| *s <= done);
+            if !(idle && waiting) || self.submit_inner(&[Batch::default()]).is_err() {
                 return;
             }
-            let (ready, wait): (Vec<_>, Vec<_>) = g.drain(..).partition(|(s, _)| *s < done);
-            *g = wait;
-            ready.into_iter().map(|(_, f)| f).collect()
-        };
-        for f in ready {
-            f(&self.raw);
+            let values = [done + 1];
+            let sems = [self.serial_sem];
+            let info = vk::SemaphoreWaitInfo::default()
+                .semaphores(&sems)
+                .values(&values);
+            // SAFETY: a live semaphore; the arrays outlive the call. The
+            // empty submission waits for nothing, so this returns at once
+            // unless other work was queued meanwhile (then it times out and
+            // the graveyard waits for the next call).
+            if unsafe { self.raw.wait_semaphores(&info, 100_000_000) }.is_err() {
+                return;
+            }
+            done += 1;
         }
     }
 

@@ -402,13 +402,19 @@ impl DescriptorSet {
                 return Err(check("vkAllocateDescriptorSets", e));
             }
         };
+        // Kernels see at most maxStorageBufferRange bytes of a buffer.
+        let max_range = u64::from(device.info.limits.max_storage_buffer_range);
         let infos: Vec<[vk::DescriptorBufferInfo; 1]> = buffers
             .iter()
             .map(|b| {
                 [vk::DescriptorBufferInfo::default()
                     .buffer(b.raw)
                     .offset(0)
-                    .range(vk::WHOLE_SIZE)]
+                    .range(if b.size > max_range {
+                        max_range
+                    } else {
+                        vk::WHOLE_SIZE
+                    })]
             })
             .collect();
         let writes: Vec<vk::WriteDescriptorSet> = infos
