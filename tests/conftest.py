@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import nexus
+import nexus.catalog
 import nexus.cpu
 import pytest
 
@@ -45,17 +47,52 @@ TEST_LIBRARIES = {
 }
 
 
-def library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
-    """The test library `stem` for this device's runtime (see TEST_LIBRARIES)."""
+# The test libraries every runtime's kernels define (tests/kernels/<stem>.*).
+TEST_STEMS = ("kernels", "spec_kernel")
+
+_catalogs: dict[str, pathlib.Path] = {}
+
+
+def kernel_catalog(tmp_dir: pathlib.Path) -> pathlib.Path:
+    """One kernel catalog (`tmp_dir/catalog`) of the test libraries of every
+    runtime present, each file as TEST_LIBRARIES gives it (the CPU's compiled
+    here); built once per folder, at session start through `build_dir`."""
+    key = str(tmp_dir)
+    if key not in _catalogs:
+        folder = tmp_dir / "catalog"
+        folder.mkdir(exist_ok=True)
+        present = sorted({r.get_name() for r in nexus.get_runtimes()} & set(TEST_LIBRARIES))
+        for runtime in present:
+            for stem in TEST_STEMS:
+                built = pathlib.Path(TEST_LIBRARIES[runtime](stem, tmp_dir))
+                shutil.copyfile(built, folder / f"{stem}{built.suffix}")
+        nexus.catalog.build(folder)
+        _catalogs[key] = folder
+    return _catalogs[key]
+
+
+def direct_library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
+    """The test library `stem` as its runtime's own file (TEST_LIBRARIES), not through the catalog."""
     runtime = device.get_property_str("Runtime")
     if runtime not in TEST_LIBRARIES:
         pytest.skip(f"no test kernels for runtime {runtime}")
     return TEST_LIBRARIES[runtime](stem, tmp_dir)
 
 
+def library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
+    """The test library `stem` for this device: library `stem` of the test
+    kernel catalog, so every runtime's tests load through catalog selection."""
+    runtime = device.get_property_str("Runtime")
+    if runtime not in TEST_LIBRARIES:
+        pytest.skip(f"no test kernels for runtime {runtime}")
+    return str(kernel_catalog(tmp_dir) / stem)
+
+
 @pytest.fixture(scope="session")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("kernels")
+    path = tmp_path_factory.mktemp("kernels")
+    kernel_catalog(path)
+    return path
 
 
 @pytest.fixture

@@ -114,3 +114,34 @@ def test_database_is_not_read_at_import(tmp_path: pathlib.Path) -> None:
     proc = _run_with_device_path(tmp_path, "import logging; logging.basicConfig(); import nexus")
     assert proc.returncode == 0
     assert "broken.json" not in proc.stderr
+
+
+def test_user_entries_need_only_name_vendor_type_architecture(tmp_path: pathlib.Path) -> None:
+    minimal = {"Name": "Acme One", "Vendor": "Acme", "Type": "npu", "Architecture": "acme_1"}
+    (tmp_path / "acme-npu-acme_1.json").write_text(json.dumps(minimal))
+    (tmp_path / "novendor.json").write_text(json.dumps({"Name": "x", "Type": "gpu", "Architecture": "nov_1"}))
+    bad_type = dict(minimal, Architecture="acme_2", Type="toaster")
+    (tmp_path / "badtype.json").write_text(json.dumps(bad_type))
+    code = (
+        "import logging, nexus\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(name)s %(levelname)s %(message)s')\n"
+        "info = nexus.lookup_device_info('acme_1')\n"
+        "print(info.get_str('Vendor'), info.get_str('Type'), info.get_source('Name'))\n"
+        "print(nexus.lookup_device_info('nov_1'), nexus.lookup_device_info('acme_2'))\n"
+    )
+    proc = _run_with_device_path(tmp_path, code)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first.startswith("Acme npu database 'acme-npu-acme_1'")
+    assert second == "None None"
+    warnings = [w for w in proc.stderr.splitlines() if w.startswith("nexus WARNING")]
+    assert any("novendor.json" in w and "the required field 'Vendor' is missing" in w for w in warnings), proc.stderr
+    assert any("badtype.json" in w and "toaster" in w for w in warnings), proc.stderr
+
+
+def test_shipped_entries_keep_the_full_schema() -> None:
+    schema = json.loads((ROOT / "schema" / "device.schema.json").read_text())
+    assert {"MemorySubsystem", "Sources"} <= set(schema["required"])
+    for props in nexus.get_device_info().values():
+        if props.get_source("Name").startswith("database '") and "(" not in props.get_source("Name"):
+            assert props.get_str(["Sources", 0, "Url"]).startswith("http")

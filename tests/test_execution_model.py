@@ -497,7 +497,7 @@ def test_load_library_bytes_does_not_follow_planted_symlinks(device: nexus.Devic
                    if open(os.path.join(victims, f"victim-{k}.txt"), "rb").read() != b"precious data %d\\n" % k]
         print("OVERWRITTEN", changed, flush=True)
         print("DONE", flush=True)
-    """, str(victims), lib_path)
+    """, str(victims), device.load_library(lib_path).get_property_str("CatalogFile"))  # the build's own bytes
     for d in {"/tmp", tempfile.gettempdir()}:  # links a crashed child left behind
         for link in pathlib.Path(d).glob("nexus-lib-*.so"):
             if link.is_symlink() and str(victims) in os.readlink(link):
