@@ -4,6 +4,8 @@ pub mod common;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "hip")]
+mod hip;
 #[cfg(feature = "opencl")]
 mod opencl;
 #[cfg(feature = "vulkan")]
@@ -19,6 +21,10 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let cuda: Option<Box<dyn hal::Api>> = Some(Box::new(cuda::CudaApi::new()));
     #[cfg(not(all(feature = "cuda", any(target_os = "linux", target_os = "windows"))))]
     let cuda: Option<Box<dyn hal::Api>> = None;
+    #[cfg(all(feature = "hip", any(target_os = "linux", target_os = "windows")))]
+    let hip: Option<Box<dyn hal::Api>> = Some(Box::new(hip::HipApi::new()));
+    #[cfg(not(all(feature = "hip", any(target_os = "linux", target_os = "windows"))))]
+    let hip: Option<Box<dyn hal::Api>> = None;
     #[cfg(feature = "vulkan")]
     let vulkan: Option<Box<dyn hal::Api>> = Some(Box::new(vulkan::VulkanApi::new()));
     #[cfg(not(feature = "vulkan"))]
@@ -29,7 +35,7 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let opencl: Option<Box<dyn hal::Api>> = None;
     vec![
         ("cuda", cuda),
-        ("hip", None),
+        ("hip", hip),
         ("metal", None),
         ("vulkan", vulkan),
         ("opencl", opencl),
