@@ -188,6 +188,15 @@ impl hal::Device for OclDevice {
     fn native_ordinal(&self) -> i64 {
         self.dev.index as i64
     }
+
+    /// Host memory on devices that use it in place (exported in place by
+    /// DLPack); elsewhere buffer objects no other library can address.
+    fn memory_domain(&self) -> hal::MemoryDomain {
+        match self.dev.setup_if_ready() {
+            Some(s) if s.zero_copy => hal::MemoryDomain::Host,
+            _ => hal::MemoryDomain::Opaque,
+        }
+    }
 }
 
 impl Dev {

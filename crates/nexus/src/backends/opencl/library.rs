@@ -213,11 +213,16 @@ fn detect(bytes: &[u8], path: Option<&Path>) -> &'static str {
 // ------------------------------------------------------------ cache
 
 /// Where built binaries are kept: `NEXUS_OPENCL_CACHE` ("0" or "" turns
-/// the cache off), else `$XDG_CACHE_HOME/nexus/opencl`, else
-/// `~/.cache/nexus/opencl`.
+/// the cache off), else `opencl/` in the folder of every nexus compile
+/// cache: `$NEXUS_CACHE_DIR` (same "0"), `$XDG_CACHE_HOME/nexus` or
+/// `~/.cache/nexus`.
 fn cache_dir() -> Option<PathBuf> {
-    if let Ok(v) = std::env::var("NEXUS_OPENCL_CACHE") {
-        return (!v.is_empty() && v != "0").then(|| PathBuf::from(v));
+    let off = |v: &std::ffi::OsStr| v.is_empty() || v == "0";
+    if let Some(v) = std::env::var_os("NEXUS_OPENCL_CACHE") {
+        return (!off(&v)).then(|| PathBuf::from(v));
+    }
+    if let Some(v) = std::env::var_os("NEXUS_CACHE_DIR") {
+        return (!off(&v)).then(|| PathBuf::from(v).join("opencl"));
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("nexus").join("opencl"));

@@ -93,6 +93,22 @@ pub(super) fn probe_zero_copy(dev: &Dev, ctx: &Context) -> bool {
     probe().unwrap_or(false)
 }
 
+/// Bytes `offset..offset + size` of `mem` as a memory object of their own
+/// (a view bound as a kernel argument).
+pub(crate) fn view(dev: &Dev, mem: &Mem, offset: usize, size: usize) -> Result<Mem> {
+    mem.sub_buffer(offset, size).map_err(|mut e| {
+        if e.message.contains("CL_MISALIGNED_SUB_BUFFER_OFFSET") {
+            e.status = Status::InvalidValue;
+            e.message = format!(
+                "a view starting at byte {offset} cannot be a kernel argument on {}: OpenCL sub-buffers start at multiples of {} bytes there",
+                dev.label(),
+                dev.base_align
+            );
+        }
+        e
+    })
+}
+
 pub struct OclBuffer {
     dev: Arc<Dev>,
     mem: Arc<Mem>,

@@ -157,6 +157,8 @@ pub(crate) struct Dev {
     pub max_item: [u64; 3],
     pub local_mem: u64,
     pub max_alloc: u64,
+    /// Bytes a sub-buffer's offset must be a multiple of.
+    pub base_align: u64,
     pub il_version: String,
     pub properties: Value,
     setup: OnceLock<Setup>,
@@ -197,6 +199,7 @@ impl Dev {
             max_item,
             local_mem: u(sys::CL_DEVICE_LOCAL_MEM_SIZE).unwrap_or(0),
             max_alloc: u(sys::CL_DEVICE_MAX_MEM_ALLOC_SIZE).unwrap_or(u64::MAX),
+            base_align: u(sys::CL_DEVICE_MEM_BASE_ADDR_ALIGN).map_or(128, |bits| (bits / 8).max(1)),
             il_version: s(sys::CL_DEVICE_IL_VERSION),
             name,
             properties,

@@ -122,7 +122,12 @@ fn encode_launch(
     let obj = k.instance()?;
     let mut mems = Vec::new();
     let mut set_buffer = |i: u32, user: usize, b: &Arc<dyn hal::Buffer>| -> Result<()> {
-        let mem = memory::lookup(b.address()).ok_or_else(|| {
+        // A view (`buffer[a:b]`) binds an OpenCL sub-buffer of its parent.
+        let (root, offset) = match b.parent() {
+            Some((root, offset)) => (root.clone(), offset),
+            None => (b.clone(), 0),
+        };
+        let mem = memory::lookup(root.address()).ok_or_else(|| {
             Error::new(
                 Status::InvalidBuffer,
                 format!(
@@ -131,6 +136,14 @@ fn encode_launch(
                 ),
             )
         })?;
+        let mem = if offset == 0 && b.size() == root.size() {
+            mem
+        } else {
+            Arc::new(memory::view(dev, &mem, offset, b.size()).map_err(|mut e| {
+                e.message = format!("kernel '{}' argument {user}: {}", k.name, e.message);
+                e
+            })?)
+        };
         obj.set_mem(i, &mem)?;
         mems.push(mem);
         Ok(())

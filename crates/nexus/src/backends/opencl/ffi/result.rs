@@ -44,6 +44,7 @@ pub fn error_name(code: cl_int) -> String {
         -8 => "CL_MEM_COPY_OVERLAP",
         -11 => "CL_BUILD_PROGRAM_FAILURE",
         -12 => "CL_MAP_FAILURE",
+        -13 => "CL_MISALIGNED_SUB_BUFFER_OFFSET",
         -14 => "CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST",
         -17 => "CL_LINK_PROGRAM_FAILURE",
         -19 => "CL_KERNEL_ARG_INFO_NOT_AVAILABLE",
@@ -509,6 +510,36 @@ impl Mem {
             code,
             || format!("allocating a buffer of {size} bytes"),
             |raw| Mem { raw, a },
+        )
+    }
+}
+
+impl Mem {
+    /// Bytes `offset..offset + size` of this buffer as a buffer of their
+    /// own (`offset` must be a multiple of the device's base alignment).
+    pub fn sub_buffer(&self, offset: usize, size: usize) -> Result<Mem> {
+        let region = [offset, size];
+        let mut code = 0;
+        // SAFETY: a live buffer and a two-size_t region, read during the call.
+        let raw = unsafe {
+            (self.a.clCreateSubBuffer)(
+                self.raw,
+                CL_MEM_READ_WRITE,
+                CL_BUFFER_CREATE_TYPE_REGION,
+                region.as_ptr() as *const c_void,
+                &mut code,
+            )
+        };
+        created(
+            raw,
+            code,
+            || {
+                format!(
+                    "making a view of bytes {offset}..{} of a buffer",
+                    offset + size
+                )
+            },
+            |raw| Mem { raw, a: self.a },
         )
     }
 }

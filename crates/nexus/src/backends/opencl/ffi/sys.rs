@@ -38,6 +38,7 @@ pub const CL_MEM_OBJECT_ALLOCATION_FAILURE: cl_int = -4;
 pub const CL_OUT_OF_RESOURCES: cl_int = -5;
 pub const CL_OUT_OF_HOST_MEMORY: cl_int = -6;
 pub const CL_BUILD_PROGRAM_FAILURE: cl_int = -11;
+pub const CL_MISALIGNED_SUB_BUFFER_OFFSET: cl_int = -13;
 pub const CL_INVALID_VALUE: cl_int = -30;
 pub const CL_INVALID_BINARY: cl_int = -42;
 pub const CL_INVALID_BUILD_OPTIONS: cl_int = -43;
@@ -109,6 +110,9 @@ pub const CL_CONTEXT_PLATFORM: isize = 0x1084;
 // cl_mem_flags
 pub const CL_MEM_READ_WRITE: cl_bitfield = 1 << 0;
 pub const CL_MEM_USE_HOST_PTR: cl_bitfield = 1 << 3;
+
+/// cl_buffer_create_type
+pub const CL_BUFFER_CREATE_TYPE_REGION: cl_uint = 0x1220;
 
 // cl_map_flags
 pub const CL_MAP_READ: cl_bitfield = 1 << 0;
@@ -196,6 +200,7 @@ function_table! {
         clFinish: fn(cl_command_queue) -> cl_int;
         clCreateBuffer: fn(cl_context, cl_bitfield, usize, *mut c_void, *mut cl_int) -> cl_mem;
         clRetainMemObject: fn(cl_mem) -> cl_int;
+        clCreateSubBuffer: fn(cl_mem, cl_bitfield, cl_uint, *const c_void, *mut cl_int) -> cl_mem;
         clReleaseMemObject: fn(cl_mem) -> cl_int;
         clEnqueueReadBuffer: fn(cl_command_queue, cl_mem, cl_uint, usize, usize, *mut c_void, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
         clEnqueueWriteBuffer: fn(cl_command_queue, cl_mem, cl_uint, usize, usize, *const c_void, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
