@@ -253,3 +253,27 @@ def test_no_loader_means_zero_devices() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0] == "0 False", proc.stdout
     assert "/nonexistent" in lines[1]
+
+
+def test_views_bind_sub_buffers(ocl: nexus.Device) -> None:
+    lib = ocl.load_library(str(KERNELS / "kernels.cl"))
+    n = 1024
+    buf = ocl.create_buffer(np.zeros(n, np.float32))
+
+    def fill(target: nexus.Buffer, count: int) -> None:
+        s = ocl.create_schedule()
+        cmd = s.create_command(lib.get_kernel("fill_f32"))
+        cmd.set_buffer(0, target)
+        cmd.set_arg(1, 4.0)
+        cmd.set_arg(2, count)
+        cmd.finalize(64, count)
+        s.run()
+
+    fill(buf[256:512], 256)  # byte 1024: a multiple of every device's base alignment
+    out = np.empty(n, np.float32)
+    buf.copy(out)
+    want = np.zeros(n, np.float32)
+    want[256:512] = 4
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="sub-buffers start at multiples of"):
+        fill(buf[1:5], 4)
