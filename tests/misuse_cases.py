@@ -90,6 +90,15 @@ class Case:
 # Small named functions where a lambda would need statements.
 
 
+def _vulkan_push_constant_size(c: Ctx) -> Any:
+    """vadd's n (an int32 push constant) given as an int64."""
+    s = c.device.create_schedule()
+    cmd = c.vadd(s)
+    cmd.set_arg(3, 16, data_type=nexus.data_type.I64)
+    cmd.finalize(16, 16)
+    return s.run()
+
+
 def _opencl_scalar_for_buffer(c: Ctx) -> Any:
     """vadd with an 8-byte scalar where a buffer goes: the sizes match, the kinds do not."""
     s = c.device.create_schedule()
@@ -413,6 +422,10 @@ CASES: list[Case] = [
     Case("opencl_build_error", "Device", lambda c: c.device.load_library(b"__kernel void k(__global float *x) { x[0] = no_such_name; }"), nexus.Error, "no_such_name", "NXS_CompileError", needs="opencl"),
     Case("opencl_spirv_not_taken", "Device", lambda c: c.device.load_library(np.array([0x07230203, 0x00010000, 0, 1, 0], dtype="<u4").tobytes()), nexus.Error, "SPIR-V", needs="opencl"),
     Case("opencl_scalar_for_buffer", "Command", _opencl_scalar_for_buffer, ValueError, "argument 0 is a int64 scalar, but its parameter 0 is 'a'", needs="opencl"),
+    Case("vulkan_bad_spirv", "Device", lambda c: c.device.load_library(np.array([0x07230203, 0x00010300, 0, 16, 0, 0xDEADBEEF, 7], dtype="<u4").tobytes()), nexus.Error, "not valid SPIR-V", "NXS_InvalidLibrary", needs="vulkan"),
+    Case("vulkan_compile_error", "Device", lambda c: c.device.load_library(b"@compute @workgroup_size(1) fn k() { let x = no_such_name; }"), nexus.Error, "no_such_name", "NXS_CompileError", needs="vulkan"),
+    Case("vulkan_binding_without_argument", "Library", lambda c: c.device.load_library(b"@group(0) @binding(3) var<storage, read_write> x: array<f32>; @compute @workgroup_size(1) fn k() { x[0] = 1.0; }").get_kernel("k"), nexus.Error, "binding 3 is not an argument position", "NXS_InvalidKernel", needs="vulkan"),
+    Case("vulkan_push_constant_size", "Command", _vulkan_push_constant_size, ValueError, "argument 3 is a int64 scalar of 8 bytes, but the kernel's parameter 3 is 4 bytes", needs="vulkan"),
     # ---- Buffer
     Case("buffer_copy_none", "Buffer", lambda c: c.buf().copy(None), TypeError, "NoneType"),
     Case("buffer_slice_int", "Buffer", lambda c: c.buf()[3], TypeError, "slices"),

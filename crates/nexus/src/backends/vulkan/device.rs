@@ -372,6 +372,16 @@ impl hal::Device for VkDevice {
         self.gpu.dev.collect();
     }
 
+    fn memory_domain(&self) -> hal::MemoryDomain {
+        // Mapped buffers' addresses are host pointers; device-local ones
+        // (staging copies) have no address other libraries can use.
+        if self.gpu.staging {
+            hal::MemoryDomain::Opaque
+        } else {
+            hal::MemoryDomain::Host
+        }
+    }
+
     fn native_ordinal(&self) -> i64 {
         self.gpu.ordinal as i64
     }

@@ -19,6 +19,20 @@
 //! (`var<immediate>` in WGSL, `layout(push_constant)` in GLSL), in argument
 //! order; pipeline-overridable constants with ids 0, 1, 2 receive the
 //! command's group size and id 3 its `shared_memory` bytes.
+//!
+//! # Locks (places in `backends/common`'s order)
+//!
+//! - 3 (stream queues): `StreamShared::state`, held to queue or pop a run
+//!   and to move finished runs out; never while submitting or waiting.
+//! - 4 (per-resource state): `VkEvent::state` (planning signals and waits,
+//!   host signals; destroying an epoch's semaphore under it buries it, see
+//!   below), `VkKernel::pipelines`, `Gpu::buffers`.
+//! - 6 (leaves): `ffi::Device`'s queue lock (one `vkQueueSubmit`, or a
+//!   read of the submission serial), then its graveyard (objects waiting
+//!   for the queue to be done with them); burials run with neither held.
+//!
+//! Waits (host event waits, held wait commands, stream synchronisation)
+//! hold no lock: they wait on timeline semaphores in bounded slices.
 
 mod device;
 mod ffi;

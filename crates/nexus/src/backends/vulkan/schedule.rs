@@ -102,18 +102,37 @@ fn prepare(
             ),
         ));
     }
-    let mut buffers: Vec<Option<Arc<ffi::Buffer>>> = vec![None; kernel.bindings.len()];
+    type Bound = (Arc<ffi::Buffer>, Option<(u64, u64)>);
+    let mut buffers: Vec<Option<Bound>> = vec![None; kernel.bindings.len()];
+    let align = gpu
+        .dev
+        .info
+        .limits
+        .min_storage_buffer_offset_alignment
+        .max(1);
     let mut push = vec![0u8; kernel.push_size as usize];
     for (i, (slot, arg)) in kernel.slots.iter().zip(args).enumerate() {
         match (slot, arg) {
             (Slot::Buffer { index, .. }, hal::Arg::Buffer(b)) => {
-                let raw = memory::lookup(gpu, b.as_ref()).ok_or_else(|| {
+                // A view (`buffer[a:b]`) binds a range of its parent.
+                let (root, part) = match b.parent() {
+                    Some((root, offset)) => (root.as_ref(), Some((offset as u64, b.size() as u64))),
+                    None => (b.as_ref(), None),
+                };
+                let raw = memory::lookup(gpu, root).ok_or_else(|| {
                     Error::new(
                         Status::InvalidBuffer,
                         format!("kernel '{name}' argument {i}: the buffer is not memory of this Vulkan device"),
                     )
                 })?;
-                buffers[*index] = Some(raw);
+                if let Some((offset, _)) = part {
+                    if offset % align != 0 {
+                        return Err(value_error(format!(
+                            "kernel '{name}' argument {i}: a view at byte offset {offset} of its buffer; Vulkan binds views at multiples of {align} bytes (minStorageBufferOffsetAlignment)"
+                        )));
+                    }
+                }
+                buffers[*index] = Some((raw, part));
             }
             (Slot::Scalar { offset, size }, hal::Arg::Scalar(s)) => {
                 let bytes = s.bytes();
@@ -143,7 +162,7 @@ fn prepare(
             }
         }
     }
-    let buffers: Vec<Arc<ffi::Buffer>> = buffers
+    let buffers: Vec<Bound> = buffers
         .into_iter()
         .enumerate()
         .map(|(k, b)| {
@@ -159,7 +178,10 @@ fn prepare(
         })
         .collect::<Result<_>>()?;
     let pipeline = kernel.pipeline(dims, shared_memory)?;
-    let refs: Vec<&ffi::Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
+    let refs: Vec<(&ffi::Buffer, Option<(u64, u64)>)> = buffers
+        .iter()
+        .map(|(b, part)| (b.as_ref(), *part))
+        .collect();
     let mut sets = vec![Arc::new(ffi::DescriptorSet::new(
         &gpu.dev,
         &kernel.layout,
@@ -179,12 +201,12 @@ fn prepare(
             &gpu.dev,
             &kernel.layout,
             1,
-            &[block.as_ref()],
+            &[(block.as_ref(), None)],
         )?));
         resources.push(block);
         push.clear();
     }
-    for b in buffers {
+    for (b, _) in buffers {
         resources.push(b);
     }
     resources.push(pipeline.clone());

@@ -346,12 +346,13 @@ pub struct DescriptorSet {
 
 impl DescriptorSet {
     /// Set `index` of `layout`, whose binding `layout.bindings[index][i]`
-    /// is `buffers[i]`.
+    /// is `buffers[i]`: a buffer and the range `(offset, size)` of it the
+    /// kernel sees (`None`: all of it).
     pub fn new(
         device: &Arc<Device>,
         layout: &Arc<PipelineLayout>,
         index: usize,
-        buffers: &[&Buffer],
+        buffers: &[(&Buffer, Option<(u64, u64)>)],
     ) -> Result<DescriptorSet> {
         let (Some(set_layout), Some(bindings)) =
             (layout.set_layouts.get(index), layout.bindings.get(index))
@@ -406,15 +407,13 @@ impl DescriptorSet {
         let max_range = u64::from(device.info.limits.max_storage_buffer_range);
         let infos: Vec<[vk::DescriptorBufferInfo; 1]> = buffers
             .iter()
-            .map(|b| {
+            .map(|(b, part)| {
+                let (offset, size) = part.unwrap_or((0, b.size));
+                let size = size.min(b.size.saturating_sub(offset));
                 [vk::DescriptorBufferInfo::default()
                     .buffer(b.raw)
-                    .offset(0)
-                    .range(if b.size > max_range {
-                        max_range
-                    } else {
-                        vk::WHOLE_SIZE
-                    })]
+                    .offset(offset)
+                    .range(size.min(max_range))]
             })
             .collect();
         let writes: Vec<vk::WriteDescriptorSet> = infos
