@@ -357,9 +357,16 @@ impl PyDevice {
             inner: self.inner.load_library(LibrarySource::Builtin).py()?,
         })
     }
-    fn create_schedule(&self) -> PySchedule {
+    /// `profile=True`: each run records its commands' times
+    /// (`get_property_flt("ElapsedTime")`, milliseconds).
+    #[pyo3(signature = (profile=false))]
+    fn create_schedule(&self, profile: bool) -> PySchedule {
         PySchedule {
-            inner: self.inner.create_schedule(),
+            inner: if profile {
+                self.inner.create_profiled_schedule()
+            } else {
+                self.inner.create_schedule()
+            },
         }
     }
     fn create_stream(&self) -> PyResult<PyStream> {
@@ -904,6 +911,67 @@ impl PySchedule {
         let v = value.map(timeline_value).transpose()?.unwrap_or(1);
         Ok(PyCommand {
             inner: self.inner.create_wait_command(&event.inner, v).py()?,
+        })
+    }
+    /// A copy between two buffers of the schedule's device, in stream order
+    /// with the other commands: `size` bytes (default: all that fits) from
+    /// `src` at `src_offset` to `dst` at `dst_offset`.
+    #[pyo3(signature = (src, dst, size=None, src_offset=None, dst_offset=None))]
+    fn create_copy_command(
+        &self,
+        src: PyRef<'_, PyBuffer>,
+        dst: PyRef<'_, PyBuffer>,
+        size: Option<&Bound<'_, PyAny>>,
+        src_offset: Option<&Bound<'_, PyAny>>,
+        dst_offset: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCommand> {
+        let int_or = |v: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<i64>> {
+            v.filter(|x| !x.is_none())
+                .map(|x| strict_int(x, what))
+                .transpose()
+        };
+        let size = int_or(size, "copy size")?;
+        let so = int_or(src_offset, "src_offset")?.unwrap_or(0);
+        let dof = int_or(dst_offset, "dst_offset")?.unwrap_or(0);
+        Ok(PyCommand {
+            inner: self
+                .inner
+                .create_copy_command(&src.inner, &dst.inner, size, so, dof)
+                .py()?,
+        })
+    }
+    /// Fills `buffer` with `value` (one element of the buffer's type), in
+    /// stream order with the other commands.
+    fn create_fill_command(
+        &self,
+        buffer: PyRef<'_, PyBuffer>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<PyCommand> {
+        let py = value.py();
+        if value.is_instance_of::<PyString>() || value.is_none() {
+            return Err(PyTypeError::new_err(format!(
+                "fill value must be a number, got {}",
+                value.get_type().name()?
+            )));
+        }
+        let dtype = buffer.dtype(py)?;
+        let element = py
+            .import("numpy")?
+            .call_method1("array", (value, &dtype))
+            .map_err(|e| {
+                PyValueError::new_err(format!(
+                    "fill value {} does not fit {}: {}",
+                    value.repr().map(|r| r.to_string()).unwrap_or_default(),
+                    dtype.str().map(|r| r.to_string()).unwrap_or_default(),
+                    e.value(py)
+                ))
+            })?;
+        let pattern: Vec<u8> = element.call_method0("tobytes")?.extract()?;
+        Ok(PyCommand {
+            inner: self
+                .inner
+                .create_fill_command(&buffer.inner, pattern)
+                .py()?,
         })
     }
     fn get_commands(&self) -> Vec<PyCommand> {

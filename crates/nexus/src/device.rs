@@ -260,7 +260,13 @@ impl Device {
     }
 
     pub fn create_schedule(&self) -> Schedule {
-        Schedule::new(self)
+        Schedule::new(self, false)
+    }
+
+    /// A schedule whose runs record how long each command took
+    /// (`ElapsedTime` properties, in milliseconds).
+    pub fn create_profiled_schedule(&self) -> Schedule {
+        Schedule::new(self, true)
     }
 
     pub fn create_stream(&self) -> Result<Stream> {

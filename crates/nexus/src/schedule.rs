@@ -34,8 +34,27 @@ pub enum ArgValue {
 #[derive(Clone)]
 pub enum CommandKind {
     Kernel(Kernel),
-    Signal { event: Event, value: u64 },
-    Wait { event: Event, value: u64 },
+    Signal {
+        event: Event,
+        value: u64,
+    },
+    Wait {
+        event: Event,
+        value: u64,
+    },
+    /// A copy between buffers of the schedule's device, in stream order.
+    Copy {
+        src: Buffer,
+        dst: Buffer,
+        src_offset: usize,
+        dst_offset: usize,
+        size: usize,
+    },
+    /// A buffer filled with one value of its element type.
+    Fill {
+        buffer: Buffer,
+        pattern: Vec<u8>,
+    },
 }
 
 #[derive(Default)]
@@ -49,9 +68,25 @@ struct CommandShared {
     kind: CommandKind,
     /// The device of the schedule the command belongs to.
     device: Device,
+    profile: Option<Arc<Profile>>,
     index: usize,
     revision: Arc<AtomicU64>,
     state: Mutex<KernelState>,
+}
+
+/// What a schedule created with `profile=True` shares with its commands:
+/// the encoded form (which records device timestamps where the runtime can)
+/// and the host-measured time of the last run waited for.
+#[derive(Default)]
+pub(crate) struct Profile {
+    encoded: Mutex<Option<Arc<dyn hal::Schedule>>>,
+    host_ms: Mutex<Option<f64>>,
+}
+
+impl Profile {
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        lock(&self.encoded).as_ref().and_then(|s| s.timings())
+    }
 }
 
 #[derive(Clone)]
@@ -79,6 +114,16 @@ impl Command {
             }
             CommandKind::Wait { value, .. } => {
                 format!("Command {} (wait {value})", self.inner.index)
+            }
+            CommandKind::Copy { size, .. } => {
+                format!("Command {} (copy of {size} bytes)", self.inner.index)
+            }
+            CommandKind::Fill { buffer, .. } => {
+                format!(
+                    "Command {} (fill of {} bytes)",
+                    self.inner.index,
+                    buffer.size()
+                )
             }
         }
     }
@@ -170,7 +215,7 @@ impl Command {
     pub fn event(&self) -> Option<&Event> {
         match &self.inner.kind {
             CommandKind::Signal { event, .. } | CommandKind::Wait { event, .. } => Some(event),
-            CommandKind::Kernel(_) => None,
+            _ => None,
         }
     }
 
@@ -184,6 +229,23 @@ impl Command {
             CommandKind::Wait { event, value } => Ok(hal::Op::Wait {
                 event: event.hal()?,
                 value: *value,
+            }),
+            CommandKind::Copy {
+                src,
+                dst,
+                src_offset,
+                dst_offset,
+                size,
+            } => Ok(hal::Op::Copy {
+                src: src.hal()?,
+                dst: dst.hal()?,
+                src_offset: *src_offset,
+                dst_offset: *dst_offset,
+                size: *size,
+            }),
+            CommandKind::Fill { buffer, pattern } => Ok(hal::Op::Fill {
+                buffer: buffer.hal()?,
+                pattern: pattern.clone(),
             }),
             CommandKind::Kernel(kernel) => {
                 let st = lock(&self.inner.state);
@@ -315,6 +377,32 @@ impl Command {
                 root["EventType"] = json!(event.event_type().name());
                 root["Status"] = json!("finalized");
             }
+            CommandKind::Copy {
+                src_offset,
+                dst_offset,
+                size,
+                ..
+            } => {
+                root["Type"] = json!("copy");
+                root["Size"] = json!(size);
+                root["SourceOffset"] = json!(src_offset);
+                root["DestinationOffset"] = json!(dst_offset);
+                root["Status"] = json!("finalized");
+            }
+            CommandKind::Fill { buffer, pattern } => {
+                root["Type"] = json!("fill");
+                root["Size"] = json!(buffer.size());
+                root["PatternBytes"] = json!(pattern.len());
+                root["Status"] = json!("finalized");
+            }
+        }
+        if let Some(p) = &self.inner.profile {
+            // Milliseconds, as upstream nexus names it, of the last run.
+            if let Some((start, end)) = p.timings().and_then(|t| t.get(self.inner.index).copied()) {
+                root["ElapsedTime"] = json!(end - start);
+                root["StartTime"] = json!(start);
+                root["EndTime"] = json!(end);
+            }
         }
         Properties::new(self.label(), root)
     }
@@ -342,6 +430,8 @@ impl Encoded {
 /// A submitted run: what a caller waits on.
 pub struct Run {
     fence: hal::Fence,
+    /// For a profiled schedule: when the run was submitted.
+    profile: Option<(Arc<Profile>, std::time::Instant)>,
 }
 
 impl Run {
@@ -350,6 +440,9 @@ impl Run {
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
         if !self.fence.wait(timeout) {
             return Ok(false);
+        }
+        if let Some((p, started)) = &self.profile {
+            *lock(&p.host_ms) = Some(started.elapsed().as_secs_f64() * 1e3);
         }
         match self.fence.queue.take_failure(self.fence.ticket) {
             Some(e) => Err(e),
@@ -365,6 +458,7 @@ pub(crate) struct ScheduleShared {
     encoded: Mutex<Option<Arc<Encoded>>>,
     runs: AtomicU64,
     released: std::sync::atomic::AtomicBool,
+    profile: Option<Arc<Profile>>,
 }
 
 /// A recorded list of commands for one device.
@@ -374,7 +468,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub(crate) fn new(device: &Device) -> Schedule {
+    pub(crate) fn new(device: &Device, profile: bool) -> Schedule {
         let schedule = Schedule {
             inner: Arc::new(ScheduleShared {
                 device: device.clone(),
@@ -383,6 +477,7 @@ impl Schedule {
                 encoded: Mutex::new(None),
                 runs: AtomicU64::new(0),
                 released: std::sync::atomic::AtomicBool::new(false),
+                profile: profile.then(|| Arc::new(Profile::default())),
             }),
         };
         device.inner.schedules.add(&schedule.inner);
@@ -409,6 +504,7 @@ impl Schedule {
             inner: Arc::new(CommandShared {
                 kind,
                 device: self.inner.device.clone(),
+                profile: self.inner.profile.clone(),
                 index: cmds.len(),
                 revision: self.inner.revision.clone(),
                 state: Mutex::new(KernelState::default()),
@@ -445,6 +541,102 @@ impl Schedule {
         self.push(CommandKind::Wait {
             event: event.clone(),
             value,
+        })
+    }
+
+    /// A copy of `size` bytes (`None`: all that fits) from `src` at
+    /// `src_offset` to `dst` at `dst_offset`, ordered with the schedule's
+    /// other commands. Both buffers are on the schedule's device.
+    pub fn create_copy_command(
+        &self,
+        src: &Buffer,
+        dst: &Buffer,
+        size: Option<i64>,
+        src_offset: i64,
+        dst_offset: i64,
+    ) -> Result<Command> {
+        for (what, b) in [("source", src), ("destination", dst)] {
+            if b.device() != self.device() {
+                return Err(Error::new(
+                    Status::InvalidBuffer,
+                    format!(
+                        "copy {what} {} is on device {}, the schedule on device {}",
+                        b.label(),
+                        b.device().label(),
+                        self.device().label()
+                    ),
+                ));
+            }
+            b.hal()?;
+        }
+        let bad = |msg: String| Error::new(Status::InvalidSize, msg);
+        if src_offset < 0 || dst_offset < 0 {
+            return Err(bad(format!(
+                "copy offsets must be >= 0, got source offset {src_offset} and destination offset {dst_offset}"
+            )));
+        }
+        let (so, dof) = (src_offset as u64, dst_offset as u64);
+        let room = (src.size() as u64)
+            .saturating_sub(so)
+            .min((dst.size() as u64).saturating_sub(dof));
+        let size = match size {
+            None => room,
+            Some(n) if n <= 0 => {
+                return Err(bad(format!("copy size {n} must be >= 1 byte")));
+            }
+            Some(n) => n as u64,
+        };
+        if size == 0 || so + size > src.size() as u64 || dof + size > dst.size() as u64 {
+            return Err(bad(format!(
+                "copy of {size} bytes from offset {so} of {} to offset {dof} of {} is out of range",
+                src.label(),
+                dst.label()
+            )));
+        }
+        let same_memory = Arc::ptr_eq(&src.inner.usage, &dst.inner.usage);
+        let (s0, d0) = (src.address()? + so, dst.address()? + dof);
+        if same_memory && s0 < d0 + size && d0 < s0 + size {
+            return Err(bad(format!(
+                "copy source and destination overlap ({size} bytes at offsets {so} and {dof} of the same memory)"
+            )));
+        }
+        self.push(CommandKind::Copy {
+            src: src.clone(),
+            dst: dst.clone(),
+            src_offset: so as usize,
+            dst_offset: dof as usize,
+            size: size as usize,
+        })
+    }
+
+    /// Fills `buffer` with `pattern` (one element's bytes) repeated.
+    pub fn create_fill_command(&self, buffer: &Buffer, pattern: Vec<u8>) -> Result<Command> {
+        if buffer.device() != self.device() {
+            return Err(Error::new(
+                Status::InvalidBuffer,
+                format!(
+                    "fill target {} is on device {}, the schedule on device {}",
+                    buffer.label(),
+                    buffer.device().label(),
+                    self.device().label()
+                ),
+            ));
+        }
+        buffer.hal()?;
+        if ![1, 2, 4, 8].contains(&pattern.len()) || !buffer.size().is_multiple_of(pattern.len()) {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "a fill value of {} bytes does not tile {} of {} bytes",
+                    pattern.len(),
+                    buffer.label(),
+                    buffer.size()
+                ),
+            ));
+        }
+        self.push(CommandKind::Fill {
+            buffer: buffer.clone(),
+            pattern,
         })
     }
 
@@ -492,6 +684,11 @@ impl Schedule {
                     CommandKind::Signal { event, .. } | CommandKind::Wait { event, .. } => {
                         events.push(event.clone())
                     }
+                    CommandKind::Copy { src, dst, .. } => {
+                        buffers.push(src.clone());
+                        buffers.push(dst.clone());
+                    }
+                    CommandKind::Fill { buffer, .. } => buffers.push(buffer.clone()),
                 }
             }
             (ops, buffers, events)
@@ -502,7 +699,14 @@ impl Schedule {
                 usages.push(b.inner.usage.clone());
             }
         }
-        let schedule = self.device().hal().encode(ops)?;
+        let schedule = match &self.inner.profile {
+            Some(p) => {
+                let s = self.device().hal().encode_profiled(ops)?;
+                *lock(&p.encoded) = Some(s.clone());
+                s
+            }
+            None => self.device().hal().encode(ops)?,
+        };
         let encoded = Arc::new(Encoded {
             revision,
             schedule,
@@ -533,13 +737,15 @@ impl Schedule {
             }
         }
         let encoded = self.encoded()?;
+        let started = std::time::Instant::now();
         let hal_stream = stream.map(Stream::hal).transpose()?;
         let fence = encoded.schedule.submit(hal_stream.as_deref(), blocking)?;
         for usage in &encoded.usages {
             usage.record(&fence);
         }
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        Ok(Run { fence })
+        let profile = self.inner.profile.clone().map(|p| (p, started));
+        Ok(Run { fence, profile })
     }
 
     /// Runs every command in order; `blocking` waits for the run and
@@ -570,15 +776,27 @@ impl Schedule {
             .is_some_and(|e| e.is_current(revision));
         let cmds = self.commands();
         let names: Vec<Value> = cmds.iter().map(|c| Value::from(c.label())).collect();
-        Properties::new(
-            format!("Schedule on {}", self.device().label()),
-            json!({
-                "Status": if encoded { "encoded" } else { "recording" },
-                "Count": cmds.len(),
-                "Commands": names,
-                "Runs": self.inner.runs.load(Ordering::Relaxed),
-                "Device": self.device().label(),
-            }),
-        )
+        let mut root = json!({
+            "Status": if encoded { "encoded" } else { "recording" },
+            "Count": cmds.len(),
+            "Commands": names,
+            "Runs": self.inner.runs.load(Ordering::Relaxed),
+            "Device": self.device().label(),
+            "Profile": self.inner.profile.is_some() as i64,
+        });
+        if let Some(p) = &self.inner.profile {
+            // The last run, in milliseconds: first start to last end on the
+            // device clock where the runtime records it, else the host's
+            // time from submission to the wait that saw it complete.
+            let device = p.timings().filter(|t| !t.is_empty()).map(|t| {
+                let start = t.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+                let end = t.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                end - start
+            });
+            if let Some(ms) = device.or(*lock(&p.host_ms)) {
+                root["ElapsedTime"] = json!(ms);
+            }
+        }
+        Properties::new(format!("Schedule on {}", self.device().label()), root)
     }
 }

@@ -47,6 +47,13 @@ pub trait Device: Send + Sync {
     /// Turns a validated list of operations into something that can be run
     /// many times without re-encoding.
     fn encode(&self, ops: Vec<Op>) -> Result<Arc<dyn Schedule>>;
+    /// `encode` for a schedule created with `profile=True`: the result
+    /// records when each operation ran (`Schedule::timings`). A runtime
+    /// without device timestamps encodes as usual, and the object model
+    /// reports the host-measured time of whole runs only.
+    fn encode_profiled(&self, ops: Vec<Op>) -> Result<Arc<dyn Schedule>> {
+        self.encode(ops)
+    }
     /// A buffer over device memory something else owns (zero-copy interop,
     /// e.g. a torch or CuPy CUDA tensor); `owner` lives as long as the buffer.
     fn wrap_device_memory(
@@ -259,4 +266,9 @@ pub trait Schedule: Send + Sync {
     /// waits for the fence at once: a backend may then run the work on the
     /// calling thread, provided stream order holds.
     fn submit(&self, stream: Option<&dyn Stream>, blocking: bool) -> Result<Fence>;
+    /// For a profiled schedule: per operation, (start, end) in milliseconds
+    /// on the device's clock, of the last run that completed.
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        None
+    }
 }

@@ -40,4 +40,20 @@ pub enum Op {
         event: Arc<dyn Event>,
         value: u64,
     },
+    /// `size` bytes from `src` at `src_offset` to `dst` at `dst_offset`, both
+    /// memory of the schedule's device (ranges checked above; they may be the
+    /// same buffer only without overlap).
+    Copy {
+        src: Arc<dyn Buffer>,
+        dst: Arc<dyn Buffer>,
+        src_offset: usize,
+        dst_offset: usize,
+        size: usize,
+    },
+    /// The whole of `buffer` filled with `pattern` repeated (1, 2, 4 or 8
+    /// bytes, dividing the buffer's size).
+    Fill {
+        buffer: Arc<dyn Buffer>,
+        pattern: Vec<u8>,
+    },
 }

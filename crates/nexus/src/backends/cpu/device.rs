@@ -87,7 +87,12 @@ impl hal::Device for CpuDevice {
     }
 
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone())?;
+        let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone(), false)?;
+        Ok(Arc::new(schedule::CpuScheduleHandle(Arc::new(sched))))
+    }
+
+    fn encode_profiled(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        let sched = schedule::CpuSchedule::encode(ops, self.default_stream.clone(), true)?;
         Ok(Arc::new(schedule::CpuScheduleHandle(Arc::new(sched))))
     }
 }

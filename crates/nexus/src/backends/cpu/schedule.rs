@@ -26,10 +26,37 @@ enum CpuOp {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
+    /// Host memory to host memory (the buffers live in `_keep`).
+    Copy {
+        src: Arc<dyn hal::Buffer>,
+        dst: Arc<dyn hal::Buffer>,
+        src_offset: usize,
+        dst_offset: usize,
+        size: usize,
+    },
+    Fill {
+        buffer: Arc<dyn hal::Buffer>,
+        pattern: Vec<u8>,
+    },
+}
+
+/// Bytes per piece of a fill (written with `Buffer::write`).
+const FILL_PIECE: usize = 1 << 16;
+
+/// The clock profiled runs are timed on: milliseconds since the first use.
+fn clock_ms() -> f64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3
 }
 
 pub struct CpuSchedule {
     ops: Vec<CpuOp>,
+    /// For a profiled schedule: (start, end) of each op of the last run.
+    timings: Option<std::sync::Mutex<Vec<(f64, f64)>>>,
     /// Keeps kernels (their libraries) and buffers alive while encoded.
     _keep: Vec<hal::Op>,
     has_waits: bool,
@@ -37,7 +64,11 @@ pub struct CpuSchedule {
 }
 
 impl CpuSchedule {
-    pub fn encode(ops: Vec<hal::Op>, default_stream: Arc<OnceLock<CpuStream>>) -> Result<Self> {
+    pub fn encode(
+        ops: Vec<hal::Op>,
+        default_stream: Arc<OnceLock<CpuStream>>,
+        profile: bool,
+    ) -> Result<Self> {
         let mut out = Vec::with_capacity(ops.len());
         for op in &ops {
             out.push(match op {
@@ -79,10 +110,28 @@ impl CpuSchedule {
                     event: event.clone(),
                     value: *value,
                 },
+                hal::Op::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => CpuOp::Copy {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                    src_offset: *src_offset,
+                    dst_offset: *dst_offset,
+                    size: *size,
+                },
+                hal::Op::Fill { buffer, pattern } => CpuOp::Fill {
+                    buffer: buffer.clone(),
+                    pattern: pattern.clone(),
+                },
             });
         }
         let has_waits = out.iter().any(|o| matches!(o, CpuOp::Wait { .. }));
         Ok(CpuSchedule {
+            timings: profile.then(|| std::sync::Mutex::new(Vec::new())),
             ops: out,
             _keep: ops,
             has_waits,
@@ -92,7 +141,26 @@ impl CpuSchedule {
 
     /// Runs the operations in order on the calling thread.
     pub fn execute(&self) -> Result<()> {
+        let mut times = Vec::new();
         for op in &self.ops {
+            let start = if self.timings.is_some() {
+                clock_ms()
+            } else {
+                0.0
+            };
+            self.execute_op(op)?;
+            if self.timings.is_some() {
+                times.push((start, clock_ms()));
+            }
+        }
+        if let Some(t) = &self.timings {
+            *common::lock(t) = times;
+        }
+        Ok(())
+    }
+
+    fn execute_op(&self, op: &CpuOp) -> Result<()> {
+        {
             match op {
                 CpuOp::Launch {
                     func,
@@ -106,6 +174,35 @@ impl CpuSchedule {
                 CpuOp::Signal { event, value } => event.signal(*value)?,
                 CpuOp::Wait { event, value } => {
                     event.wait(*value, None)?;
+                }
+                CpuOp::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => {
+                    let from = (src.address() as usize + src_offset) as *const u8;
+                    let to = (dst.address() as usize + dst_offset) as *mut u8;
+                    // SAFETY: both are host memory of live CPU buffers (kept
+                    // by the schedule), the ranges checked by the object
+                    // model; `copy` is a memmove, so views of one allocation
+                    // are fine too.
+                    unsafe { std::ptr::copy(from, to, *size) };
+                }
+                CpuOp::Fill { buffer, pattern } => {
+                    let piece: Vec<u8> = pattern
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(FILL_PIECE.min(buffer.size()))
+                        .collect();
+                    let mut at = 0;
+                    while at < buffer.size() {
+                        let n = piece.len().min(buffer.size() - at);
+                        buffer.write(at, &piece[..n])?;
+                        at += n;
+                    }
                 }
             }
         }
@@ -143,5 +240,9 @@ impl hal::Schedule for CpuScheduleHandle {
             queue: stream.shared.clone(),
             ticket,
         })
+    }
+
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        self.0.timings.as_ref().map(|t| common::lock(t).clone())
     }
 }

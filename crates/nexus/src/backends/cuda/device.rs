@@ -161,7 +161,15 @@ impl hal::Device for CudaDevice {
     }
 
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        Ok(Arc::new(schedule::CudaSchedule::encode(&self.gpu, ops)?))
+        Ok(Arc::new(schedule::CudaSchedule::encode(
+            &self.gpu, ops, false,
+        )?))
+    }
+
+    fn encode_profiled(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        Ok(Arc::new(schedule::CudaSchedule::encode(
+            &self.gpu, ops, true,
+        )?))
     }
 
     fn wrap_device_memory(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ffi::result as r;
-use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
+use super::ffi::safe::{self, Event, Function, Graph, GraphExec, KernelLaunch};
 use super::ffi::sys;
 use super::library::CudaKernel;
 use super::stream::{CudaDeviceStream, CudaStream, StreamQueue};
@@ -78,6 +78,17 @@ enum Step {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
+    /// Device to device, in stream order.
+    Copy {
+        dst: u64,
+        src: u64,
+        size: usize,
+    },
+    Fill {
+        dst: u64,
+        size: usize,
+        pattern: Vec<u8>,
+    },
 }
 
 /// What an encoded schedule queues: shared with the runs held on the host,
@@ -85,6 +96,9 @@ enum Step {
 pub(crate) struct Steps {
     gpu: Arc<Gpu>,
     steps: Vec<Step>,
+    /// Profiled schedules: timing events recorded before and after each
+    /// step (one step per operation: no graphs are built then).
+    timing: Option<Vec<(Event, Event)>>,
     /// Keeps kernels, buffers and events alive while the schedule exists.
     _ops: Vec<hal::Op>,
 }
@@ -94,7 +108,7 @@ pub struct CudaSchedule {
 }
 
 impl CudaSchedule {
-    pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>) -> Result<Self> {
+    pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         let _ctx = gpu.bind()?;
         let mut steps = Vec::new();
         let mut pending: Vec<Launch> = Vec::new();
@@ -160,8 +174,30 @@ impl CudaSchedule {
                         args: ArgPack::new(&values),
                     });
                 }
+                hal::Op::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => {
+                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
+                    steps.push(Step::Copy {
+                        dst: dst.address() + *dst_offset as u64,
+                        src: src.address() + *src_offset as u64,
+                        size: *size,
+                    });
+                }
+                hal::Op::Fill { buffer, pattern } => {
+                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
+                    steps.push(Step::Fill {
+                        dst: buffer.address(),
+                        size: buffer.size(),
+                        pattern: pattern.clone(),
+                    });
+                }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
-                    Self::flush(gpu, &mut pending, &mut steps)?;
+                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
                     let value = *value;
                     let timeline = event
                         .as_any()
@@ -182,11 +218,25 @@ impl CudaSchedule {
                 }
             }
         }
-        Self::flush(gpu, &mut pending, &mut steps)?;
+        Self::flush(gpu, &mut pending, &mut steps, profile)?;
+        let timing = if profile {
+            let ctx = gpu.context()?;
+            let pair = || -> Result<(Event, Event)> {
+                Ok((Event::create_timed(&ctx)?, Event::create_timed(&ctx)?))
+            };
+            Some(
+                (0..steps.len())
+                    .map(|_| pair())
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
         Ok(CudaSchedule {
             steps: Arc::new(Steps {
                 gpu: gpu.clone(),
                 steps,
+                timing,
                 _ops: ops,
             }),
         })
@@ -194,7 +244,12 @@ impl CudaSchedule {
 
     /// Turns the launches recorded since the last signal/wait into a step:
     /// one direct launch, or a CUDA graph of all of them.
-    fn flush(gpu: &Arc<Gpu>, pending: &mut Vec<Launch>, steps: &mut Vec<Step>) -> Result<()> {
+    fn flush(
+        gpu: &Arc<Gpu>,
+        pending: &mut Vec<Launch>,
+        steps: &mut Vec<Step>,
+        profile: bool,
+    ) -> Result<()> {
         match pending.len() {
             0 => Ok(()),
             1 => {
@@ -203,7 +258,7 @@ impl CudaSchedule {
             }
             _ => {
                 let launches = std::mem::take(pending);
-                if !r::graph_nodes_supported(gpu.d) {
+                if profile || !r::graph_nodes_supported(gpu.d) {
                     // A driver without graph nodes: launched one by one.
                     steps.extend(launches.into_iter().map(Step::Launch));
                     return Ok(());
@@ -249,9 +304,21 @@ impl HeldRun<CudaDeviceStream> for Steps {
         let stream = on.raw();
         let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
+            let timing = self.timing.as_ref().and_then(|t| t.get(i));
+            let waits = matches!(step, Step::Wait { .. } | Step::HostWait { .. });
+            if let (Some((start, _)), false) = (timing, waits) {
+                start.record(stream)?;
+            }
             match step {
                 Step::Launch(l) => l.params().launch(d, stream)?,
                 Step::Graph { exec, .. } => exec.launch(stream)?,
+                // The buffers live while the schedule does (its ops).
+                Step::Copy { dst, src, size } => {
+                    r::memcpy_dtod_async(d, *dst, *src, *size, stream)?
+                }
+                Step::Fill { dst, size, pattern } => {
+                    r::memset_async(d, *dst, pattern, *size, stream)?
+                }
                 Step::Signal { timeline, value } => {
                     // The event's slot lives while the schedule does.
                     r::stream_write_value64(d, stream, timeline.device_address, *value)?;
@@ -287,6 +354,13 @@ impl HeldRun<CudaDeviceStream> for Steps {
                     };
                     safe::launch_host_fn(d, stream, Box::new(signal))?;
                 }
+            }
+            if let Some((start, end)) = timing {
+                if waits {
+                    // A wait decided now: it took no device time after this.
+                    start.record(stream)?;
+                }
+                end.record(stream)?;
             }
             sent_any = true;
         }
@@ -354,6 +428,20 @@ impl CudaSchedule {
 }
 
 impl hal::Schedule for CudaSchedule {
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        let timing = self.steps.timing.as_ref()?;
+        let origin = &timing.first()?.0;
+        let _ctx = self.steps.gpu.bind().ok()?;
+        timing
+            .iter()
+            .map(|(start, end)| {
+                let s = start.ms_since(origin).ok()? as f64;
+                let e = end.ms_since(origin).ok()? as f64;
+                Some((s, e))
+            })
+            .collect()
+    }
+
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
         let _ctx = self.steps.gpu.bind()?;
         let queue = self.queue_for(stream)?;

@@ -256,6 +256,12 @@ impl OclSchedule {
         let mut host: Vec<Action> = Vec::new();
         for op in &ops {
             match op {
+                hal::Op::Copy { .. } | hal::Op::Fill { .. } => {
+                    return Err(Error::new(
+                        Status::NotSupported,
+                        "copy and fill commands are not supported by the OpenCL runtime yet",
+                    ))
+                }
                 hal::Op::Launch {
                     kernel,
                     args,

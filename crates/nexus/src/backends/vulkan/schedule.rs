@@ -1,6 +1,7 @@
-//! Encoded schedules: consecutive launches become one command buffer
-//! (recorded once at `encode`, with a memory barrier between dispatches
-//! and descriptor sets written once per command), split at signal and
+//! Encoded schedules: consecutive launches, copies and fills become one
+//! command buffer (recorded once at `encode`, with a memory barrier
+//! between commands and descriptor sets written once per command; a fill
+//! copies from a buffer of its pattern repeated), split at signal and
 //! wait commands, which the stream's submitter turns into timeline
 //! semaphore signals and waits between the submissions of one batch
 //! (`sync.rs`).
@@ -42,6 +43,79 @@ pub struct VkSchedule {
     gpu: Arc<Gpu>,
     encoded: Arc<Encoded>,
     default_stream: Arc<OnceLock<VkStream>>,
+}
+
+/// One command of a command buffer, ready to record.
+enum Cmd {
+    Dispatch(Launch),
+    /// A buffer-to-buffer copy (copy commands, and fills from a pattern).
+    Copy {
+        src: Arc<ffi::Buffer>,
+        dst: Arc<ffi::Buffer>,
+        src_offset: u64,
+        dst_offset: u64,
+        size: u64,
+    },
+}
+
+/// The Vulkan buffer and byte offset behind a nexus buffer or view.
+fn resolve(gpu: &Gpu, b: &Arc<dyn hal::Buffer>, what: &str) -> Result<(Arc<ffi::Buffer>, u64)> {
+    let (root, offset) = match b.parent() {
+        Some((root, offset)) => (root.as_ref(), offset as u64),
+        None => (b.as_ref(), 0),
+    };
+    let raw = memory::lookup(gpu, root).ok_or_else(|| {
+        Error::new(
+            Status::InvalidBuffer,
+            format!("{what}: the buffer is not memory of this Vulkan device"),
+        )
+    })?;
+    Ok((raw, offset))
+}
+
+/// Most bytes of one pattern buffer a fill copies from.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// `buffer` filled with `pattern`: copies from a host-visible buffer of the
+/// pattern repeated (any pattern size, any alignment).
+fn fill(
+    gpu: &Arc<Gpu>,
+    buffer: &Arc<dyn hal::Buffer>,
+    pattern: &[u8],
+    cmds: &mut Vec<Cmd>,
+    resources: &mut Vec<Arc<dyn Any + Send + Sync>>,
+) -> Result<()> {
+    let size = buffer.size();
+    if pattern.is_empty() || size == 0 {
+        return Ok(());
+    }
+    let (dst, base) = resolve(gpu, buffer, "fill")?;
+    let chunk = size
+        .min(FILL_CHUNK / pattern.len() * pattern.len())
+        .max(pattern.len());
+    let bytes: Vec<u8> = pattern.iter().copied().cycle().take(chunk).collect();
+    let src = Arc::new(ffi::Buffer::new(
+        &gpu.dev,
+        chunk as u64,
+        &gpu.host_types,
+        true,
+    )?);
+    src.write_mapped(0, &bytes)?;
+    resources.push(src.clone());
+    resources.push(dst.clone());
+    let mut done = 0;
+    while done < size {
+        let n = chunk.min(size - done);
+        cmds.push(Cmd::Copy {
+            src: src.clone(),
+            dst: dst.clone(),
+            src_offset: 0,
+            dst_offset: base + done as u64,
+            size: n as u64,
+        });
+        done += n;
+    }
+    Ok(())
 }
 
 /// One launch, ready to record.
@@ -221,19 +295,37 @@ fn prepare(
     })
 }
 
-fn record(gpu: &Arc<Gpu>, launches: &[Launch]) -> Result<ffi::CommandBuffer> {
-    let sets: Vec<Vec<&ffi::DescriptorSet>> = launches
+fn record(gpu: &Arc<Gpu>, cmds: &[Cmd]) -> Result<ffi::CommandBuffer> {
+    let sets: Vec<Vec<&ffi::DescriptorSet>> = cmds
         .iter()
-        .map(|l| l.sets.iter().map(|s| s.as_ref()).collect())
+        .map(|c| match c {
+            Cmd::Dispatch(l) => l.sets.iter().map(|s| s.as_ref()).collect(),
+            Cmd::Copy { .. } => Vec::new(),
+        })
         .collect();
-    let records: Vec<Record> = launches
+    let records: Vec<Record> = cmds
         .iter()
         .zip(&sets)
-        .map(|(l, s)| Record::Dispatch {
-            pipeline: &l.pipeline,
-            sets: s,
-            push: &l.push,
-            groups: l.groups,
+        .map(|(c, s)| match c {
+            Cmd::Dispatch(l) => Record::Dispatch {
+                pipeline: &l.pipeline,
+                sets: s,
+                push: &l.push,
+                groups: l.groups,
+            },
+            Cmd::Copy {
+                src,
+                dst,
+                src_offset,
+                dst_offset,
+                size,
+            } => Record::Copy {
+                src,
+                dst,
+                src_offset: *src_offset,
+                dst_offset: *dst_offset,
+                size: *size,
+            },
         })
         .collect();
     ffi::CommandBuffer::record(&gpu.dev, &records)
@@ -247,9 +339,33 @@ impl VkSchedule {
     ) -> Result<VkSchedule> {
         let mut steps = Vec::new();
         let mut resources: Vec<Arc<dyn Any + Send + Sync>> = Vec::new();
-        let mut launches: Vec<Launch> = Vec::new();
+        let mut launches: Vec<Cmd> = Vec::new();
         for op in &ops {
             match op {
+                hal::Op::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => {
+                    let (s, sbase) = resolve(gpu, src, "copy source")?;
+                    let (d, dbase) = resolve(gpu, dst, "copy destination")?;
+                    resources.push(s.clone());
+                    resources.push(d.clone());
+                    if *size > 0 {
+                        launches.push(Cmd::Copy {
+                            src: s,
+                            dst: d,
+                            src_offset: sbase + *src_offset as u64,
+                            dst_offset: dbase + *dst_offset as u64,
+                            size: *size as u64,
+                        });
+                    }
+                }
+                hal::Op::Fill { buffer, pattern } => {
+                    fill(gpu, buffer, pattern, &mut launches, &mut resources)?;
+                }
                 hal::Op::Launch {
                     kernel,
                     args,
@@ -262,7 +378,7 @@ impl VkSchedule {
                         || format!("kernel '{}'", kernel.name()),
                         "Vulkan",
                     )?;
-                    launches.push(prepare(
+                    launches.push(Cmd::Dispatch(prepare(
                         gpu,
                         k,
                         kernel.name(),
@@ -270,7 +386,7 @@ impl VkSchedule {
                         dims,
                         *shared_memory,
                         &mut resources,
-                    )?);
+                    )?));
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
                     if !launches.is_empty() {

@@ -299,6 +299,27 @@ pub fn event_create(d: &Driver) -> Result<CUevent> {
     Ok(e)
 }
 
+/// An event that records timestamps (for profiled schedules).
+pub fn event_create_timed(d: &Driver) -> Result<CUevent> {
+    let mut e = std::ptr::null_mut();
+    check(
+        d,
+        // SAFETY: out-pointer to a local; a context is current.
+        unsafe { (d.cuEventCreate)(&mut e, 0) },
+        || "cuEventCreate".into(),
+    )?;
+    Ok(e)
+}
+
+/// Milliseconds from `start` to `end` (both recorded and reached).
+pub fn event_elapsed_ms(d: &Driver, start: CUevent, end: CUevent) -> Result<f32> {
+    let mut ms = 0f32;
+    // SAFETY: out-pointer to a local; two live timing events.
+    let code = unsafe { (d.cuEventElapsedTime)(&mut ms, start, end) };
+    check(d, code, || "cuEventElapsedTime".into())?;
+    Ok(ms)
+}
+
 /// A module from an image (PTX text NUL-terminated, cubin or fatbin); the
 /// JIT's error log goes into the error message.
 pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
@@ -623,6 +644,66 @@ pub fn stream_wait_value64(
         unsafe { f(s, address, value, STREAM_WAIT_VALUE_GEQ) },
         || format!("cuStreamWaitValue64 (wait for {value})"),
     )
+}
+
+/// Queues a copy of `len` bytes between device memory (the object model
+/// checked both ranges against live buffers of this device).
+pub fn memcpy_dtod_async(
+    d: &Driver,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    len: usize,
+    s: CUstream,
+) -> Result<()> {
+    // SAFETY: device addresses of live buffers; the driver checks them.
+    let code = unsafe { (d.cuMemcpyDtoDAsync_v2)(dst, src, len, s) };
+    check(d, code, || format!("cuMemcpyDtoDAsync of {len} bytes"))
+}
+
+/// Queues a fill of `len` bytes at `dst` with `pattern` (1, 2, 4 or 8
+/// bytes, dividing `len`) repeated.
+pub fn memset_async(
+    d: &Driver,
+    dst: CUdeviceptr,
+    pattern: &[u8],
+    len: usize,
+    s: CUstream,
+) -> Result<()> {
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    if ![1, 2, 4, 8].contains(&pattern.len()) {
+        return Err(Error::new(
+            Status::InvalidSize,
+            format!("a fill pattern of {} bytes", pattern.len()),
+        ));
+    }
+    let (lo, hi) = match pattern.len() {
+        8 => (word(&pattern[..4]), word(&pattern[4..])),
+        4 => (word(pattern), word(pattern)),
+        _ => (0, 0),
+    };
+    // SAFETY: device memory of a live buffer, the range checked by the
+    // object model; the driver checks the rest.
+    let code = unsafe {
+        match pattern.len() {
+            1 => (d.cuMemsetD8Async)(dst, pattern[0], len, s),
+            2 => (d.cuMemsetD16Async)(
+                dst,
+                u16::from_ne_bytes([pattern[0], pattern[1]]),
+                len / 2,
+                s,
+            ),
+            _ if lo == hi => (d.cuMemsetD32Async)(dst, lo, len / 4, s),
+            _ => {
+                // Two strided 32-bit fills: the low words, then the high.
+                let rows = len / 8;
+                match (d.cuMemsetD2D32Async)(dst, 8, lo, 1, rows, s) {
+                    CUDA_SUCCESS => (d.cuMemsetD2D32Async)(dst + 4, 8, hi, 1, rows, s),
+                    failed => failed,
+                }
+            }
+        }
+    };
+    check(d, code, || format!("cuMemset of {len} bytes"))
 }
 
 /// Queues a copy of `len` bytes from host `src` to device `dst`.

@@ -207,6 +207,21 @@ impl Event {
         })
     }
 
+    /// An event that records a timestamp, for profiling.
+    pub fn create_timed(ctx: &Context) -> Result<Event> {
+        let _bound = ctx.bind()?;
+        Ok(Event {
+            ctx: *ctx,
+            raw: r::event_create_timed(ctx.d)?,
+        })
+    }
+
+    /// Milliseconds from `start`'s timestamp to this event's (both timed
+    /// events, recorded and reached).
+    pub fn ms_since(&self, start: &Event) -> Result<f32> {
+        r::event_elapsed_ms(self.ctx.d, start.raw, self.raw)
+    }
+
     pub fn record(&self, stream: CUstream) -> Result<()> {
         r::event_record(self.ctx.d, self.raw, stream)
     }

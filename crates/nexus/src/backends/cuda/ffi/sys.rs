@@ -188,6 +188,10 @@ function_table! {
         cuMemcpyHtoDAsync_v2: fn(CUdeviceptr, *const c_void, usize, CUstream) -> CUresult;
         cuMemcpyDtoHAsync_v2: fn(*mut c_void, CUdeviceptr, usize, CUstream) -> CUresult;
         cuMemcpyDtoDAsync_v2: fn(CUdeviceptr, CUdeviceptr, usize, CUstream) -> CUresult;
+        cuMemsetD8Async: fn(CUdeviceptr, u8, usize, CUstream) -> CUresult;
+        cuMemsetD16Async: fn(CUdeviceptr, u16, usize, CUstream) -> CUresult;
+        cuMemsetD32Async: fn(CUdeviceptr, c_uint, usize, CUstream) -> CUresult;
+        cuMemsetD2D32Async: fn(CUdeviceptr, usize, c_uint, usize, usize, CUstream) -> CUresult;
         cuMemHostAlloc: fn(*mut *mut c_void, usize, c_uint) -> CUresult;
         cuMemFreeHost: fn(*mut c_void) -> CUresult;
         cuMemHostGetDevicePointer_v2: fn(*mut CUdeviceptr, *mut c_void, c_uint) -> CUresult;
@@ -202,6 +206,7 @@ function_table! {
         cuEventQuery: fn(CUevent) -> CUresult;
         cuEventSynchronize: fn(CUevent) -> CUresult;
         cuEventDestroy_v2: fn(CUevent) -> CUresult;
+        cuEventElapsedTime: fn(*mut f32, CUevent, CUevent) -> CUresult;
         cuModuleLoadDataEx: fn(*mut CUmodule, *const c_void, c_uint, *mut c_int, *mut *mut c_void) -> CUresult;
         cuModuleUnload: fn(CUmodule) -> CUresult;
         cuModuleGetFunction: fn(*mut CUfunction, CUmodule, *const c_char) -> CUresult;

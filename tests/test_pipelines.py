@@ -1,0 +1,127 @@
+"""Copy and fill commands ordered with kernels, and profiled schedules
+(issue 14)."""
+
+from __future__ import annotations
+
+import nexus
+import numpy as np
+import pytest
+
+# Runtimes whose schedules do not take copy and fill commands yet.
+NO_TRANSFER_COMMANDS = {"vulkan", "opencl"}
+
+
+def needs_transfers(device: nexus.Device) -> None:
+    runtime = device.get_property_str("Runtime")
+    if runtime in NO_TRANSFER_COMMANDS:
+        s = device.create_schedule()
+        s.create_fill_command(device.zeros(4), 1.0)
+        with pytest.raises(nexus.Error, match="not supported"):
+            s.run()
+        pytest.skip(f"copy and fill commands are not implemented on {runtime} yet")
+
+
+def fill_cmd(s: nexus.Schedule, kernels: nexus.Library, buf: nexus.Buffer, value: float, n: int) -> None:
+    cmd = s.create_command(kernels.get_kernel("fill_f32"))
+    cmd.set_buffer(0, buf)
+    cmd.set_arg(1, value)
+    cmd.set_arg(2, n)
+    cmd.finalize(64, n)
+
+
+def test_copy_and_fill_commands_are_ordered_with_kernels(device: nexus.Device, lib_path: str) -> None:
+    needs_transfers(device)
+    kernels = device.load_library(lib_path)
+    n = 1000
+    a, b, c = device.zeros(n), device.zeros(n), device.zeros(2 * n)
+    s = device.create_schedule()
+    fill_cmd(s, kernels, a, 3.0, n)                       # a = 3
+    s.create_copy_command(a, b)                          # b = a
+    s.create_fill_command(a, 5.0)                        # a = 5 (after the copy)
+    s.create_copy_command(b, c, size=n * 4, dst_offset=n * 4)  # upper half of c = b
+    s.create_copy_command(a, c, size=100 * 4, src_offset=10 * 4)  # c[0:100] = a[10:110]
+    for _ in range(3):
+        assert s.run() == nexus.status.NXS_Success
+        np.testing.assert_array_equal(a.numpy(), np.full(n, 5, np.float32))
+        np.testing.assert_array_equal(b.numpy(), np.full(n, 3, np.float32))
+        expect = np.zeros(2 * n, np.float32)
+        expect[:100] = 5
+        expect[n:] = 3
+        np.testing.assert_array_equal(c.numpy(), expect)
+    kinds = [cmd.get_property_str("Type") for cmd in s.get_commands()]
+    assert kinds == ["kernel", "copy", "fill", "copy", "copy"]
+    assert s.get_commands()[3].get_property_int("Size") == n * 4
+
+
+@pytest.mark.parametrize("dtype,value", [(np.uint8, 7), (np.int16, -3), (np.int32, 123456), (np.float64, 2.5), (np.int64, -(2**40))])
+def test_fill_with_values_of_every_width(device: nexus.Device, dtype, value) -> None:
+    needs_transfers(device)
+    buf = device.empty(37 if np.dtype(dtype).itemsize == 1 else 64, dtype)
+    s = device.create_schedule()
+    s.create_fill_command(buf, value)
+    s.run()
+    np.testing.assert_array_equal(buf.numpy(), np.full(buf.shape, value, dtype))
+
+
+def test_copy_between_views_of_one_buffer(device: nexus.Device) -> None:
+    needs_transfers(device)
+    buf = device.create_buffer(np.arange(16, dtype=np.float32))
+    s = device.create_schedule()
+    s.create_copy_command(buf[0:4], buf[8:12])
+    s.run()
+    expect = np.arange(16, dtype=np.float32)
+    expect[8:12] = expect[0:4]
+    np.testing.assert_array_equal(buf.numpy(), expect)
+
+
+def test_copy_and_fill_commands_check_their_arguments(device: nexus.Device) -> None:
+    a, b = device.zeros(16), device.zeros(8)
+    s = device.create_schedule()
+    with pytest.raises(ValueError, match="out of range"):
+        s.create_copy_command(a, b, size=64)
+    with pytest.raises(ValueError, match="out of range"):
+        s.create_copy_command(a, b, src_offset=100)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        s.create_copy_command(a, b, dst_offset=-4)
+    with pytest.raises(ValueError, match="must be >= 1 byte"):
+        s.create_copy_command(a, b, size=0)
+    with pytest.raises(ValueError, match="overlap"):
+        s.create_copy_command(a[0:8], a[4:12])
+    with pytest.raises(TypeError, match="Buffer"):
+        s.create_copy_command(np.zeros(4), b)
+    with pytest.raises(ValueError, match="does not fit"):
+        s.create_fill_command(device.zeros(4, np.uint8), 300)
+    with pytest.raises(TypeError, match="must be a number"):
+        s.create_fill_command(a, "1")
+    other = nexus.get_runtime("cpu").get_device(0)
+    if other != device:
+        with pytest.raises(nexus.Error, match="is on device"):
+            s.create_copy_command(other.zeros(4), b)
+    assert len(s.get_commands()) == 0
+
+
+def test_a_profiled_schedule_reports_elapsed_times(device: nexus.Device, lib_path: str) -> None:
+    kernels = device.load_library(lib_path)
+    n = 1 << 16
+    buf = device.zeros(n)
+    s = device.create_schedule(profile=True)
+    fill_cmd(s, kernels, buf, 1.0, n)
+    fill_cmd(s, kernels, buf, 2.0, n)
+    assert s.get_property_int("Profile") == 1
+    s.run()
+    np.testing.assert_array_equal(buf.numpy(), np.full(n, 2, np.float32))
+    total = s.get_property_flt("ElapsedTime")
+    assert total >= 0
+    runtime = device.get_property_str("Runtime")
+    if runtime in ("cpu", "cuda"):
+        times = [c.get_property_flt("ElapsedTime") for c in s.get_commands()]
+        assert all(t >= 0 for t in times)
+        starts = [c.get_property_flt("StartTime") for c in s.get_commands()]
+        assert starts == sorted(starts)
+        assert total >= max(times)
+    plain = device.create_schedule()
+    fill_cmd(plain, kernels, buf, 3.0, n)
+    plain.run()
+    assert plain.get_property_int("Profile") == 0
+    with pytest.raises(nexus.Error, match="ElapsedTime"):
+        plain.get_property_flt("ElapsedTime")
