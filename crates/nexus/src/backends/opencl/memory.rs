@@ -93,6 +93,16 @@ pub(super) fn probe_zero_copy(dev: &Dev, ctx: &Context) -> bool {
     probe().unwrap_or(false)
 }
 
+/// The memory object a buffer of this runtime lives in, and where in it
+/// (a view is its parent's memory at an offset).
+pub(crate) fn memory_of(b: &std::sync::Arc<dyn hal::Buffer>) -> Option<(Arc<Mem>, usize)> {
+    let (root, offset) = match b.parent() {
+        Some((root, offset)) => (root.clone(), offset),
+        None => (b.clone(), 0),
+    };
+    Some((lookup(root.address())?, offset))
+}
+
 /// Bytes `offset..offset + size` of `mem` as a memory object of their own
 /// (a view bound as a kernel argument).
 pub(crate) fn view(dev: &Dev, mem: &Mem, offset: usize, size: usize) -> Result<Mem> {

@@ -39,7 +39,31 @@ enum Step {
         /// Memory objects the kernel's arguments name.
         _mems: Vec<Arc<Mem>>,
     },
+    /// A copy between (parts of) buffers of the device.
+    Copy {
+        src: Arc<Mem>,
+        dst: Arc<Mem>,
+        src_offset: usize,
+        dst_offset: usize,
+        size: usize,
+    },
+    /// A buffer (or view) filled with a repeated pattern.
+    Fill {
+        mem: Arc<Mem>,
+        pattern: Vec<u8>,
+        offset: usize,
+        size: usize,
+    },
     Host(Arc<Vec<Action>>),
+}
+
+fn memory_of_op(b: &Arc<dyn hal::Buffer>, what: &str) -> Result<(Arc<Mem>, usize)> {
+    memory::memory_of(b).ok_or_else(|| {
+        Error::new(
+            Status::InvalidBuffer,
+            format!("{what}: the buffer does not belong to the OpenCL runtime"),
+        )
+    })
 }
 
 /// What a run enqueues; runs in flight hold it, so it lives until the last
@@ -256,11 +280,37 @@ impl OclSchedule {
         let mut host: Vec<Action> = Vec::new();
         for op in &ops {
             match op {
-                hal::Op::Copy { .. } | hal::Op::Fill { .. } => {
-                    return Err(Error::new(
-                        Status::NotSupported,
-                        "copy and fill commands are not supported by the OpenCL runtime yet",
-                    ))
+                hal::Op::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => {
+                    if !host.is_empty() {
+                        steps.push(Step::Host(Arc::new(std::mem::take(&mut host))));
+                    }
+                    let (s_mem, s_base) = memory_of_op(src, "copy source")?;
+                    let (d_mem, d_base) = memory_of_op(dst, "copy destination")?;
+                    steps.push(Step::Copy {
+                        src: s_mem,
+                        dst: d_mem,
+                        src_offset: s_base + src_offset,
+                        dst_offset: d_base + dst_offset,
+                        size: *size,
+                    });
+                }
+                hal::Op::Fill { buffer, pattern } => {
+                    if !host.is_empty() {
+                        steps.push(Step::Host(Arc::new(std::mem::take(&mut host))));
+                    }
+                    let (mem, base) = memory_of_op(buffer, "fill")?;
+                    steps.push(Step::Fill {
+                        mem,
+                        pattern: pattern.clone(),
+                        offset: base,
+                        size: buffer.size(),
+                    });
                 }
                 hal::Op::Launch {
                     kernel,
@@ -377,6 +427,8 @@ impl Steps {
         mut prev: Option<Event>,
     ) -> (Option<Event>, Result<()>) {
         let n = self.steps.len();
+        // An event only where something follows on the host (or the run ends).
+        let want = |i: usize| i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)));
         for (i, step) in self.steps.iter().enumerate() {
             let result = match step {
                 Step::Launch {
@@ -384,19 +436,29 @@ impl Steps {
                     global,
                     local,
                     ..
-                } => {
-                    // An event only where something follows it on the host.
-                    let want = i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)));
-                    q.queue
-                        .ndrange(kernel, global, local, None, want)
-                        .map(|ev| {
-                            if ev.is_some() {
-                                prev = ev;
-                            }
-                        })
-                }
-                Step::Host(actions) => self.enqueue_host(q, actions, &mut prev),
+                } => q.queue.ndrange(kernel, global, local, None, want(i)),
+                Step::Copy {
+                    src,
+                    dst,
+                    src_offset,
+                    dst_offset,
+                    size,
+                } => q
+                    .queue
+                    .copy(src, dst, *src_offset, *dst_offset, *size, want(i)),
+                Step::Fill {
+                    mem,
+                    pattern,
+                    offset,
+                    size,
+                } => q.queue.fill(mem, pattern, *offset, *size, want(i)),
+                Step::Host(actions) => self.enqueue_host(q, actions, &mut prev).map(|_| None),
             };
+            let result = result.map(|ev| {
+                if ev.is_some() {
+                    prev = ev;
+                }
+            });
             if let Err(mut e) = result {
                 e.message = format!("{}: {}", self.dev.label(), e.message);
                 return (prev, Err(e));

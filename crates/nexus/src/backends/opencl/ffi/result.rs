@@ -478,6 +478,74 @@ impl Queue {
         Ok(want_event.then(|| Event { raw: ev, a: self.a }))
     }
 
+    /// Enqueues a copy of `size` bytes between two buffers of this
+    /// context; returns its event when `want_event`.
+    pub fn copy(
+        &self,
+        src: &Mem,
+        dst: &Mem,
+        src_offset: usize,
+        dst_offset: usize,
+        size: usize,
+        want_event: bool,
+    ) -> Result<Option<Event>> {
+        let mut ev = std::ptr::null_mut();
+        // SAFETY: live buffers; the ranges lie within them (checked above
+        // the trait) and do not overlap within one buffer.
+        let code = unsafe {
+            (self.a.clEnqueueCopyBuffer)(
+                self.raw,
+                src.raw,
+                dst.raw,
+                src_offset,
+                dst_offset,
+                size,
+                0,
+                std::ptr::null(),
+                if want_event {
+                    &mut ev
+                } else {
+                    std::ptr::null_mut()
+                },
+            )
+        };
+        check(code, || format!("enqueueing a copy of {size} bytes"))?;
+        Ok(want_event.then(|| Event { raw: ev, a: self.a }))
+    }
+
+    /// Enqueues a fill of `size` bytes at `offset` with `pattern` repeated.
+    pub fn fill(
+        &self,
+        mem: &Mem,
+        pattern: &[u8],
+        offset: usize,
+        size: usize,
+        want_event: bool,
+    ) -> Result<Option<Event>> {
+        let mut ev = std::ptr::null_mut();
+        // SAFETY: a live buffer; the pattern is copied by the call; the
+        // range lies within the buffer and is a multiple of the pattern.
+        let code = unsafe {
+            (self.a.clEnqueueFillBuffer)(
+                self.raw,
+                mem.raw,
+                pattern.as_ptr() as *const c_void,
+                pattern.len(),
+                offset,
+                size,
+                0,
+                std::ptr::null(),
+                if want_event {
+                    &mut ev
+                } else {
+                    std::ptr::null_mut()
+                },
+            )
+        };
+        check(code, || format!("enqueueing a fill of {size} bytes"))?;
+        Ok(want_event.then(|| Event { raw: ev, a: self.a }))
+    }
+
     /// A barrier waiting for `wait` (and, in order, everything before it).
     pub fn barrier(&self, wait: Option<&Event>) -> Result<Event> {
         let mut ev = std::ptr::null_mut();

@@ -203,6 +203,8 @@ function_table! {
         clCreateSubBuffer: fn(cl_mem, cl_bitfield, cl_uint, *const c_void, *mut cl_int) -> cl_mem;
         clReleaseMemObject: fn(cl_mem) -> cl_int;
         clEnqueueReadBuffer: fn(cl_command_queue, cl_mem, cl_uint, usize, usize, *mut c_void, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
+        clEnqueueCopyBuffer: fn(cl_command_queue, cl_mem, cl_mem, usize, usize, usize, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
+        clEnqueueFillBuffer: fn(cl_command_queue, cl_mem, *const c_void, usize, usize, usize, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
         clEnqueueWriteBuffer: fn(cl_command_queue, cl_mem, cl_uint, usize, usize, *const c_void, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
         clEnqueueMapBuffer: fn(cl_command_queue, cl_mem, cl_uint, cl_bitfield, usize, usize, cl_uint, *const cl_event, *mut cl_event, *mut cl_int) -> *mut c_void;
         clEnqueueUnmapMemObject: fn(cl_command_queue, cl_mem, *mut c_void, cl_uint, *const cl_event, *mut cl_event) -> cl_int;
