@@ -42,6 +42,7 @@ def _cpu_library(stem: str, tmp_dir: pathlib.Path) -> str:
 TEST_LIBRARIES = {
     "cpu": _cpu_library,
     "cuda": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cu"),
+    "hip": lambda stem, tmp_dir: str(KERNELS / f"{stem}.hip"),
     "opencl": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cl"),
     "vulkan": lambda stem, tmp_dir: str(KERNELS / f"{stem}.wgsl"),
 }

@@ -65,7 +65,17 @@ fn initialised() -> Result<&'static Hip> {
             format!("HIP library not available: {e}"),
         )
     })?;
-    INIT.get_or_init(|| safe::init(d)).clone()?;
+    INIT.get_or_init(|| {
+        safe::init(d).map_err(|e| {
+            // With no GPU, ROCm's hipInit says hipErrorInvalidDevice while
+            // the device count says what is meant: hipErrorNoDevice.
+            match r::device_count(d) {
+                Err(no_device) => no_device,
+                Ok(_) => e,
+            }
+        })
+    })
+    .clone()?;
     Ok(d)
 }
 

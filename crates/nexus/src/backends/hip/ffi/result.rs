@@ -712,21 +712,23 @@ pub fn memset_async(d: &Hip, dst: u64, pattern: &[u8], len: usize, s: hipStream_
     check(d, code, || format!("hipMemset of {len} bytes"))
 }
 
-/// Queues `f(user)` on `s`.
+/// Queues `f(s, status, user)` on `s` (a stream callback).
 ///
 /// # Safety
 /// `f` must accept `user`, which must stay valid until `f` has run; on an
 /// error `f` is never called and the caller still owns `user`.
-pub unsafe fn launch_host_func(
+pub unsafe fn stream_add_callback(
     d: &Hip,
     s: hipStream_t,
-    f: hipHostFn_t,
+    f: hipStreamCallback_t,
     user: *mut c_void,
 ) -> Result<()> {
     // SAFETY: the caller's contract above.
-    check(d, unsafe { (d.hipLaunchHostFunc)(s, f, user) }, || {
-        "hipLaunchHostFunc".into()
-    })
+    check(
+        d,
+        unsafe { (d.hipStreamAddCallback)(s, f, user, 0) },
+        || "hipStreamAddCallback".into(),
+    )
 }
 
 #[cfg(test)]

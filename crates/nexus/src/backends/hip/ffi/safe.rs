@@ -172,16 +172,17 @@ impl Stream {
 }
 
 /// Queues `f` to run on a runtime thread once the work before it on
-/// `stream` is done. `f` must not call HIP (HIP forbids it there).
+/// `stream` is done (a stream callback). `f` must not call HIP (HIP
+/// forbids it there).
 pub fn launch_host_fn(d: &Hip, stream: hipStream_t, f: Box<dyn FnOnce() + Send>) -> Result<()> {
-    unsafe extern "C" fn trampoline(user: *mut c_void) {
+    unsafe extern "C" fn trampoline(_stream: hipStream_t, _status: i32, user: *mut c_void) {
         // SAFETY: `user` is the box leaked below for exactly this call.
         let f = unsafe { Box::from_raw(user as *mut Box<dyn FnOnce() + Send>) };
         f();
     }
     let user = Box::into_raw(Box::new(f)) as *mut c_void;
     // SAFETY: the trampoline takes back exactly this box, once.
-    if let Err(e) = unsafe { r::launch_host_func(d, stream, trampoline, user) } {
+    if let Err(e) = unsafe { r::stream_add_callback(d, stream, trampoline, user) } {
         // SAFETY: not queued, so the trampoline never runs: reclaim the box.
         drop(unsafe { Box::from_raw(user as *mut Box<dyn FnOnce() + Send>) });
         return Err(e);

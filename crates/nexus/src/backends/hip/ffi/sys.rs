@@ -41,7 +41,9 @@ pub type hipEvent_t = *mut c_void;
 pub type hipGraph_t = *mut c_void;
 pub type hipGraphExec_t = *mut c_void;
 pub type hipGraphNode_t = *mut c_void;
-pub type hipHostFn_t = unsafe extern "C" fn(user_data: *mut c_void);
+/// `hipStreamCallback_t`: (stream, status, user data).
+pub type hipStreamCallback_t =
+    unsafe extern "C" fn(stream: hipStream_t, status: hipError_t, user_data: *mut c_void);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -245,7 +247,8 @@ function_table! {
         hipModuleGetFunction: fn(*mut hipFunction_t, hipModule_t, *const c_char) -> hipError_t;
         hipFuncGetAttribute: fn(*mut c_int, c_int, hipFunction_t) -> hipError_t;
         hipModuleLaunchKernel: fn(hipFunction_t, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, hipStream_t, *mut *mut c_void, *mut *mut c_void) -> hipError_t;
-        hipLaunchHostFunc: fn(hipStream_t, hipHostFn_t, *mut c_void) -> hipError_t;
+        // hipLaunchHostFunc is missing from ROCm 5.2; stream callbacks are everywhere.
+        hipStreamAddCallback: fn(hipStream_t, hipStreamCallback_t, *mut c_void, c_uint) -> hipError_t;
         hipGraphCreate: fn(*mut hipGraph_t, c_uint) -> hipError_t;
         hipGraphInstantiate: fn(*mut hipGraphExec_t, hipGraph_t, *mut hipGraphNode_t, *mut c_char, usize) -> hipError_t;
         hipGraphLaunch: fn(hipGraphExec_t, hipStream_t) -> hipError_t;
