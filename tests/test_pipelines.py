@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 # Runtimes whose schedules do not take copy and fill commands yet.
-NO_TRANSFER_COMMANDS = {"vulkan"}
+NO_TRANSFER_COMMANDS: set = set()
 
 
 def needs_transfers(device: nexus.Device) -> None:
