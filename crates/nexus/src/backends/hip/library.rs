@@ -5,7 +5,7 @@
 //! first use, through the compile cache).
 
 use std::any::Any;
-
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use super::ffi::hiprtc::Program;
 use super::ffi::result as r;
 use super::ffi::safe::{Function, Module};
 use super::ffi::sys;
-use super::Gpu;
+use super::{metadata, Gpu};
 use crate::backends::common::builtin::LaunchCheck;
 use crate::backends::common::{self, release};
 use crate::cache::{CacheState, CompileCache, Key};
@@ -77,15 +77,19 @@ pub struct HipLibrary {
     log: Option<String>,
     /// "hit", "miss" or "off" for sources compiled by hiprtc.
     compile_cache: Option<&'static str>,
+    /// Each kernel's parameter sizes, from the code object's metadata.
+    params: Option<HashMap<String, Vec<usize>>>,
 }
 
 pub struct HipKernel {
     name: String,
     pub(super) function: Function,
     pub(super) gpu: Arc<Gpu>,
-    /// Arguments the kernel takes from the user, where known (builtins;
-    /// HIP has no call that reports a kernel's parameters).
+    /// Arguments the kernel takes from the user, where known (builtins,
+    /// and kernels of code objects whose metadata lists their parameters).
     pub(super) arity: Option<usize>,
+    /// The byte size of each parameter, from the code object's metadata.
+    param_sizes: Option<Vec<usize>>,
     /// Appends the grid's x size as a trailing u32 (builtins).
     pub(super) hidden_count: bool,
     /// A builtin's bounds check.
@@ -146,6 +150,7 @@ impl HipLibrary {
                     path: None,
                     log: None,
                     compile_cache: Some(cache.as_str()),
+                    params: None,
                 });
             }
             hal::LibrarySource::File(p) => {
@@ -197,6 +202,9 @@ impl HipLibrary {
             );
             e
         })?;
+        // Code objects (ELF, what hiprtc returns too) say what each
+        // kernel takes; bundles and fat binaries are not unpacked here.
+        let params = metadata::kernel_param_sizes(&image);
         Ok(HipLibrary {
             gpu: gpu.clone(),
             module: Arc::new(LoadedModule(Some(m))),
@@ -205,6 +213,7 @@ impl HipLibrary {
             path: path.map(|p| p.display().to_string()),
             log,
             compile_cache,
+            params,
         })
     }
 }
@@ -333,6 +342,13 @@ impl hal::Library for HipLibrary {
         let _ctx = gpu.bind()?;
         let function = self.module.function(name)?;
         let f = function.raw();
+        // Builtins append a hidden parameter, so their table is the truth.
+        let param_sizes = if self.builtin {
+            None
+        } else {
+            self.params.as_ref().and_then(|p| p.get(name).cloned())
+        };
+        let arity = arity.or(param_sizes.as_ref().map(Vec::len));
         let a = |attr| r::func_attribute(gpu.d, f, attr).ok();
         let mut properties = json!({
             "Name": name,
@@ -351,6 +367,7 @@ impl hal::Library for HipLibrary {
             function,
             gpu: gpu.clone(),
             arity,
+            param_sizes,
             hidden_count,
             check,
             properties,
@@ -368,6 +385,9 @@ impl hal::Kernel for HipKernel {
     }
     fn arity(&self) -> Option<usize> {
         self.arity
+    }
+    fn param_sizes(&self) -> Option<&[usize]> {
+        self.param_sizes.as_deref()
     }
     fn check_launch(&self, args: &[hal::Arg], dims: &LaunchDims) -> Result<()> {
         self.check.map_or(Ok(()), |check| check(args, dims))
@@ -428,6 +448,10 @@ mod tests {
         let (code, _log, _state) =
             compile_for_arch(BUILTIN_HIP.as_bytes(), "gfx90a", "<test>").expect("compiles");
         assert!(code.len() > 64, "a code object of {} bytes", code.len());
+        // Its metadata lists each kernel's parameters (hidden ones left out).
+        let params = metadata::kernel_param_sizes(&code).expect("code object metadata");
+        assert_eq!(params.get("add_vectors"), Some(&vec![8, 8, 8, 4]));
+        assert_eq!(params.get("empty"), Some(&vec![]));
         let bad = b"extern \"C\" __global__ void k(float *x) { x[0] = undeclared_name; }";
         let e = compile_for_arch(bad, "gfx90a", "<bad>").expect_err("fails");
         assert_eq!(e.status, Status::CompileError);

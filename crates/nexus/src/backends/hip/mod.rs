@@ -23,6 +23,7 @@ mod device;
 mod ffi;
 mod library;
 mod memory;
+mod metadata;
 mod schedule;
 mod stream;
 mod sync;

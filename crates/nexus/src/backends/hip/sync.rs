@@ -31,7 +31,7 @@ fn slab(ctx: &Context) -> Result<Vec<Slot>> {
     safe::mapped_words(
         ctx,
         SLAB_BYTES,
-        sys::HOST_MALLOC_PORTABLE | sys::HOST_MALLOC_MAPPED,
+        sys::HOST_MALLOC_PORTABLE | sys::HOST_MALLOC_MAPPED | sys::HOST_MALLOC_COHERENT,
     )
 }
 

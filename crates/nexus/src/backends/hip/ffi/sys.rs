@@ -152,6 +152,9 @@ pub fn memory_type_device(version: i32) -> c_uint {
 
 pub const HOST_MALLOC_PORTABLE: c_uint = 1;
 pub const HOST_MALLOC_MAPPED: c_uint = 2;
+/// Fine-grained (coherent) host memory, whatever `HIP_HOST_COHERENT` says:
+/// what event values, written by the GPU and polled by the host, need.
+pub const HOST_MALLOC_COHERENT: c_uint = 0x4000_0000;
 pub const STREAM_NON_BLOCKING: c_uint = 1;
 pub const EVENT_DISABLE_TIMING: c_uint = 2;
 /// `hipStreamWaitValueGte`: waits until `(*ptr & mask) >= value`.
