@@ -595,10 +595,15 @@ impl hal::Library for CatalogLibrary {
 }
 
 fn write_file(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{seq}", std::process::id()));
+    let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn parse_build(label: &str, at: &str, index: usize, v: &Value) -> Result<Build> {
@@ -1045,6 +1050,40 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn catalogs_are_found_by_folder_file_and_library_path() {
+        let dir = std::env::temp_dir().join(format!("nexus-catalog-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("k.cl"), b"__kernel void k() {}").unwrap();
+        let manifest = json!({"nexus-catalog": 1, "libraries": {
+            "k": {"builds": [{"runtime": "opencl", "format": "opencl-c", "file": "k.cl"}]},
+            "e": {"builds": [{"runtime": "opencl", "format": "opencl-c", "data": "X19rZXJuZWwgdm9pZCBlKCkge30="}]},
+        }});
+        std::fs::write(dir.join(MANIFEST), manifest.to_string()).unwrap();
+        let name = |p: PathBuf| {
+            let (c, n) = open(&LibrarySource::File(p)).unwrap().unwrap();
+            (c.library_names().join(","), n)
+        };
+        assert_eq!(name(dir.clone()), ("e,k".into(), None));
+        assert_eq!(name(dir.join("k")), ("e,k".into(), Some("k".into())));
+        assert_eq!(name(dir.join(MANIFEST)), ("e,k".into(), None));
+        let hash = PathBuf::from(format!("{}#e", dir.join(MANIFEST).display()));
+        assert_eq!(name(hash), ("e,k".into(), Some("e".into())));
+        // Files that are not catalogs go to the backend untouched.
+        assert!(open(&LibrarySource::File(dir.join("k.cl")))
+            .unwrap()
+            .is_none());
+        assert!(open(&LibrarySource::File(dir.join("k.cl").join("x")))
+            .unwrap()
+            .is_none());
+        let (c, _) = open(&LibrarySource::File(dir.clone())).unwrap().unwrap();
+        let sel = c.select(Some("k"), "opencl", "x86_64", "d").ok().unwrap();
+        assert_eq!(sel.properties["CatalogMatch"], "source");
+        assert!(matches!(sel.source, LibrarySource::File(ref p) if p == &dir.join("k.cl")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
