@@ -543,7 +543,8 @@ impl Catalog {
     }
 }
 
-/// The backend library for `source` on `device`: a catalog is resolved to
+/// The backend library for `source` on `device` (called by
+/// `Device::load_library`): a catalog is resolved to
 /// the best build for the device (from its "Runtime" and "Architecture"),
 /// which the backend loads; its properties then say which build and why.
 /// Anything else goes to the backend as it is.

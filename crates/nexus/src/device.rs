@@ -206,7 +206,11 @@ impl Device {
                 ));
             }
         }
-        Library::load(self, source)
+        // A catalog is resolved to the build that fits this device (from its
+        // Runtime and Architecture) before the backend sees one concrete
+        // file; anything else goes to the backend as it is.
+        let hal = crate::catalog::load(self, &source)?;
+        Library::from_hal(self, &source, hal)
     }
 
     pub fn create_event(&self, event_type: EventType) -> Result<Event> {

@@ -22,14 +22,18 @@ pub struct Library {
 }
 
 impl Library {
-    pub(crate) fn load(device: &Device, source: hal::LibrarySource) -> Result<Library> {
-        let origin = match &source {
+    /// The library `hal` the backend loaded for `source` (what the user
+    /// asked for: it names the library in messages and its "Path").
+    pub(crate) fn from_hal(
+        device: &Device,
+        source: &hal::LibrarySource,
+        hal: Arc<dyn hal::Library>,
+    ) -> Result<Library> {
+        let origin = match source {
             hal::LibrarySource::File(p) => p.display().to_string(),
             hal::LibrarySource::Bytes(b) => format!("<{} bytes>", b.len()),
             hal::LibrarySource::Builtin => "<builtin>".to_string(),
         };
-        // A catalog is resolved to one build for this device first.
-        let hal = crate::catalog::load(device, &source)?;
         let library = Library {
             inner: Arc::new(LibraryShared {
                 device: device.clone(),
