@@ -138,11 +138,12 @@ def test_readme_example_runs(tmp_path: pathlib.Path) -> None:
         pytest.skip("no C compiler")
     blocks = _readme_python_blocks()
     assert blocks, "README has no python example"
-    script = tmp_path / "example.py"
-    script.write_text(blocks[0])
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK" in proc.stdout
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"example{i}.py"
+        script.write_text(block)
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, f"README example {i}:\n" + proc.stdout + proc.stderr
+        assert "OK" in proc.stdout, f"README example {i} printed no OK"
 
 
 def test_import_starts_nothing() -> None:

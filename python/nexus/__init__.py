@@ -29,6 +29,7 @@ from ._nexus import (
     known_runtimes,
     lookup_device_info,
 )
+from .timeline import trace
 
 __all__ = [
     "MAX_KERNEL_ARGS",
@@ -54,4 +55,5 @@ __all__ = [
     "lookup_device_info",
     "property",
     "status",
+    "trace",
 ]

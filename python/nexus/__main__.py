@@ -90,4 +90,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["trace"]:
+        from .timeline import main as trace_main
+
+        sys.exit(trace_main(sys.argv[2:]))
     sys.exit(main())

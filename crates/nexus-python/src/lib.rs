@@ -73,6 +73,20 @@ fn create_buffer(
     create_buffer_on(&device, data, data_type, copy)
 }
 
+/// Starts recording a trace (`nexus.trace`).
+#[pyfunction]
+fn _trace_start() {
+    nexus::trace::start();
+}
+
+/// Stops recording and returns the Chrome trace JSON, waiting up to
+/// `timeout` seconds for the recorded runs to complete.
+#[pyfunction]
+fn _trace_stop(py: Python<'_>, timeout: f64) -> String {
+    let timeout = std::time::Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+    py.detach(|| nexus::trace::stop(timeout).to_string())
+}
+
 /// Name tables of the core, so the Python enums can be checked against them.
 #[pyfunction]
 fn _enum_tables(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -116,6 +130,8 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCommand>()?;
     m.add_class::<PyProperties>()?;
     m.add_function(wrap_pyfunction!(get_runtimes, m)?)?;
+    m.add_function(wrap_pyfunction!(_trace_start, m)?)?;
+    m.add_function(wrap_pyfunction!(_trace_stop, m)?)?;
     m.add_function(wrap_pyfunction!(get_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(known_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(get_device_info, m)?)?;

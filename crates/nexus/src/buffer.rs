@@ -238,7 +238,22 @@ impl Buffer {
         }
         let hal = self.hal()?;
         self.wait_all_uses();
-        hal.write(0, src)
+        let start = crate::trace::now_us();
+        hal.write(0, src)?;
+        self.trace_copy("host to device", src.len(), start);
+        Ok(())
+    }
+
+    fn trace_copy(&self, what: &'static str, bytes: usize, start_us: f64) {
+        if crate::trace::active() {
+            crate::trace::record(crate::trace::Record::HostCopy {
+                device: self.device().label(),
+                what,
+                bytes,
+                start_us,
+                end_us: crate::trace::now_us(),
+            });
+        }
     }
 
     /// Refuses a copy destination smaller than the buffer.
@@ -273,7 +288,10 @@ impl Buffer {
         let n = self.size();
         let hal = self.hal()?;
         self.wait_all_uses();
-        hal.read(0, &mut dst[..n])
+        let start = crate::trace::now_us();
+        hal.read(0, &mut dst[..n])?;
+        self.trace_copy("device to host", n, start);
+        Ok(())
     }
 
     pub fn properties(&self) -> Properties {

@@ -26,6 +26,7 @@ mod process;
 mod runtime;
 mod schedule;
 mod sync;
+pub mod trace;
 
 pub use buffer::{Buffer, MAX_BUFFER_BYTES};
 pub use device::Device;

@@ -410,6 +410,8 @@ impl Command {
 
 struct Encoded {
     revision: u64,
+    /// Encoded with timestamps (a profiled schedule, or a trace active).
+    profiled: bool,
     schedule: Arc<dyn hal::Schedule>,
     /// The buffers and events the encoding uses: a release of any of them
     /// means re-validating (which names it) before the next run.
@@ -649,8 +651,9 @@ impl Schedule {
     fn encoded(&self) -> Result<Arc<Encoded>> {
         let mut enc = lock(&self.inner.encoded);
         let revision = self.inner.revision.load(Ordering::Acquire);
+        let profiled = self.inner.profile.is_some() || crate::trace::active();
         if let Some(e) = enc.as_ref() {
-            if e.is_current(revision) {
+            if e.is_current(revision) && e.profiled == profiled {
                 return Ok(e.clone());
             }
         }
@@ -699,16 +702,17 @@ impl Schedule {
                 usages.push(b.inner.usage.clone());
             }
         }
-        let schedule = match &self.inner.profile {
-            Some(p) => {
-                let s = self.device().hal().encode_profiled(ops)?;
-                *lock(&p.encoded) = Some(s.clone());
-                s
-            }
-            None => self.device().hal().encode(ops)?,
+        let schedule = if profiled {
+            self.device().hal().encode_profiled(ops)?
+        } else {
+            self.device().hal().encode(ops)?
         };
+        if let Some(p) = &self.inner.profile {
+            *lock(&p.encoded) = Some(schedule.clone());
+        }
         let encoded = Arc::new(Encoded {
             revision,
+            profiled,
             schedule,
             buffers,
             events,
@@ -744,8 +748,40 @@ impl Schedule {
             usage.record(&fence);
         }
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        if crate::trace::active() {
+            self.trace_run(stream, &encoded, &fence);
+        }
         let profile = self.inner.profile.clone().map(|p| (p, started));
         Ok(Run { fence, profile })
+    }
+
+    fn trace_run(&self, stream: Option<&Stream>, encoded: &Encoded, fence: &hal::Fence) {
+        let commands = self
+            .commands()
+            .iter()
+            .map(|c| {
+                let (kind, event) = match c.kind() {
+                    CommandKind::Kernel(_) => ("kernel", None),
+                    CommandKind::Signal { event, value } => ("signal", Some((event.id(), *value))),
+                    CommandKind::Wait { event, value } => ("wait", Some((event.id(), *value))),
+                    CommandKind::Copy { .. } => ("copy", None),
+                    CommandKind::Fill { .. } => ("fill", None),
+                };
+                crate::trace::TracedCommand {
+                    label: c.label(),
+                    kind,
+                    event,
+                }
+            })
+            .collect();
+        crate::trace::record(crate::trace::Record::Run {
+            device: self.device().label(),
+            stream: stream.map_or_else(|| "default stream".to_string(), Stream::name),
+            submitted_us: crate::trace::now_us(),
+            fence: fence.clone(),
+            schedule: encoded.schedule.clone(),
+            commands,
+        });
     }
 
     /// Runs every command in order; `blocking` waits for the run and

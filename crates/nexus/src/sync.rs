@@ -122,6 +122,13 @@ pub struct Stream {
     hal: Arc<Handle<dyn hal::Stream>>,
 }
 
+impl Event {
+    /// Identifies the event (for traces): the same for every clone.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+}
+
 impl Stream {
     pub(crate) fn create(device: &Device) -> Result<Stream> {
         let stream = Stream {
@@ -142,6 +149,11 @@ impl Stream {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// How traces name the stream.
+    pub fn name(&self) -> String {
+        format!("stream {:#x}", Arc::as_ptr(&self.hal) as *const () as usize)
     }
 
     pub fn synchronize(&self) -> Result<()> {

@@ -271,4 +271,9 @@ pub trait Schedule: Send + Sync {
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
         None
     }
+    /// Whether `timings` are on the host's trace clock (`trace::now_us`,
+    /// in ms) rather than relative to the run's first operation.
+    fn timings_on_host_clock(&self) -> bool {
+        false
+    }
 }

@@ -43,14 +43,9 @@ enum CpuOp {
 /// Bytes per piece of a fill (written with `Buffer::write`).
 const FILL_PIECE: usize = 1 << 16;
 
-/// The clock profiled runs are timed on: milliseconds since the first use.
+/// The clock profiled runs are timed on: the trace clock, in ms.
 fn clock_ms() -> f64 {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs_f64()
-        * 1e3
+    crate::trace::now_us() / 1e3
 }
 
 pub struct CpuSchedule {
@@ -244,5 +239,9 @@ impl hal::Schedule for CpuScheduleHandle {
 
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
         self.0.timings.as_ref().map(|t| common::lock(t).clone())
+    }
+
+    fn timings_on_host_clock(&self) -> bool {
+        true
     }
 }
