@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import nexus
 import numpy as np
+import pytest
 
 
 def traced_pipeline(device: nexus.Device, lib_path: str, path: pathlib.Path) -> np.ndarray:
@@ -89,3 +91,16 @@ def test_an_empty_trace_is_valid(tmp_path: pathlib.Path) -> None:
         pass
     assert json.loads(path.read_text())["traceEvents"] == []
     assert "empty trace" in nexus.timeline.render_svg(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless Chromium (apt install chromium)")
+def test_the_svg_renders_in_headless_chromium(cpu_device: nexus.Device, lib_path: str, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "run.json"
+    traced_pipeline(cpu_device, lib_path, path)
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "render_timeline_chromium.sh"
+    proc = subprocess.run(["bash", str(script), str(path), str(tmp_path / "t.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    png = (tmp_path / "t.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
