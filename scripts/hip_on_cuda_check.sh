@@ -5,10 +5,11 @@
 # this checks every path of nexus's HIP runtime against a real GPU, with
 # CUDA and NVRTC standing in for HIP and hiprtc.
 #
-# Prepare as for scripts/device_run.sh: a nexus wheel built with the `hip`
-# feature in wheelhouse/ (`maturin build --release -o wheelhouse`, with
-# `--features hip` until it is a default feature) and the test dependencies
-# as wheels in .whl/. Then, on the GPU machine, with both carried:
+# Prepare as for scripts/device_run.sh: a nexus wheel in wheelhouse/
+# (`maturin build --release -o wheelhouse`; `hip` is a default feature) and
+# the test dependencies as wheels in .whl/ (without them, the python3 on the
+# PATH must already import nexus and pytest). Then, on the GPU machine, with
+# both carried:
 #   bash scripts/hip_on_cuda_check.sh [pytest args...]
 # Logs go to $OUT (or ./device-out): build.log, devices.txt, pytest-hip.log
 # (the suite, every test parametrised over the hip device; the cuda and cpu
