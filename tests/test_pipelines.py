@@ -125,3 +125,21 @@ def test_a_profiled_schedule_reports_elapsed_times(device: nexus.Device, lib_pat
     assert plain.get_property_int("Profile") == 0
     with pytest.raises(nexus.Error, match="ElapsedTime"):
         plain.get_property_flt("ElapsedTime")
+
+
+def test_host_buffers_take_part_in_copy_commands(device: nexus.Device) -> None:
+    needs_transfers(device)
+    n = 1000
+    host_in = device.create_host_buffer(n, np.float32)
+    assert host_in.shape == (n,) and host_in.dtype == np.float32
+    host_in.write(np.arange(n, dtype=np.float32))
+    on_device = device.zeros(n)
+    host_out = device.create_host_buffer((10, 100))
+    s = device.create_schedule()
+    s.create_copy_command(host_in, on_device)        # host -> device
+    s.create_copy_command(on_device, host_out)       # device -> host
+    for _ in range(2):
+        s.run()
+        np.testing.assert_array_equal(host_out.numpy(), np.arange(n, dtype=np.float32).reshape(10, 100))
+    with pytest.raises(ValueError, match="every dimension must be >= 1"):
+        device.create_host_buffer(0)

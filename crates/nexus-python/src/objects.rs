@@ -291,6 +291,35 @@ impl PyDevice {
             .transpose()?;
         empty_on(&self.inner, shape, dt.unwrap_or(DataType::F32), true)
     }
+    /// A buffer of `shape` elements in page-locked host memory of this
+    /// device (pinned on CUDA): copy commands move data between it and
+    /// device buffers on the DMA engines, in stream order.
+    #[pyo3(signature = (shape, dtype=None))]
+    fn create_host_buffer(
+        &self,
+        py: Python<'_>,
+        shape: &Bound<'_, PyAny>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyBuffer> {
+        let dt = dtype
+            .filter(|d| !d.is_none())
+            .map(data_type_of)
+            .transpose()?;
+        let dt = dt.unwrap_or(DataType::F32);
+        let shape = shape_of(shape, "shape")?;
+        let bytes = shape
+            .iter()
+            .try_fold(dt.size().max(1) as u64, |n, &d| n.checked_mul(d as u64))
+            .filter(|&n| n <= nexus::MAX_BUFFER_BYTES)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("shape {shape:?} is too large for one buffer"))
+            })?;
+        let buf = py
+            .detach(|| self.inner.create_host_buffer(bytes as i64, dt))
+            .py()?;
+        buf.set_shape(shape).py()?;
+        Ok(PyBuffer::new(buf))
+    }
     /// Buffers made on this device that are alive and not released.
     fn get_buffers(&self) -> Vec<PyBuffer> {
         self.inner

@@ -138,6 +138,22 @@ impl Device {
         Buffer::allocate(self, size, data_type)
     }
 
+    /// A buffer in page-locked host memory of this device (copies between
+    /// it and device buffers run on the DMA engines, in stream order).
+    pub fn create_host_buffer(&self, size: i64, data_type: DataType) -> Result<Buffer> {
+        if size <= 0 || size as u64 > crate::buffer::MAX_BUFFER_BYTES {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!(
+                    "host buffer size {size} on device {} is invalid",
+                    self.label()
+                ),
+            ));
+        }
+        let hal = self.inner.hal.allocate_host(size as usize)?;
+        Ok(Buffer::from_hal(self, hal, data_type))
+    }
+
     pub fn create_buffer_from(&self, bytes: &[u8], data_type: DataType) -> Result<Buffer> {
         Buffer::check_data_size(bytes.len())?;
         let buf = Buffer::allocate(self, bytes.len() as i64, data_type)?;

@@ -41,6 +41,12 @@ pub trait Device: Send + Sync {
     fn properties(&self) -> Value;
     /// Device memory of `size` bytes (size > 0, validated above).
     fn allocate(&self, size: usize) -> Result<Arc<dyn Buffer>>;
+    /// Host memory the device copies to and from at full speed (pinned,
+    /// mapped), for `create_host_buffer`; runtimes without such memory
+    /// give an ordinary buffer, which copy commands handle the same way.
+    fn allocate_host(&self, size: usize) -> Result<Arc<dyn Buffer>> {
+        self.allocate(size)
+    }
     fn load_library(&self, source: &LibrarySource) -> Result<Arc<dyn Library>>;
     fn create_event(&self, event_type: EventType) -> Result<Arc<dyn Event>>;
     fn create_stream(&self) -> Result<Arc<dyn Stream>>;

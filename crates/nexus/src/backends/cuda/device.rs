@@ -147,6 +147,12 @@ impl hal::Device for CudaDevice {
         Ok(Arc::new(memory::CudaBuffer::allocate(&self.gpu, size)?))
     }
 
+    fn allocate_host(&self, size: usize) -> Result<Arc<dyn hal::Buffer>> {
+        Ok(Arc::new(memory::CudaBuffer::allocate_pinned(
+            &self.gpu, size,
+        )?))
+    }
+
     fn load_library(&self, source: &hal::LibrarySource) -> Result<Arc<dyn hal::Library>> {
         Ok(Arc::new(library::CudaLibrary::load(&self.gpu, source)?))
     }

@@ -105,6 +105,9 @@ pub struct CudaBuffer {
     /// Memory nexus allocated (freed off the caller's thread: freeing
     /// waits for the device); `None` for memory another library owns.
     memory: Option<DeviceMemory>,
+    /// Mapped pinned host memory (`create_host_buffer`): the host reads and
+    /// writes it directly.
+    pinned: Option<PinnedHost>,
     _owner: Option<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -119,6 +122,22 @@ impl CudaBuffer {
             ptr: memory.raw(),
             size,
             memory: Some(memory),
+            pinned: None,
+            _owner: None,
+        })
+    }
+
+    /// Page-locked host memory mapped into the device's address space.
+    pub(crate) fn allocate_pinned(gpu: &Arc<Gpu>, size: usize) -> Result<Self> {
+        let flags = sys::MEMHOSTALLOC_PORTABLE | sys::MEMHOSTALLOC_DEVICEMAP;
+        let mut pinned = PinnedHost::allocate(&gpu.context()?, size, flags)?;
+        pinned.as_mut_slice(size).fill(0);
+        Ok(CudaBuffer {
+            gpu: gpu.clone(),
+            ptr: pinned.device_address()?,
+            size,
+            memory: None,
+            pinned: Some(pinned),
             _owner: None,
         })
     }
@@ -134,6 +153,7 @@ impl CudaBuffer {
             ptr,
             size,
             memory: None,
+            pinned: None,
             _owner: Some(owner),
         }
     }
@@ -143,6 +163,9 @@ impl Drop for CudaBuffer {
     fn drop(&mut self) {
         if let Some(memory) = self.memory.take() {
             release::defer(Box::new(move || drop(memory)));
+        }
+        if let Some(pinned) = self.pinned.take() {
+            release::defer(Box::new(move || drop(pinned)));
         }
     }
 }
@@ -154,6 +177,15 @@ impl hal::Buffer for CudaBuffer {
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
         if src.is_empty() {
+            return Ok(());
+        }
+        if let Some(pinned) = &self.pinned {
+            // Host memory: the object model waited for the runs using it.
+            let at = pinned.as_ptr() as usize + offset;
+            // SAFETY: `offset + src.len()` is within the allocation
+            // (checked above), which lives as long as `self`; no DMA uses
+            // it now (every run using the buffer has completed).
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), at as *mut u8, src.len()) };
             return Ok(());
         }
         let g = &self.gpu;
@@ -187,6 +219,10 @@ impl hal::Buffer for CudaBuffer {
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         if dst.is_empty() {
+            return Ok(());
+        }
+        if let Some(pinned) = &self.pinned {
+            host_copy(dst, &pinned.as_slice(offset + dst.len())[offset..]);
             return Ok(());
         }
         let g = &self.gpu;

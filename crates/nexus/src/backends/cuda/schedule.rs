@@ -313,9 +313,7 @@ impl HeldRun<CudaDeviceStream> for Steps {
                 Step::Launch(l) => l.params().launch(d, stream)?,
                 Step::Graph { exec, .. } => exec.launch(stream)?,
                 // The buffers live while the schedule does (its ops).
-                Step::Copy { dst, src, size } => {
-                    r::memcpy_dtod_async(d, *dst, *src, *size, stream)?
-                }
+                Step::Copy { dst, src, size } => r::memcpy_async(d, *dst, *src, *size, stream)?,
                 Step::Fill { dst, size, pattern } => {
                     r::memset_async(d, *dst, pattern, *size, stream)?
                 }

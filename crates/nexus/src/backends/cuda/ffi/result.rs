@@ -646,18 +646,19 @@ pub fn stream_wait_value64(
     )
 }
 
-/// Queues a copy of `len` bytes between device memory (the object model
-/// checked both ranges against live buffers of this device).
-pub fn memcpy_dtod_async(
+/// Queues a copy of `len` bytes between buffers of a device: device memory
+/// or its mapped pinned host memory (unified addressing tells which; the
+/// object model checked both ranges against live buffers).
+pub fn memcpy_async(
     d: &Driver,
     dst: CUdeviceptr,
     src: CUdeviceptr,
     len: usize,
     s: CUstream,
 ) -> Result<()> {
-    // SAFETY: device addresses of live buffers; the driver checks them.
-    let code = unsafe { (d.cuMemcpyDtoDAsync_v2)(dst, src, len, s) };
-    check(d, code, || format!("cuMemcpyDtoDAsync of {len} bytes"))
+    // SAFETY: addresses of live buffers; the driver checks them.
+    let code = unsafe { (d.cuMemcpyAsync)(dst, src, len, s) };
+    check(d, code, || format!("cuMemcpyAsync of {len} bytes"))
 }
 
 /// Queues a fill of `len` bytes at `dst` with `pattern` (1, 2, 4 or 8

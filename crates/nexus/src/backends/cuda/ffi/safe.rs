@@ -389,6 +389,14 @@ impl PinnedHost {
     }
 }
 
+impl PinnedHost {
+    /// The address kernels and copies use for this memory (the host address
+    /// under unified addressing).
+    pub fn device_address(&self) -> Result<CUdeviceptr> {
+        r::mem_host_device_pointer(self.ctx.d, self.ptr as *mut c_void)
+    }
+}
+
 impl Drop for PinnedHost {
     fn drop(&mut self) {
         if let Ok(_bound) = self.ctx.bind() {

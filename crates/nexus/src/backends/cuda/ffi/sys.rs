@@ -188,6 +188,7 @@ function_table! {
         cuMemcpyHtoDAsync_v2: fn(CUdeviceptr, *const c_void, usize, CUstream) -> CUresult;
         cuMemcpyDtoHAsync_v2: fn(*mut c_void, CUdeviceptr, usize, CUstream) -> CUresult;
         cuMemcpyDtoDAsync_v2: fn(CUdeviceptr, CUdeviceptr, usize, CUstream) -> CUresult;
+        cuMemcpyAsync: fn(CUdeviceptr, CUdeviceptr, usize, CUstream) -> CUresult;
         cuMemsetD8Async: fn(CUdeviceptr, u8, usize, CUstream) -> CUresult;
         cuMemsetD16Async: fn(CUdeviceptr, u16, usize, CUstream) -> CUresult;
         cuMemsetD32Async: fn(CUdeviceptr, c_uint, usize, CUstream) -> CUresult;
