@@ -162,7 +162,14 @@ impl Gpu {
             log::warn!("HIP device {ordinal}: {}", e.message);
             "gfx000".into()
         });
-        let mem_ops = d.hipStreamWaitValue64.is_some()
+        // `NEXUS_HIP_STREAM_MEMOPS=0` turns them off (signals then run as
+        // stream callbacks and every wait is held on the host): ROCm
+        // documents the waits for signal memory (hipMallocSignalMemory),
+        // nexus uses mapped fine-grained host memory, which is untested on
+        // AMD hardware.
+        let allowed = std::env::var("NEXUS_HIP_STREAM_MEMOPS").map_or(true, |v| v.trim() != "0");
+        let mem_ops = allowed
+            && d.hipStreamWaitValue64.is_some()
             && d.hipStreamWriteValue64.is_some()
             && attr(sys::ATTR_CAN_USE_STREAM_WAIT_VALUE).unwrap_or(0) != 0;
         let grid = |a| {
