@@ -13,7 +13,8 @@
 #   bash scripts/hip_on_cuda_check.sh [pytest args...]
 # Logs go to $OUT (or ./device-out): build.log, devices.txt, pytest-hip.log
 # (the suite, every test parametrised over the hip device; the cuda and cpu
-# devices are deselected), test_hip.log and bench_hip.log.
+# devices are deselected), test_hip.log, pytest-hip-no-memops.log (event
+# tests with NEXUS_HIP_STREAM_MEMOPS=0) and bench_hip.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-device-out}"
@@ -45,6 +46,11 @@ python3 -m pytest tests/test_hip.py -q -p no:cacheprovider -rfEs 2>&1 | tee "$ou
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 # Every device-parametrised test, on the hip device only (ids "hip0", ...).
 python3 -m pytest tests -q -p no:cacheprovider -rfEs -k "hip" "$@" 2>&1 | tee "$out/pytest-hip.log" | tail -40
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+# Signals and waits without stream memory operations: stream callbacks and
+# host-held waits, the path of AMD devices that lack them.
+NEXUS_HIP_STREAM_MEMOPS=0 python3 -m pytest tests/test_hip.py tests/test_events_streams.py tests/test_execution_model.py \
+  -q -p no:cacheprovider -rfEs -k "hip" 2>&1 | tee "$out/pytest-hip-no-memops.log" | tail -20
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 python3 bench/bench_hip.py 2>&1 | tee "$out/bench_hip.log"
 exit $rc

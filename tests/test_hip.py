@@ -132,6 +132,14 @@ def test_device_properties(dev: nexus.Device) -> None:
 
 
 @needs_device
+def test_stream_memory_operations_follow_the_device_and_the_switch(dev: nexus.Device) -> None:
+    memops = dev.get_property_int("StreamMemoryOperations")
+    assert memops in (0, 1)
+    if os.environ.get("NEXUS_HIP_STREAM_MEMOPS", "").strip() == "0":
+        assert memops == 0
+
+
+@needs_device
 def test_hip_source_through_hiprtc(dev: nexus.Device, scale_kernel: nexus.Kernel) -> None:
     lib = dev.load_library(SCALE_HIP.encode())
     assert lib.get_property_str("Type") == "hip"
