@@ -14,3 +14,8 @@ def _resolve(future: asyncio.Future, result: Any, error: Optional[BaseException]
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _resolve_many(items: list) -> None:
+    for future, result, error in items:
+        _resolve(future, result, error)
