@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 import nexus
 import numpy as np
 import pytest
+from conftest import library_path
 
 
 def traced_pipeline(device: nexus.Device, lib_path: str, path: pathlib.Path) -> np.ndarray:
@@ -70,9 +71,9 @@ def test_trace_records_runs_commands_copies_and_arrows(device: nexus.Device, lib
     assert json.loads(path.read_text()) == data
 
 
-def test_trace_draws_as_svg(cpu_device: nexus.Device, lib_path: str, tmp_path: pathlib.Path) -> None:
+def test_trace_draws_as_svg(cpu_device: nexus.Device, build_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "run.json"
-    traced_pipeline(cpu_device, lib_path, path)
+    traced_pipeline(cpu_device, library_path(cpu_device, "kernels", build_dir), path)
     svg_path = tmp_path / "timeline.svg"
     proc = subprocess.run([sys.executable, "-m", "nexus", "trace", str(path), "-o", str(svg_path)],
                           capture_output=True, text=True, timeout=120)
@@ -95,12 +96,22 @@ def test_an_empty_trace_is_valid(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless Chromium (apt install chromium)")
-def test_the_svg_renders_in_headless_chromium(cpu_device: nexus.Device, lib_path: str, tmp_path: pathlib.Path) -> None:
+def test_the_svg_renders_in_headless_chromium(cpu_device: nexus.Device, build_dir: pathlib.Path,
+                                              tmp_path: pathlib.Path) -> None:
     path = tmp_path / "run.json"
-    traced_pipeline(cpu_device, lib_path, path)
+    traced_pipeline(cpu_device, library_path(cpu_device, "kernels", build_dir), path)
     script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "render_timeline_chromium.sh"
     proc = subprocess.run(["bash", str(script), str(path), str(tmp_path / "t.png")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     png = (tmp_path / "t.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+def test_svg_labels_stay_well_formed_when_cut() -> None:
+    """Labels are cut to fit their boxes before escaping, so an entity is
+    never cut in half."""
+    events = [{"name": "kernel 'a' & <b> " * 5, "cat": "kernel", "ph": "X", "ts": t, "dur": 50.0,
+               "pid": "cpu:0 'x' & <y>", "tid": 0} for t in (0.0, 60.0)]
+    svg = nexus.timeline.render_svg({"traceEvents": events}, width=1200)
+    ET.fromstring(svg)

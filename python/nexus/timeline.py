@@ -81,7 +81,7 @@ def render_svg(trace_data: Union[str, dict[str, Any]], width: int = 1200) -> str
         yy = y(key)
         lane = names.get(key, str(key[1]))
         out.append(f'<rect x="0" y="{yy}" width="{width}" height="{lane_h}" fill="#f7f7f7" stroke="#ddd"/>')
-        out.append(f'<text x="8" y="{yy + 21}">{html.escape(f"{key[0]} / {lane}")[:60]}</text>')
+        out.append(f'<text x="8" y="{yy + 21}">{html.escape(f"{key[0]} / {lane}"[:60])}</text>')
     for e in boxes:
         key = (e["pid"], e["tid"])
         xx, yy = x(e["ts"]), y(key) + 5
@@ -91,7 +91,7 @@ def render_svg(trace_data: Union[str, dict[str, Any]], width: int = 1200) -> str
         out.append(f'<rect x="{xx:.2f}" y="{yy}" width="{w:.2f}" height="{lane_h - 10}" fill="{color}" '
                    f'stroke="#333" stroke-width="0.5"><title>{title}</title></rect>')
         if w > 60:
-            out.append(f'<text x="{xx + 3:.2f}" y="{yy + 16}" fill="white">{html.escape(e["name"])[: int(w / 6)]}</text>')
+            out.append(f'<text x="{xx + 3:.2f}" y="{yy + 16}" fill="white">{html.escape(e["name"][: int(w / 6)])}</text>')
     starts = {e["id"]: e for e in events if e.get("ph") == "s"}
     for f in (e for e in events if e.get("ph") == "f"):
         s = starts.get(f["id"])
