@@ -35,7 +35,9 @@ __kernel void add_vectors(__global const float *a, __global const float *b, __gl
     size_t i = get_global_id(0);
     if (i < nxs_grid_size) c[i] = a[i] + b[i];
 }
-__kernel void empty(void) {}
+// A parameterless kernel breaks NVIDIA's OpenCL compiler (ptxas: "Parsing
+// error near '}'", driver 580, H200): `empty` takes the hidden grid size.
+__kernel void empty(uint nxs_grid_size) {}
 "#;
 
 /// (name, bounds check)
