@@ -215,6 +215,30 @@ fn wrap_host_on(
     Ok(PyBuffer::new(buf))
 }
 
+/// The bytes of `shape` elements of `dt`, within what one buffer may hold.
+fn shape_bytes(shape: &[usize], dt: DataType) -> PyResult<i64> {
+    shape
+        .iter()
+        .try_fold(dt.size().max(1) as u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= nexus::MAX_BUFFER_BYTES)
+        .map(|n| n as i64)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "shape {shape:?} of {} is too large for one buffer",
+                dt.numpy_name()
+            ))
+        })
+}
+
+/// An optional `dtype=` argument; float32 when left out.
+fn dtype_or_f32(dtype: Option<&Bound<'_, PyAny>>) -> PyResult<DataType> {
+    let dt = dtype
+        .filter(|d| !d.is_none())
+        .map(data_type_of)
+        .transpose()?;
+    Ok(dt.unwrap_or(DataType::F32))
+}
+
 /// `device.empty(shape, dtype)` (and `zeros`).
 fn empty_on(
     device: &nexus::Device,
@@ -224,18 +248,7 @@ fn empty_on(
 ) -> PyResult<PyBuffer> {
     let py = shape.py();
     let shape = shape_of(shape, "shape")?;
-    let elements = shape
-        .iter()
-        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
-        .and_then(|n| n.checked_mul(dt.size().max(1) as u64))
-        .filter(|&n| n <= nexus::MAX_BUFFER_BYTES)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "shape {shape:?} of {} is too large for one buffer",
-                dt.numpy_name()
-            ))
-        })?;
-    let size = elements as i64;
+    let size = shape_bytes(&shape, dt)?;
     let buf = py
         .detach(|| -> nexus::Result<nexus::Buffer> {
             let buf = device.create_buffer(size, dt)?;
@@ -272,11 +285,7 @@ impl PyDevice {
         shape: &Bound<'_, PyAny>,
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyBuffer> {
-        let dt = dtype
-            .filter(|d| !d.is_none())
-            .map(data_type_of)
-            .transpose()?;
-        empty_on(&self.inner, shape, dt.unwrap_or(DataType::F32), false)
+        empty_on(&self.inner, shape, dtype_or_f32(dtype)?, false)
     }
     /// A buffer of `shape` elements of `dtype`, all zero.
     #[pyo3(signature = (shape, dtype=None))]
@@ -285,11 +294,7 @@ impl PyDevice {
         shape: &Bound<'_, PyAny>,
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyBuffer> {
-        let dt = dtype
-            .filter(|d| !d.is_none())
-            .map(data_type_of)
-            .transpose()?;
-        empty_on(&self.inner, shape, dt.unwrap_or(DataType::F32), true)
+        empty_on(&self.inner, shape, dtype_or_f32(dtype)?, true)
     }
     /// A buffer of `shape` elements in page-locked host memory of this
     /// device (pinned on CUDA): copy commands move data between it and
@@ -301,21 +306,11 @@ impl PyDevice {
         shape: &Bound<'_, PyAny>,
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyBuffer> {
-        let dt = dtype
-            .filter(|d| !d.is_none())
-            .map(data_type_of)
-            .transpose()?;
-        let dt = dt.unwrap_or(DataType::F32);
+        let dt = dtype_or_f32(dtype)?;
         let shape = shape_of(shape, "shape")?;
-        let bytes = shape
-            .iter()
-            .try_fold(dt.size().max(1) as u64, |n, &d| n.checked_mul(d as u64))
-            .filter(|&n| n <= nexus::MAX_BUFFER_BYTES)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!("shape {shape:?} is too large for one buffer"))
-            })?;
+        let bytes = shape_bytes(&shape, dt)?;
         let buf = py
-            .detach(|| self.inner.create_host_buffer(bytes as i64, dt))
+            .detach(|| self.inner.create_host_buffer(bytes, dt))
             .py()?;
         buf.set_shape(shape).py()?;
         Ok(PyBuffer::new(buf))
@@ -750,6 +745,17 @@ fn timeline_value(v: &Bound<'_, PyAny>) -> PyResult<u64> {
     })
 }
 
+/// A `timeout=` in seconds (`None`: wait for ever).
+fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if (0.0..1e9).contains(&t) => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout {t} must be a number of seconds >= 0"
+        ))),
+    }
+}
+
 /// How long a blocking call waits with the GIL released before it checks
 /// for signals (Ctrl-C) and waits again.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -785,10 +791,7 @@ pub(crate) fn wait_in_slices(
 impl PyEvent {
     #[pyo3(signature = (value=None))]
     fn signal(&self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let v = match value {
-            Some(v) => timeline_value(v)?,
-            None => 1,
-        };
+        let v = value.map(timeline_value).transpose()?.unwrap_or(1);
         self.inner.signal(v).py()?;
         Ok(success(py))
     }
@@ -800,19 +803,8 @@ impl PyEvent {
         value: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let v = match value {
-            Some(v) => timeline_value(v)?,
-            None => 1,
-        };
-        let timeout = match timeout {
-            None => None,
-            Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
-            Some(t) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout {t} must be a number of seconds >= 0"
-                )))
-            }
-        };
+        let v = value.map(timeline_value).transpose()?.unwrap_or(1);
+        let timeout = timeout_arg(timeout)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         if wait_in_slices(py, deadline, |t| self.inner.wait_for(v, t))? {
             Ok(success(py))
@@ -831,19 +823,8 @@ impl PyEvent {
         value: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let v = match value {
-            Some(v) => timeline_value(v)?,
-            None => 1,
-        };
-        let timeout = match timeout {
-            None => None,
-            Some(t) if (0.0..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
-            Some(t) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout {t} must be a number of seconds >= 0"
-                )))
-            }
-        };
+        let v = value.map(timeline_value).transpose()?.unwrap_or(1);
+        let timeout = timeout_arg(timeout)?;
         let event = self.inner.clone();
         let check = Box::new(move || match event.value() {
             Ok(now) if now >= v => crate::aio::Poll::Done,
