@@ -10,6 +10,8 @@
 //!   waits, completion by markers), generic over a small `DeviceStream`;
 //! - `timeline`: events in memory both host and GPU write (wait planning
 //!   by epochs, the wake-up of held runs, pools of value words);
+//! - `staging`: chunk size, parallel host copy and spin wait of the pinned
+//!   staging pipelines;
 //! - `builtin`: bounds of the builtin kernels every runtime ships;
 //! - `lock`, `downcast`: the one poison-tolerant lock helper, and a
 //!   backend's view of its own objects.
@@ -54,6 +56,7 @@
 pub mod args;
 pub mod queue;
 pub mod release;
+pub mod staging;
 pub mod timeline;
 pub mod usage;
 

@@ -9,30 +9,17 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::ffi::result as r;
 use super::ffi::safe::{Context, DeviceMemory, Event, PinnedHost};
 use super::ffi::sys::{self, CUstream};
 use super::Gpu;
+use crate::backends::common::staging::{chunk_size, host_copy, spin_until};
 use crate::backends::common::{lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
-/// Bytes per staging chunk (`NEXUS_CUDA_STAGING_MB` overrides, 1..=256).
-const DEFAULT_CHUNK: usize = 32 << 20;
-
-fn chunk_size() -> usize {
-    std::env::var("NEXUS_CUDA_STAGING_MB")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&m| (1..=256).contains(&m))
-        .map(|m| m << 20)
-        .unwrap_or(DEFAULT_CHUNK)
-}
-/// Host copies at least this large are split over threads.
-const PARALLEL_MIN: usize = 1 << 20;
-const PIECE: usize = 512 << 10;
+/// Staging chunks: `NEXUS_CUDA_STAGING_MB` MiB (default 32).
+const CHUNK_VAR: &str = "NEXUS_CUDA_STAGING_MB";
 
 /// Two pinned chunks and the events that say when the DMA engine is done
 /// with each.
@@ -44,7 +31,7 @@ pub(crate) struct Staging {
 
 impl Staging {
     pub(crate) fn new(ctx: &Context) -> Result<Staging> {
-        let chunk = chunk_size();
+        let chunk = chunk_size(CHUNK_VAR);
         let pinned = || PinnedHost::allocate(ctx, chunk, sys::MEMHOSTALLOC_PORTABLE);
         Ok(Staging {
             chunk,
@@ -52,15 +39,6 @@ impl Staging {
             events: [Event::create(ctx)?, Event::create(ctx)?],
         })
     }
-}
-
-/// Spins (yielding) until `ready` reports completion: these waits are
-/// bounded by one chunk or one copy, so a sleep would only add latency.
-fn spin_until(mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
-    while !ready()? {
-        std::thread::yield_now();
-    }
-    Ok(())
 }
 
 fn wait_event(e: &Event) -> Result<()> {
@@ -86,16 +64,6 @@ fn filled(guard: &mut Option<Staging>) -> Result<&mut Staging> {
     guard
         .as_mut()
         .ok_or_else(|| Error::new(Status::DriverError, "CUDA staging memory is missing"))
-}
-
-fn host_copy(dst: &mut [u8], src: &[u8]) {
-    if src.len() >= PARALLEL_MIN {
-        dst.par_chunks_mut(PIECE)
-            .zip(src.par_chunks(PIECE))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-    } else {
-        dst.copy_from_slice(src);
-    }
 }
 
 pub struct CudaBuffer {
