@@ -32,7 +32,9 @@ pub trait Api: Send + Sync {
     /// Live properties of the runtime itself (driver version, ...).
     fn properties(&self) -> Value;
     /// The devices present. A missing driver is `Ok(vec![])`, never an error
-    /// that stops the other runtimes from being listed.
+    /// that stops the other runtimes from being listed. GPUs come first
+    /// (`Device::is_gpu`), in the order the core lists them, because a
+    /// device names itself by its index in this list.
     fn devices(&self) -> Result<Vec<Arc<dyn Device>>>;
 }
 
