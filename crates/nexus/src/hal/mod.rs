@@ -98,6 +98,14 @@ pub trait Device: Send + Sync {
             "this runtime has no external streams",
         ))
     }
+    /// Whether this device's copy commands may read and write memory of
+    /// `other`, another device: a GPU of the same runtime (a peer copy, or
+    /// one the driver stages), or host memory. The backend prepares the
+    /// path here (CUDA enables peer access), once per pair. Default: no.
+    fn can_copy_with(&self, other: &dyn Device) -> Result<bool> {
+        let _ = other;
+        Ok(false)
+    }
     /// Whether `address` is memory of this device (for zero-copy imports).
     fn owns_address(&self, address: u64) -> bool {
         let _ = address;
