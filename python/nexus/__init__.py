@@ -7,7 +7,10 @@ Importing registers classes only: drivers are opened and worker threads
 started on first use.
 """
 
+import atexit as _atexit
+
 from . import data_type, event_type, property, status
+from ._nexus import _mark_exiting as _mark_exiting
 from ._nexus import (
     MAX_KERNEL_ARGS,
     Buffer,
@@ -30,6 +33,10 @@ from ._nexus import (
     lookup_device_info,
 )
 from .timeline import trace
+
+# At interpreter shutdown, before objects are torn down: drivers (NVIDIA's
+# OpenCL and Vulkan) crash when freed objects reach them then.
+_atexit.register(_mark_exiting)
 
 __all__ = [
     "MAX_KERNEL_ARGS",
