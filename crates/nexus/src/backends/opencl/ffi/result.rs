@@ -10,7 +10,7 @@
 // dereferences them.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::{CStr, c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::sys::{self, *};
@@ -175,7 +175,11 @@ impl Drop for EnvGuard {
         // the same number of bytes is written back.
         unsafe {
             if libc::getenv(self.name.as_ptr()) == self.at {
-                std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), self.at as *mut u8, self.bytes.len());
+                std::ptr::copy_nonoverlapping(
+                    self.bytes.as_ptr(),
+                    self.at as *mut u8,
+                    self.bytes.len(),
+                );
             }
         }
     }
