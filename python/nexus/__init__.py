@@ -10,7 +10,6 @@ started on first use.
 import atexit as _atexit
 
 from . import data_type, event_type, property, status
-from ._nexus import _mark_exiting as _mark_exiting
 from ._nexus import (
     MAX_KERNEL_ARGS,
     Buffer,
@@ -32,6 +31,7 @@ from ._nexus import (
     known_runtimes,
     lookup_device_info,
 )
+from ._nexus import _mark_exiting as _mark_exiting
 from .timeline import trace
 
 # At interpreter shutdown, before objects are torn down: drivers (NVIDIA's
