@@ -248,6 +248,11 @@ impl Device {
         let fence = run.submit(Some(stream.as_ref()), true)?;
         buffer.inner.usage.record(&fence);
         out.inner.usage.record(&fence);
+        // `blocking` only says the caller waits: it returns once done.
+        while !fence.wait(std::time::Duration::from_secs(3600)) {}
+        if let Some(e) = fence.queue.take_failure(fence.ticket) {
+            return Err(e);
+        }
         buffer.trace_copy("device to device", buffer.size(), start);
         Ok(out)
     }
