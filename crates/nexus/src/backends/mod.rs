@@ -2,9 +2,13 @@
 
 pub mod common;
 pub mod cpu;
+// CUDA and HIP are compiled everywhere but registered only on Linux and
+// Windows (their drivers exist nowhere else): elsewhere they are unused.
 #[cfg(feature = "cuda")]
+#[cfg_attr(not(any(target_os = "linux", target_os = "windows")), allow(dead_code))]
 mod cuda;
 #[cfg(feature = "hip")]
+#[cfg_attr(not(any(target_os = "linux", target_os = "windows")), allow(dead_code))]
 mod hip;
 #[cfg(feature = "metal")]
 mod metal;

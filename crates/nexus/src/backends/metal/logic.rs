@@ -186,7 +186,7 @@ pub fn dispatch(kernel: &str, dims: &LaunchDims, limits: &PipelineLimits) -> Res
 /// width): worth a log line, never an error.
 pub fn wastes_lanes(dims: &LaunchDims, limits: &PipelineLimits) -> bool {
     let total: u64 = dims.group.iter().map(|&g| u64::from(g)).product();
-    limits.execution_width > 1 && total % limits.execution_width != 0
+    limits.execution_width > 1 && !total.is_multiple_of(limits.execution_width)
 }
 
 /// The threadgroup memory length to set at `[[threadgroup(0)]]` for a
@@ -222,7 +222,10 @@ pub enum FillPlan {
     /// `seed` (the pattern repeated) is copied to the start of the buffer,
     /// then each copy `(from, to, len)` doubles what is filled (blits only
     /// fill single bytes).
-    Doubling { seed: Vec<u8>, copies: Vec<(usize, usize, usize)> },
+    Doubling {
+        seed: Vec<u8>,
+        copies: Vec<(usize, usize, usize)>,
+    },
 }
 
 /// Bytes of pattern staged per fill: a few doublings cover any buffer.
@@ -374,11 +377,17 @@ pub fn library_kind(origin: &str, bytes: &[u8]) -> Result<LibraryKind> {
 /// which the database then does not know.
 pub fn architecture(name: &str) -> String {
     let words: Vec<&str> = name.split_whitespace().collect();
-    if words.first().is_some_and(|w| w.eq_ignore_ascii_case("apple")) {
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("apple"))
+    {
         if let Some(chip) = words.get(1) {
             let lower = chip.to_ascii_lowercase();
             let mut chars = lower.chars();
-            if chars.next() == Some('m') && chars.clone().next().is_some() && chars.all(|c| c.is_ascii_digit()) {
+            if chars.next() == Some('m')
+                && chars.clone().next().is_some()
+                && chars.all(|c| c.is_ascii_digit())
+            {
                 return lower;
             }
         }
@@ -596,7 +605,11 @@ impl<C: Counter> Chain<C> {
 
     /// `signal(value)` from the host. `starting` makes a counter already at
     /// the given counter value.
-    pub fn host_signal(&mut self, value: u64, starting: impl FnOnce(u64) -> Result<C>) -> Result<()> {
+    pub fn host_signal(
+        &mut self,
+        value: u64,
+        starting: impl FnOnce(u64) -> Result<C>,
+    ) -> Result<()> {
         let raw = raw_value(value)?;
         let newest = self.newest().clone();
         let now = newest.counter.value();
@@ -668,9 +681,11 @@ mod tests {
     fn more_arguments_than_the_table_holds_are_refused() {
         let args = vec![ArgKind::Buffer; MAX_ARGS + 1];
         let e = layout("many", &args).err();
-        assert!(e.as_ref().is_some_and(|e| e.status == Status::InvalidArgument
-            && e.message.contains("'many'")
-            && e.message.contains("31 arguments")));
+        assert!(e
+            .as_ref()
+            .is_some_and(|e| e.status == Status::InvalidArgument
+                && e.message.contains("'many'")
+                && e.message.contains("31 arguments")));
         assert!(layout("ok", &vec![ArgKind::Buffer; MAX_ARGS]).is_ok());
     }
 
@@ -738,10 +753,14 @@ mod tests {
         assert_eq!(threadgroup_memory("k", 1, &l).ok(), Some(Some(16)));
         assert_eq!(threadgroup_memory("k", 256, &l).ok(), Some(Some(256)));
         assert_eq!(threadgroup_memory("k", 32768, &l).ok(), Some(Some(32768)));
-        let e = threadgroup_memory("k", 32760, &PipelineLimits {
-            static_threadgroup_memory: 16,
-            ..l
-        })
+        let e = threadgroup_memory(
+            "k",
+            32760,
+            &PipelineLimits {
+                static_threadgroup_memory: 16,
+                ..l
+            },
+        )
         .err();
         assert!(e.is_some_and(|e| e.status == Status::InvalidSize
             && e.message.contains("rounded to 32768")
@@ -791,22 +810,37 @@ mod tests {
         assert!(e.message.contains("page fault") && e.message.contains("Invalid device address"));
         assert_eq!(command_buffer_error(8, "").status, Status::OutOfMemory);
         assert_eq!(command_buffer_error(2, "").status, Status::Timeout);
-        let e = library_error("k.metal", 3, "program_source:3:5: error: use of undeclared identifier 'x'\n");
+        let e = library_error(
+            "k.metal",
+            3,
+            "program_source:3:5: error: use of undeclared identifier 'x'\n",
+        );
         assert_eq!(e.status, Status::CompileError);
         assert!(e.message.contains("k.metal") && e.message.contains("undeclared identifier 'x'"));
         assert_eq!(library_error("f", 6, "").status, Status::InvalidLibrary);
-        assert_eq!(CommandBufferStatus::from_raw(4), CommandBufferStatus::Completed);
+        assert_eq!(
+            CommandBufferStatus::from_raw(4),
+            CommandBufferStatus::Completed
+        );
         assert!(CommandBufferStatus::from_raw(5).is_finished());
         assert!(!CommandBufferStatus::from_raw(2).is_finished());
     }
 
     #[test]
     fn library_bytes_are_metallib_or_source() {
-        assert_eq!(library_kind("a", b"MTLB\x01\x00").ok(), Some(LibraryKind::Metallib));
-        assert_eq!(library_kind("a", b"kernel void f() {}").ok(), Some(LibraryKind::Source));
+        assert_eq!(
+            library_kind("a", b"MTLB\x01\x00").ok(),
+            Some(LibraryKind::Metallib)
+        );
+        assert_eq!(
+            library_kind("a", b"kernel void f() {}").ok(),
+            Some(LibraryKind::Source)
+        );
         assert!(library_kind("a", b"").is_err());
         let e = library_kind("bin", &[0xff, 0xfe, 0]).err();
-        assert!(e.is_some_and(|e| e.status == Status::InvalidLibrary && e.message.contains("'bin'")));
+        assert!(
+            e.is_some_and(|e| e.status == Status::InvalidLibrary && e.message.contains("'bin'"))
+        );
     }
 
     #[test]
@@ -880,18 +914,27 @@ mod tests {
         assert_eq!(raw, 4);
         assert!(c.plan_wait(3)?.is_none(), "planned, not committed");
         Chain::committed(&e1, raw);
-        let (w, wraw) = c.plan_wait(3)?.ok_or_else(|| Error::new(Status::InvalidEvent, "x"))?;
+        let (w, wraw) = c
+            .plan_wait(3)?
+            .ok_or_else(|| Error::new(Status::InvalidEvent, "x"))?;
         assert!(Arc::ptr_eq(&w, &e1) && wraw == 4);
         // A signal of a value not above what is planned goes to a new epoch.
         let (e2, raw2) = c.plan_signal(2, || at(0))?;
         assert!(!Arc::ptr_eq(&e1, &e2) && raw2 == 3);
-        assert!(c.plan_wait(2)?.is_none(), "the newest epoch's signal is not committed");
+        assert!(
+            c.plan_wait(2)?.is_none(),
+            "the newest epoch's signal is not committed"
+        );
         // The GPU runs the first signal: the value is 3 until the new epoch starts.
         e1.counter.set(4);
         assert_eq!(c.current(), 3);
         e2.counter.set(3);
         assert_eq!(c.current(), 2);
-        assert_eq!(c.epochs.len(), 1, "older epochs are forgotten once a newer one starts");
+        assert_eq!(
+            c.epochs.len(),
+            1,
+            "older epochs are forgotten once a newer one starts"
+        );
         Ok(())
     }
 
@@ -911,7 +954,11 @@ mod tests {
         Chain::committed(&e, raw);
         c.host_signal(4, at)?;
         e.counter.set(raw);
-        assert_eq!(c.current(), 4, "the earlier GPU signal does not override the host");
+        assert_eq!(
+            c.current(),
+            4,
+            "the earlier GPU signal does not override the host"
+        );
         assert!(c.reachable(9).is_none() && c.reachable(4).is_some());
         assert!(raw_value(u64::MAX).is_err());
         Ok(())

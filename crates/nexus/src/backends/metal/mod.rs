@@ -54,4 +54,6 @@ mod schedule;
 mod sync;
 
 #[cfg(target_vendor = "apple")]
+pub(crate) use device::Gpu;
+#[cfg(target_vendor = "apple")]
 pub use device::MetalApi;
