@@ -119,7 +119,7 @@ impl hal::Library for MtlLibrary {
     fn properties(&self) -> Value {
         json!({
             "Source": self.compiled.origin,
-            "Format": self.compiled.kind,
+            "Type": self.compiled.kind,
             "Kernels": self.compiled.lib.function_names(),
         })
     }
