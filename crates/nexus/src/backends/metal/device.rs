@@ -103,11 +103,11 @@ impl hal::Api for MetalApi {
         Ok(self
             .devices
             .get_or_init(|| {
-                ffi::all_devices()
+                ffi::pool(ffi::all_devices)
                     .into_iter()
                     .enumerate()
                     .map(|(index, dev)| {
-                        let info = dev.info(index);
+                        let info = ffi::pool(|| dev.info(index));
                         let properties = logic::device_properties(&info);
                         let gpu = Gpu {
                             dev,

@@ -75,6 +75,10 @@ fn load_bytes(gpu: &Gpu, bytes: &[u8], origin: &str) -> Result<Compiled> {
 
 impl MtlLibrary {
     pub fn load(gpu: &Arc<Gpu>, source: &hal::LibrarySource) -> Result<MtlLibrary> {
+        ffi::pool(|| Self::load_in_pool(gpu, source))
+    }
+
+    fn load_in_pool(gpu: &Arc<Gpu>, source: &hal::LibrarySource) -> Result<MtlLibrary> {
         let compiled = match source {
             hal::LibrarySource::Builtin => {
                 // Compiled once per device: the self-check loads it often.
@@ -117,14 +121,22 @@ impl MtlLibrary {
 
 impl hal::Library for MtlLibrary {
     fn properties(&self) -> Value {
-        json!({
-            "Source": self.compiled.origin,
-            "Type": self.compiled.kind,
-            "Kernels": self.compiled.lib.function_names(),
+        ffi::pool(|| {
+            json!({
+                "Source": self.compiled.origin,
+                "Type": self.compiled.kind,
+                "Kernels": self.compiled.lib.function_names(),
+            })
         })
     }
 
     fn kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
+        ffi::pool(|| self.make_kernel(name))
+    }
+}
+
+impl MtlLibrary {
+    fn make_kernel(&self, name: &str) -> Result<Arc<dyn hal::Kernel>> {
         let function = self.compiled.lib.function(name).ok_or_else(|| {
             Error::new(
                 Status::InvalidKernel,

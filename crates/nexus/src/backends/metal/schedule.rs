@@ -344,6 +344,24 @@ impl HeldRun<MtlStream> for Encoded {
         from: usize,
         _idle: &mut dyn FnMut() -> bool,
     ) -> Result<Option<usize>> {
+        ffi::pool(|| self.send_steps(stream, from))
+    }
+
+    fn wait_decidable(&self, at: usize) -> bool {
+        if let Some(Step::Wait { event, value }) = self.steps.get(at) {
+            if let Ok(ev) = event_of(event) {
+                ev.wait_plannable(*value);
+            }
+        }
+        // A planned wait is on the GPU: nothing needs to drain first.
+        false
+    }
+}
+
+impl Encoded {
+    /// Encodes and commits steps `from..`, stopping at a wait that cannot
+    /// be planned yet (its index is returned).
+    fn send_steps(&self, stream: &MtlStream, from: usize) -> Result<Option<usize>> {
         if self.profiled && from == 0 {
             lock(&self.last_run).clear();
         }
@@ -394,16 +412,6 @@ impl HeldRun<MtlStream> for Encoded {
             ev.committed(&epoch, raw);
         }
         Ok(stop)
-    }
-
-    fn wait_decidable(&self, at: usize) -> bool {
-        if let Some(Step::Wait { event, value }) = self.steps.get(at) {
-            if let Ok(ev) = event_of(event) {
-                ev.wait_plannable(*value);
-            }
-        }
-        // A planned wait is on the GPU: nothing needs to drain first.
-        false
     }
 }
 

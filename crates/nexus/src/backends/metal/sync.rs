@@ -212,6 +212,30 @@ impl DeviceStream for MtlStream {
     const WORKER_NAME: &'static str = "nexus-metal-held";
 
     fn is_idle(&self) -> Result<bool> {
+        ffi::pool(|| self.poll_committed())
+    }
+
+    fn mark(&self, _spare: Option<Self::Marker>) -> Option<Self::Marker> {
+        // The last committed buffer: queues finish their buffers in order.
+        lock(&self.committed).back().cloned()
+    }
+
+    fn is_reached(&self, marker: &Self::Marker) -> bool {
+        marker.status() == logic::CommandBufferStatus::Completed
+    }
+
+    fn finish(&self) {
+        let last = lock(&self.committed).back().cloned();
+        if let Some(cb) = last {
+            cb.wait_until_completed();
+        }
+    }
+}
+
+impl MtlStream {
+    /// Forgets finished command buffers; `Ok(true)` when none is left, the
+    /// first failure once everything committed before it has finished.
+    fn poll_committed(&self) -> Result<bool> {
         let mut committed = lock(&self.committed);
         while let Some(cb) = committed.front() {
             let status = cb.status();
@@ -233,22 +257,6 @@ impl DeviceStream for MtlStream {
         match lock(&self.failure).take() {
             Some(e) => Err(e),
             None => Ok(true),
-        }
-    }
-
-    fn mark(&self, _spare: Option<Self::Marker>) -> Option<Self::Marker> {
-        // The last committed buffer: queues finish their buffers in order.
-        lock(&self.committed).back().cloned()
-    }
-
-    fn is_reached(&self, marker: &Self::Marker) -> bool {
-        marker.status() == logic::CommandBufferStatus::Completed
-    }
-
-    fn finish(&self) {
-        let last = lock(&self.committed).back().cloned();
-        if let Some(cb) = last {
-            cb.wait_until_completed();
         }
     }
 }

@@ -37,6 +37,14 @@ fn ns_error(e: &NSError) -> NsError {
     }
 }
 
+/// Runs `f` inside an autorelease pool. Metal returns many objects
+/// autoreleased (command buffers, encoders, names, errors); a thread without
+/// a pool of its own (nexus's workers, Python's threads) would keep them
+/// until it exits, so every entry point that makes such calls drains one.
+pub fn pool<T>(f: impl FnOnce() -> T) -> T {
+    objc2::rc::autoreleasepool(|_| f())
+}
+
 /// One GPU.
 #[derive(Clone)]
 pub struct Device(Obj<dyn MTLDevice>);
