@@ -963,4 +963,44 @@ mod tests {
         assert!(raw_value(u64::MAX).is_err());
         Ok(())
     }
+
+    #[test]
+    fn other_gpus_keep_their_name_and_discrete_memory() {
+        let info = DeviceInfo {
+            name: "AMD Radeon Pro 5500M".into(),
+            unified_memory: false,
+            max_threads_per_threadgroup: [1024, 1024, 1024],
+            ..DeviceInfo::default()
+        };
+        let p = device_properties(&info);
+        assert_eq!(p["Architecture"], "amd radeon pro 5500m");
+        assert_eq!(p["Vendor"], "");
+        assert_eq!(p["UnifiedMemory"], 0);
+        assert_eq!(p["MemorySubsystem"]["MemoryTypes"][2]["Type"], "Device");
+        assert!(crate::database::lookup_entry("amd radeon pro 5500m").is_none());
+        assert_eq!(p["GPUFamilies"], json!([]));
+    }
+
+    #[test]
+    fn no_arguments_and_no_reflection() {
+        assert_eq!(layout("empty", &[]).ok(), Some(vec![]));
+        assert_eq!(arity(&[]), 0);
+        assert!(check_reflection("empty", &[], &[]).is_ok());
+        assert_eq!(library_error("l", 5, "").status, Status::InvalidKernel);
+        assert_eq!(library_error("l", 1, "").status, Status::NotSupported);
+        assert_eq!(command_buffer_error(11, "").status, Status::InvalidDevice);
+    }
+
+    #[test]
+    fn host_waits_listen_only_where_a_committed_signal_leads() -> Result<()> {
+        let mut c = Chain::new(Mem(AtomicU64::new(1)));
+        assert!(c.reachable(2).is_none(), "nothing will set 2");
+        let (e, raw) = c.plan_signal(2, || at(0))?;
+        assert!(c.reachable(2).is_none(), "not committed yet");
+        Chain::committed(&e, raw);
+        assert!(c.reachable(2).is_some() && c.reachable(1).is_some());
+        assert!(c.reachable(3).is_none());
+        assert!(c.reachable(u64::MAX).is_none());
+        Ok(())
+    }
 }
