@@ -204,12 +204,16 @@ pub(super) fn encode(
     }))))
 }
 
-/// The encoder open in a command buffer, if any.
-enum Open {
-    None,
+/// An encoder of a command buffer.
+enum Encoder {
     Compute(ffi::ComputeEncoder),
     Blit(ffi::BlitEncoder),
 }
+
+/// The encoder open in a command buffer, if any. It is ended before the
+/// buffer is committed or dropped (Metal asserts otherwise), also when
+/// encoding fails midway (`Drop`).
+struct Open(Option<Encoder>);
 
 fn no_encoder(what: &str) -> Error {
     Error::new(
@@ -220,33 +224,41 @@ fn no_encoder(what: &str) -> Error {
 
 impl Open {
     fn end(&mut self) {
-        match std::mem::replace(self, Open::None) {
-            Open::Compute(c) => c.end(),
-            Open::Blit(b) => b.end(),
-            Open::None => {}
+        match self.0.take() {
+            Some(Encoder::Compute(c)) => c.end(),
+            Some(Encoder::Blit(b)) => b.end(),
+            None => {}
         }
     }
 
     fn compute(&mut self, cb: &ffi::CommandBuffer) -> Result<&ffi::ComputeEncoder> {
-        if !matches!(self, Open::Compute(_)) {
+        if !matches!(self.0, Some(Encoder::Compute(_))) {
             self.end();
-            *self = Open::Compute(cb.compute().ok_or_else(|| no_encoder("compute"))?);
+            self.0 = Some(Encoder::Compute(
+                cb.compute().ok_or_else(|| no_encoder("compute"))?,
+            ));
         }
-        match self {
-            Open::Compute(c) => Ok(c),
+        match &self.0 {
+            Some(Encoder::Compute(c)) => Ok(c),
             _ => Err(no_encoder("compute")),
         }
     }
 
     fn blit(&mut self, cb: &ffi::CommandBuffer) -> Result<&ffi::BlitEncoder> {
-        if !matches!(self, Open::Blit(_)) {
+        if !matches!(self.0, Some(Encoder::Blit(_))) {
             self.end();
-            *self = Open::Blit(cb.blit().ok_or_else(|| no_encoder("blit"))?);
+            self.0 = Some(Encoder::Blit(cb.blit().ok_or_else(|| no_encoder("blit"))?));
         }
-        match self {
-            Open::Blit(b) => Ok(b),
+        match &self.0 {
+            Some(Encoder::Blit(b)) => Ok(b),
             _ => Err(no_encoder("blit")),
         }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -366,7 +378,7 @@ impl Encoded {
             lock(&self.last_run).clear();
         }
         let mut cb = stream.command_buffer()?;
-        let mut open = Open::None;
+        let mut open = Open(None);
         let mut encoded = false;
         let mut signals = Vec::new();
         let mut stop = None;
