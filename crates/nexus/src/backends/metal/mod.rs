@@ -31,7 +31,9 @@
 //! - 3 (stream queues): `common::queue::StreamQueue::state`, held while a
 //!   run is encoded and committed, never while waiting.
 //! - 4 (per-resource state): `MtlEvent::chain`, the buffer registry
-//!   `memory::BUFFERS`, `Gpu::builtin`, `MtlStream::committed`.
+//!   `memory::BUFFERS`, `Gpu::builtin`, `Gpu::streams`,
+//!   `Encoded::last_run`, `MtlStream::committed` then
+//!   `MtlStream::failure`; each held for a few calls that do not block.
 //! - 6 (leaves): an event's `Bell`.
 //!
 //! Metal calls the shared-event listener's blocks on its own dispatch

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use block2::RcBlock;
 use objc2::rc::Retained;
-use objc2::runtime::ProtocolObject;
+use objc2::runtime::{NSObjectProtocol, ProtocolObject};
 use objc2_foundation::{NSError, NSRange, NSString};
 use objc2_metal::{
     MTLBinding, MTLBindingType, MTLBlitCommandEncoder, MTLBuffer, MTLBufferBinding,
@@ -163,6 +163,9 @@ impl Device {
         }
         .map_err(|e| ns_error(&e))?;
         let mut reflected = Vec::new();
+        // `bindings` exists from macOS 13 / iOS 16; before, no reflection
+        // (arguments are then not checked against the kernel).
+        let reflection = reflection.filter(|r| r.respondsToSelector(objc2::sel!(bindings)));
         if let Some(r) = reflection {
             for b in r.bindings().to_vec() {
                 if b.r#type() != MTLBindingType::Buffer {
