@@ -221,7 +221,10 @@ impl DeviceStream for MtlStream {
     }
 
     fn is_reached(&self, marker: &Self::Marker) -> bool {
-        marker.status() == logic::CommandBufferStatus::Completed
+        // Once a failure is seen, completion moves only through `is_idle`,
+        // which reports it: a marker past the failed run must not mark that
+        // run complete first (its failure would then go to no run).
+        marker.status() == logic::CommandBufferStatus::Completed && lock(&self.failure).is_none()
     }
 
     fn finish(&self) {
