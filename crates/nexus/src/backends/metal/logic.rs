@@ -395,6 +395,18 @@ pub fn architecture(name: &str) -> String {
     name.trim().to_ascii_lowercase()
 }
 
+/// The vendor by the device's name (Metal reports none): Apple silicon,
+/// or the AMD and Intel GPUs of Intel Macs.
+pub fn vendor(name: &str) -> &'static str {
+    // The first word, without a trademark sign ("Intel(R) UHD Graphics").
+    let first = name.split_whitespace().next().unwrap_or_default();
+    let first = first.split('(').next().unwrap_or_default();
+    ["Apple", "AMD", "Intel", "NVIDIA"]
+        .into_iter()
+        .find(|v| first.eq_ignore_ascii_case(v))
+        .unwrap_or("")
+}
+
 /// What `device.rs` queries of one `MTLDevice`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeviceInfo {
@@ -458,7 +470,7 @@ pub fn device_properties(info: &DeviceInfo) -> Value {
     let max_group = info.max_threads_per_threadgroup;
     json!({
         "Name": info.name,
-        "Vendor": if info.name.starts_with("Apple") { "Apple" } else { "" },
+        "Vendor": vendor(&info.name),
         "Type": "gpu",
         "DeviceType": "gpu",
         "Architecture": architecture(&info.name),
@@ -974,7 +986,10 @@ mod tests {
         };
         let p = device_properties(&info);
         assert_eq!(p["Architecture"], "amd radeon pro 5500m");
-        assert_eq!(p["Vendor"], "");
+        assert_eq!(p["Vendor"], "AMD");
+        assert_eq!(vendor("Intel(R) UHD Graphics 630"), "Intel");
+        assert_eq!(vendor("Radeon"), "");
+        assert_eq!(vendor("Intel Iris Plus Graphics"), "Intel");
         assert_eq!(p["UnifiedMemory"], 0);
         assert_eq!(p["MemorySubsystem"]["MemoryTypes"][2]["Type"], "Device");
         assert!(crate::database::lookup_entry("amd radeon pro 5500m").is_none());
