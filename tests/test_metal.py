@@ -166,7 +166,7 @@ def test_threadgroup_memory_and_its_size(mtl: nexus.Device, kernels_mtl: nexus.L
     n = 512
     out = mtl.create_buffer(np.zeros(n, np.int32))
     s = mtl.create_schedule()
-    for i, smem in enumerate((1000, 0, 4096)):
+    for i, smem in enumerate((1000, 16, 4096)):
         cmd = s.create_command(k)
         cmd.set_buffer(0, out)
         cmd.set_arg(1, n if i != 1 else 0)
