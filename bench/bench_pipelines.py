@@ -5,7 +5,9 @@
   buffers, vs CuPy with async copies on two streams (CUDA);
 - profiling overhead: a profiled vs an unprofiled 1-kernel blocking run;
 - asyncio: 10,000 concurrent `await event.wait_async` released by one
-  signal (time, and native threads added to the process).
+  signal (time, and native threads added to the process);
+- peer copy of 1 GiB from GPU 0 to GPU 1 (two CUDA GPUs): a nexus copy
+  command and `copy_buffer`, vs torch `.to("cuda:1")` (bandwidth).
 Run: python bench/bench_pipelines.py [--cpu]   (--cpu: the CPU device only)
 """
 
@@ -140,6 +142,31 @@ def asyncio_waits(dev: nexus.Device) -> None:
           f"threads added {threads() - before} (target: 1 on first use)")
 
 
+def peer_copy() -> None:
+    import torch
+    rt = nexus.get_runtime("cuda")
+    if len(rt.get_devices()) < 2 or torch.cuda.device_count() < 2:
+        print("peer copy: needs two CUDA GPUs (skipped)")
+        return
+    g0, g1 = rt.get_device(0), rt.get_device(1)
+    size = 1 << 30
+    src, dst = g0.empty(size // 4), g1.empty(size // 4)
+    s = g1.create_schedule()
+    s.create_copy_command(src, dst)
+    t_nexus = median(s.run, 9)
+    t_copy_buffer = median(lambda: g1.copy_buffer(src).release(), 5)
+    x = torch.empty(size // 4, dtype=torch.float32, device="cuda:0")
+
+    def torch_copy() -> None:
+        x.to("cuda:1")
+        torch.cuda.synchronize("cuda:1")
+    t_torch = median(torch_copy, 9)
+    gbs = lambda t: size / t / 1e9  # noqa: E731
+    print(f"peer copy 1 GiB GPU0->GPU1       nexus copy command {gbs(t_nexus):7.1f} GB/s   "
+          f"copy_buffer {gbs(t_copy_buffer):7.1f} GB/s   torch .to {gbs(t_torch):7.1f} GB/s   "
+          f"nexus/torch bandwidth {t_torch / t_nexus:.2f} (target >= 0.95)")
+
+
 def main() -> None:
     if "--cpu" in sys.argv:
         dev = nexus.get_runtime("cpu").get_device(0)
@@ -156,6 +183,7 @@ def main() -> None:
     empty = dev.load_library(os.path.join(KERNELS, "vadd.ptx")).get_kernel("vadd")
     profiling_overhead(dev, empty, bufs, n)
     asyncio_waits(dev)
+    peer_copy()
 
 
 if __name__ == "__main__":

@@ -94,8 +94,10 @@ def test_copy_and_fill_commands_check_their_arguments(device: nexus.Device) -> N
     with pytest.raises(TypeError, match="must be a number"):
         s.create_fill_command(a, "1")
     other = nexus.get_runtime("cpu").get_device(0)
-    if other != device:
-        with pytest.raises(nexus.Error, match="is on device"):
+    # CUDA copies reach host memory (the CPU runtime's buffers); the others
+    # refuse a buffer of another device and say so.
+    if other != device and device.get_property_str("Runtime") != "cuda":
+        with pytest.raises(nexus.Error, match="is on device .* cannot reach that memory"):
             s.create_copy_command(other.zeros(4), b)
     assert len(s.get_commands()) == 0
 
@@ -143,3 +145,64 @@ def test_host_buffers_take_part_in_copy_commands(device: nexus.Device) -> None:
         np.testing.assert_array_equal(host_out.numpy(), np.arange(n, dtype=np.float32).reshape(10, 100))
     with pytest.raises(ValueError, match="every dimension must be >= 1"):
         device.create_host_buffer(0)
+
+
+def test_copy_buffer_keeps_shape_and_data_and_follows_earlier_runs(device: nexus.Device, lib_path: str) -> None:
+    """copy_buffer copies on the device where it can, keeps the shape, and
+    acts after earlier runs that use the source, on any stream."""
+    kernels = device.load_library(lib_path)
+    n = 3 * 1024
+    src = device.zeros((3, 1024))
+    s = device.create_schedule()
+    fill_cmd(s, kernels, src, 7.0, n)
+    s.run(device.create_stream(), blocking=False)
+    moved = device.copy_buffer(src)
+    assert moved.shape == (3, 1024)
+    assert moved.dtype == np.float32
+    np.testing.assert_array_equal(moved.numpy(), np.full((3, 1024), 7, np.float32))
+    # The copy is its own memory.
+    src.write(np.zeros(n, np.float32))
+    np.testing.assert_array_equal(moved.numpy(), np.full((3, 1024), 7, np.float32))
+
+
+def test_copy_buffer_is_not_held_by_a_waiting_default_stream(device: nexus.Device, lib_path: str) -> None:
+    """A wait that holds the default stream holds that stream only:
+    copy_buffer on the same device still returns."""
+    import threading
+    src = device.create_buffer(np.arange(256, dtype=np.float32))
+    ev = device.create_event()
+    held = device.create_schedule()
+    held.create_wait_command(ev, 1)
+    held.run(blocking=False)
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(device.copy_buffer(src)), daemon=True)
+    t.start()
+    t.join(30)
+    try:
+        assert box, "copy_buffer did not return while the default stream waited"
+        np.testing.assert_array_equal(box[0].numpy(), np.arange(256, dtype=np.float32))
+    finally:
+        ev.signal(1)
+        done = device.create_event()
+        tail = device.create_schedule()
+        tail.create_signal_command(done, 1)
+        tail.run(blocking=False)
+        done.wait(1, timeout=30)
+
+
+def test_cuda_copy_commands_reach_host_memory_of_the_cpu_runtime(device: nexus.Device) -> None:
+    if device.get_property_str("Runtime") != "cuda":
+        pytest.skip("CUDA copies reach host memory through unified addressing")
+    cpu = nexus.get_runtime("cpu").get_device(0)
+    x = np.arange(4096, dtype=np.float32)
+    host_in = cpu.create_buffer(x)
+    host_out = cpu.zeros(4096)
+    gpu = device.zeros(4096)
+    s = device.create_schedule()
+    s.create_copy_command(host_in, gpu)
+    s.create_copy_command(gpu, host_out, size=1024 * 4, dst_offset=100 * 4)
+    assert s.run() == nexus.status.NXS_Success
+    want = np.zeros(4096, np.float32)
+    want[100:1124] = x[:1024]
+    np.testing.assert_array_equal(host_out.numpy(), want)
+    np.testing.assert_array_equal(gpu.numpy(), x)

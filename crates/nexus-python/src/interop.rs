@@ -149,6 +149,7 @@ impl PyBuffer {
         copy: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let _ = (stream, max_version);
+        self.inner.ensure_live().py()?;
         if copy == Some(true) {
             return Err(PyBufferError::new_err(
                 "nexus buffers export without copying (copy=True is not supported)",

@@ -203,7 +203,7 @@ impl Buffer {
         Ok(self.inner.usage.wait(timeout))
     }
 
-    fn wait_all_uses(&self) {
+    pub(crate) fn wait_all_uses(&self) {
         while !self.inner.usage.wait(Duration::from_secs(3600)) {}
     }
 
@@ -244,7 +244,7 @@ impl Buffer {
         Ok(())
     }
 
-    fn trace_copy(&self, what: &'static str, bytes: usize, start_us: f64) {
+    pub(crate) fn trace_copy(&self, what: &'static str, bytes: usize, start_us: f64) {
         if crate::trace::active() {
             crate::trace::record(crate::trace::Record::HostCopy {
                 device: self.device().label(),
@@ -331,5 +331,11 @@ impl Buffer {
 
     pub fn is_released(&self) -> bool {
         self.inner.hal.is_released()
+    }
+
+    /// `Status::Released` if the buffer was released: checked before any
+    /// other complaint, so a released buffer is reported as such everywhere.
+    pub fn ensure_live(&self) -> Result<()> {
+        self.hal().map(|_| ())
     }
 }

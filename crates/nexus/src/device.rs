@@ -26,6 +26,8 @@ pub(crate) struct DeviceShared {
     pub(crate) libraries: Tracked<LibraryShared>,
     pub(crate) streams: Tracked<Handle<dyn hal::Stream>>,
     pub(crate) schedules: Tracked<ScheduleShared>,
+    /// The stream `copy_buffer` copies on (made on first use).
+    copy_stream: std::sync::OnceLock<Arc<dyn hal::Stream>>,
 }
 
 /// The objects of one kind made on a device that are still alive, for
@@ -94,6 +96,7 @@ impl Device {
                 libraries: Tracked::default(),
                 streams: Tracked::default(),
                 schedules: Tracked::default(),
+                copy_stream: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -206,11 +209,56 @@ impl Device {
         self.inner.hal.native_ordinal()
     }
 
-    /// A copy of `buffer` on this device (through the host where no faster path exists).
+    /// Whether copy commands of this device reach memory of `other`.
+    pub fn can_copy_with(&self, other: &Device) -> Result<bool> {
+        if other == self {
+            return Ok(true);
+        }
+        self.inner.hal.can_copy_with(other.inner.hal.as_ref())
+    }
+
+    /// A copy of `buffer` on this device, with its shape: a device copy
+    /// where this device reaches the memory (its own, a peer GPU's), else
+    /// through the host. Like a host copy, it acts after every run
+    /// submitted earlier that uses `buffer`.
     pub fn copy_buffer(&self, buffer: &Buffer) -> Result<Buffer> {
-        let mut staging = vec![0u8; buffer.size()];
-        buffer.read(&mut staging)?;
-        self.create_buffer_from(&staging, buffer.data_type())
+        let src = buffer.hal()?;
+        if !self.can_copy_with(buffer.device())? {
+            let mut staging = vec![0u8; buffer.size()];
+            buffer.read(&mut staging)?;
+            let out = self.create_buffer_from(&staging, buffer.data_type())?;
+            out.set_shape(buffer.shape())?;
+            return Ok(out);
+        }
+        let out = Buffer::allocate(self, buffer.size() as i64, buffer.data_type())?;
+        out.set_shape(buffer.shape())?;
+        buffer.wait_all_uses();
+        let copy = hal::Op::Copy {
+            src,
+            dst: out.hal()?,
+            src_offset: 0,
+            dst_offset: 0,
+            size: buffer.size(),
+        };
+        // On a stream of its own: a wait held on the default stream holds
+        // that stream only, never this copy.
+        let stream = self.copy_stream()?;
+        let start = crate::trace::now_us();
+        let run = self.inner.hal.encode(vec![copy])?;
+        let fence = run.submit(Some(stream.as_ref()), true)?;
+        buffer.inner.usage.record(&fence);
+        out.inner.usage.record(&fence);
+        buffer.trace_copy("device to device", buffer.size(), start);
+        Ok(out)
+    }
+
+    /// The stream `copy_buffer` uses, made on first use.
+    fn copy_stream(&self) -> Result<Arc<dyn hal::Stream>> {
+        if let Some(s) = self.inner.copy_stream.get() {
+            return Ok(s.clone());
+        }
+        let s = self.inner.hal.create_stream()?;
+        Ok(self.inner.copy_stream.get_or_init(|| s).clone())
     }
 
     pub fn load_library(&self, source: hal::LibrarySource) -> Result<Library> {

@@ -4,10 +4,33 @@
 //! started a thread, to notice a `fork`. `getpid` is a system call and the
 //! launch paths ask on every call, so the id is cached and a fork handler
 //! (registered on first use, never at import) clears the cache in the child.
+//!
+//! It also knows when the process is exiting: drivers tear their state down
+//! in their own exit handlers, and a free or a completion callback that
+//! reaches a driver after that crashes the process (NVIDIA's OpenCL did, with
+//! kernels still running at exit). Backends ask `exiting()` and leave such
+//! calls out: the process is ending, the operating system takes it all back.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn mark_exiting() {
+    EXITING.store(true, Ordering::SeqCst);
+}
+
+/// Call after a driver library is opened: exit handlers run in reverse order
+/// of registration, so this one runs before the driver's own.
+pub(crate) fn watch_exit_after_driver_opened() {
+    // SAFETY: registers a handler that only stores to an atomic.
+    let _ = unsafe { libc::atexit(mark_exiting) };
+}
+
+/// Whether `exit()` has begun (the interpreter finished finalizing).
+pub(crate) fn exiting() -> bool {
+    EXITING.load(Ordering::Relaxed)
+}
 
 #[cfg(unix)]
 extern "C" fn forget_in_child() {

@@ -101,8 +101,9 @@ impl Runtime {
             };
             match api.devices() {
                 Ok(mut list) => {
-                    // GPUs first within a runtime too (a stable sort keeps
-                    // the driver's order otherwise).
+                    // GPUs first within a runtime too. Backends already
+                    // list them so (their labels carry the index), which
+                    // makes this stable sort a guard that changes nothing.
                     list.sort_by_key(|d| !d.is_gpu());
                     list.into_iter()
                         .enumerate()

@@ -548,7 +548,10 @@ impl Schedule {
 
     /// A copy of `size` bytes (`None`: all that fits) from `src` at
     /// `src_offset` to `dst` at `dst_offset`, ordered with the schedule's
-    /// other commands. Both buffers are on the schedule's device.
+    /// other commands. Either buffer may be on another device where the
+    /// schedule's device can reach its memory (a peer GPU, host memory);
+    /// work on that other device is ordered through events, as between
+    /// streams.
     pub fn create_copy_command(
         &self,
         src: &Buffer,
@@ -558,11 +561,11 @@ impl Schedule {
         dst_offset: i64,
     ) -> Result<Command> {
         for (what, b) in [("source", src), ("destination", dst)] {
-            if b.device() != self.device() {
+            if b.device() != self.device() && !self.device().can_copy_with(b.device())? {
                 return Err(Error::new(
                     Status::InvalidBuffer,
                     format!(
-                        "copy {what} {} is on device {}, the schedule on device {}",
+                        "copy {what} {} is on device {}, the schedule on device {}, which cannot reach that memory (device.copy_buffer copies between any devices)",
                         b.label(),
                         b.device().label(),
                         self.device().label()

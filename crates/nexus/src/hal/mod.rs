@@ -32,7 +32,9 @@ pub trait Api: Send + Sync {
     /// Live properties of the runtime itself (driver version, ...).
     fn properties(&self) -> Value;
     /// The devices present. A missing driver is `Ok(vec![])`, never an error
-    /// that stops the other runtimes from being listed.
+    /// that stops the other runtimes from being listed. GPUs come first
+    /// (`Device::is_gpu`), in the order the core lists them, because a
+    /// device names itself by its index in this list.
     fn devices(&self) -> Result<Vec<Arc<dyn Device>>>;
 }
 
@@ -95,6 +97,14 @@ pub trait Device: Send + Sync {
             crate::error::Status::NotSupported,
             "this runtime has no external streams",
         ))
+    }
+    /// Whether this device's copy commands may read and write memory of
+    /// `other`, another device: a GPU of the same runtime (a peer copy, or
+    /// one the driver stages), or host memory. The backend prepares the
+    /// path here (CUDA enables peer access), once per pair. Default: no.
+    fn can_copy_with(&self, other: &dyn Device) -> Result<bool> {
+        let _ = other;
+        Ok(false)
     }
     /// Whether `address` is memory of this device (for zero-copy imports).
     fn owns_address(&self, address: u64) -> bool {

@@ -250,6 +250,18 @@ impl hal::Device for CudaDevice {
         })
     }
 
+    fn can_copy_with(&self, other: &dyn hal::Device) -> Result<bool> {
+        match other.memory_domain() {
+            // Unified addressing: cuMemcpyAsync takes host pointers too.
+            hal::MemoryDomain::Host => Ok(true),
+            hal::MemoryDomain::Cuda => {
+                self.gpu.connect_peer(other.native_ordinal() as i32)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn owns_address(&self, address: u64) -> bool {
         r::pointer_device_ordinal(self.gpu.d, address) == Some(self.gpu.ordinal)
     }

@@ -116,6 +116,8 @@ pub(crate) struct Gpu {
     /// Every stream's queue, for `reclaim`.
     queues: Mutex<Vec<Weak<StreamQueue>>>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
+    /// Ordinals of the GPUs peer access was set up with (`connect_peer`).
+    peers: Mutex<Vec<i32>>,
     properties: Value,
 }
 
@@ -154,8 +156,30 @@ impl Gpu {
             default_queue: OnceLock::new(),
             queues: Mutex::new(Vec::new()),
             staging: Mutex::new(None),
+            peers: Mutex::new(Vec::new()),
             properties,
         })
+    }
+
+    /// Prepares copies between this GPU and the CUDA device `ordinal`:
+    /// peer access both ways where the hardware allows it, once per pair.
+    /// Copies work either way (unified addressing); without peer access the
+    /// driver stages them through the host.
+    pub fn connect_peer(&self, ordinal: i32) -> Result<()> {
+        if lock(&self.peers).contains(&ordinal) {
+            return Ok(());
+        }
+        let me = self.context()?;
+        let peer_dev = r::device_get(self.d, ordinal)?;
+        let peer = Context::retain_primary(self.d, peer_dev)?;
+        if r::device_can_access_peer(self.d, self.dev, peer_dev) {
+            me.enable_peer_access(&peer)?;
+        }
+        if r::device_can_access_peer(self.d, peer_dev, self.dev) {
+            peer.enable_peer_access(&me)?;
+        }
+        lock(&self.peers).push(ordinal);
+        Ok(())
     }
 
     /// The primary context, retained on first use.

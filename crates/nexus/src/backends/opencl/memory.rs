@@ -104,18 +104,30 @@ pub(crate) fn memory_of(b: &std::sync::Arc<dyn hal::Buffer>) -> Option<(Arc<Mem>
 }
 
 /// Bytes `offset..offset + size` of `mem` as a memory object of their own
-/// (a view bound as a kernel argument).
+/// (a view bound as a kernel argument). The OpenCL rule that a sub-buffer
+/// starts at a multiple of the device's base alignment is checked here, not
+/// left to the driver: some drivers (NVIDIA's) accept any offset, so a
+/// program would work there and fail on the next device.
 pub(crate) fn view(dev: &Dev, mem: &Mem, offset: usize, size: usize) -> Result<Mem> {
-    mem.sub_buffer(offset, size).map_err(|mut e| {
-        if e.message.contains("CL_MISALIGNED_SUB_BUFFER_OFFSET") {
-            e.status = Status::InvalidValue;
-            e.message = format!(
+    let misaligned = || {
+        Error::new(
+            Status::InvalidValue,
+            format!(
                 "a view starting at byte {offset} cannot be a kernel argument on {}: OpenCL sub-buffers start at multiples of {} bytes there",
                 dev.label(),
                 dev.base_align
-            );
+            ),
+        )
+    };
+    if dev.base_align > 1 && offset as u64 % dev.base_align != 0 {
+        return Err(misaligned());
+    }
+    mem.sub_buffer(offset, size).map_err(|e| {
+        if e.message.contains("CL_MISALIGNED_SUB_BUFFER_OFFSET") {
+            misaligned()
+        } else {
+            e
         }
-        e
     })
 }
 

@@ -107,21 +107,27 @@ impl hal::Api for OpenClApi {
                 return Ok(Vec::new());
             }
         };
-        let mut out: Vec<Arc<dyn hal::Device>> = Vec::new();
+        let mut found = Vec::new();
         for p in platforms {
-            let ids = match r::devices(a, p) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    log::warn!("OpenCL platform skipped: {}", e.message);
-                    continue;
-                }
-            };
-            for id in ids {
-                let index = out.len();
-                let dev = Dev::open(a, p, id, index);
-                out.push(Arc::new(device::OclDevice { dev: Arc::new(dev) }));
+            match r::devices(a, p) {
+                Ok(ids) => found.extend(ids.into_iter().map(|id| (p, id))),
+                Err(e) => log::warn!("OpenCL platform skipped: {}", e.message),
             }
         }
+        // GPUs first, in the order the core lists them, so that the index a
+        // device carries in its label is the index `get_device` takes.
+        found.sort_by_key(|&(_, id)| {
+            let ty = r::device_u64(a, id, sys::CL_DEVICE_TYPE).unwrap_or(0);
+            ty & sys::CL_DEVICE_TYPE_CPU != 0
+        });
+        let out = found
+            .into_iter()
+            .enumerate()
+            .map(|(index, (p, id))| {
+                let dev = Dev::open(a, p, id, index);
+                Arc::new(device::OclDevice { dev: Arc::new(dev) }) as Arc<dyn hal::Device>
+            })
+            .collect();
         Ok(out)
     }
 }
@@ -242,6 +248,8 @@ impl Dev {
             e.message = format!("{}: {}", self.label(), e.message);
             e
         })?;
+        // The vendor driver sets up its exit handlers by now; ours runs first.
+        crate::process::watch_exit_after_driver_opened();
         let zero_copy = self.is_cpu && memory::probe_zero_copy(self, &ctx);
         let _ = self.setup.set(Setup { ctx, zero_copy });
         self.setup

@@ -408,6 +408,9 @@ impl HostRun {
 
 /// The command before a host step completed: run the step.
 unsafe extern "C" fn host_step(_event: cl_event, status: i32, user: *mut c_void) {
+    if crate::process::exiting() {
+        return; // the driver may be gone: leave the step (and its box) be
+    }
     // SAFETY: `user` is the box `Steps::enqueue` leaked for this call.
     let run = *unsafe { Box::from_raw(user as *mut Arc<HostRun>) };
     if status < 0 {

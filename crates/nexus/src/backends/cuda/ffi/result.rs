@@ -174,6 +174,34 @@ pub fn primary_ctx_retain(d: &Driver, dev: CUdevice) -> Result<CUcontext> {
     Ok(ctx)
 }
 
+/// Whether `dev` can read and write memory of `peer` directly (NVLink or
+/// PCIe peer to peer); false where the driver lacks the call.
+pub fn device_can_access_peer(d: &Driver, dev: CUdevice, peer: CUdevice) -> bool {
+    let Some(f) = d.cuDeviceCanAccessPeer else {
+        return false;
+    };
+    let mut yes: c_int = 0;
+    // SAFETY: out-pointer to a local.
+    let code = unsafe { f(&mut yes, dev, peer) };
+    code == CUDA_SUCCESS && yes != 0
+}
+
+/// Lets the current context access memory of `peer`; enabling twice is fine.
+pub fn ctx_enable_peer_access(d: &Driver, peer: CUcontext) -> Result<()> {
+    let Some(f) = d.cuCtxEnablePeerAccess else {
+        return Err(Error::new(
+            Status::NotSupported,
+            "the CUDA driver has no cuCtxEnablePeerAccess",
+        ));
+    };
+    // SAFETY: `peer` is a retained primary context; a context is current.
+    let code = unsafe { f(peer, 0) };
+    if code == CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED {
+        return Ok(());
+    }
+    check(d, code, || "cuCtxEnablePeerAccess".into())
+}
+
 /// The calling thread's current context (null when it has none).
 pub fn ctx_get_current(d: &Driver) -> CUcontext {
     let mut current = std::ptr::null_mut();

@@ -58,6 +58,13 @@ impl Context {
         })
     }
 
+    /// Lets this context's work read and write memory of `peer`'s device
+    /// directly (a no-op when already enabled).
+    pub fn enable_peer_access(&self, peer: &Context) -> Result<()> {
+        let _bound = self.bind()?;
+        r::ctx_enable_peer_access(self.d, peer.raw)
+    }
+
     /// Makes the context current on the calling thread until the guard
     /// drops. A thread with no current context keeps this one (as the CUDA
     /// runtime does); another library's context is put back.

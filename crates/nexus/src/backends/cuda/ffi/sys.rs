@@ -49,6 +49,7 @@ pub const CUDA_ERROR_INVALID_PTX: CUresult = 218;
 pub const CUDA_ERROR_UNSUPPORTED_PTX_VERSION: CUresult = 222;
 pub const CUDA_ERROR_JIT_COMPILER_NOT_FOUND: CUresult = 221;
 pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
+pub const CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED: CUresult = 704;
 pub const CUDA_ERROR_NOT_READY: CUresult = 600;
 
 // CUdevice_attribute
@@ -227,6 +228,8 @@ function_table! {
         cuFuncGetParamInfo ["cuFuncGetParamInfo"]: fn(CUfunction, usize, *mut usize, *mut usize) -> CUresult;
         cuStreamWriteValue64 ["cuStreamWriteValue64_v2", "cuStreamWriteValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
         cuStreamWaitValue64 ["cuStreamWaitValue64_v2", "cuStreamWaitValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
+        cuDeviceCanAccessPeer ["cuDeviceCanAccessPeer"]: fn(*mut c_int, CUdevice, CUdevice) -> CUresult;
+        cuCtxEnablePeerAccess ["cuCtxEnablePeerAccess"]: fn(CUcontext, c_uint) -> CUresult;
         cuGraphAddKernelNode ["cuGraphAddKernelNode_v2", "cuGraphAddKernelNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_KERNEL_NODE_PARAMS) -> CUresult;
     }
 }

@@ -255,7 +255,9 @@ macro_rules! handle {
 
         impl Drop for $name {
             fn drop(&mut self) {
-                if same_process() {
+                // Not in a forked child, nor once exit has begun (the
+                // driver may have torn itself down: see `process`).
+                if same_process() && !crate::process::exiting() {
                     // SAFETY: this handle owns one reference to the object.
                     unsafe { (self.a.$release)(self.raw) };
                 }
