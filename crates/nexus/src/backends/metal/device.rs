@@ -103,7 +103,11 @@ impl hal::Api for MetalApi {
         Ok(self
             .devices
             .get_or_init(|| {
-                ffi::pool(ffi::all_devices)
+                let devices = ffi::pool(ffi::all_devices);
+                // Metal.framework is loaded now: our exit handler runs
+                // before its teardown, so late frees can stay away from it.
+                crate::process::watch_exit_after_driver_opened();
+                devices
                     .into_iter()
                     .enumerate()
                     .map(|(index, dev)| {

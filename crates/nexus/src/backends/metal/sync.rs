@@ -228,6 +228,11 @@ impl DeviceStream for MtlStream {
     }
 
     fn finish(&self) {
+        if crate::process::exiting() {
+            // The process is ending: the OS takes the queue back, and a
+            // wait on a GPU being torn down could hang the exit.
+            return;
+        }
         let last = lock(&self.committed).back().cloned();
         if let Some(cb) = last {
             cb.wait_until_completed();
