@@ -119,7 +119,7 @@ pub(crate) fn view(dev: &Dev, mem: &Mem, offset: usize, size: usize) -> Result<M
             ),
         )
     };
-    if dev.base_align > 1 && offset as u64 % dev.base_align != 0 {
+    if dev.base_align > 1 && !(offset as u64).is_multiple_of(dev.base_align) {
         return Err(misaligned());
     }
     mem.sub_buffer(offset, size).map_err(|e| {
