@@ -98,7 +98,7 @@ def test_random_programs_of_fills_and_copies_across_gpus_match_a_model(gpus, see
     model = [np.zeros(n, np.float32) for _ in bufs]
     streams = {id(d): [d.create_stream(), d.create_stream()] for d in devices}
     prev = None
-    for step in range(40):
+    for _step in range(40):
         dev = rng.choice(devices)
         s = dev.create_schedule()
         if prev is not None:
