@@ -255,6 +255,29 @@ def test_no_loader_means_zero_devices() -> None:
     assert "/nonexistent" in lines[1]
 
 
+def test_listing_leaves_ocl_icd_filenames_intact_for_child_processes() -> None:
+    """The ICD loader CUDA ships (libOpenCL.so.1 under /usr/local/cuda) splits
+    OCL_ICD_FILENAMES in place, in the environment itself: after listing,
+    child processes saw only the first ICD (NVIDIA's OpenCL vanished from
+    them). nexus puts the value back. The variable names two ICDs, one
+    missing; Debian's ocl-icd leaves it alone, the lent GPU machine's did not."""
+    if not nexus.get_runtime("opencl").get_devices():
+        pytest.skip("no OpenCL loader and ICD")
+    code = (
+        "import ctypes, subprocess, sys, nexus\n"
+        "libc = ctypes.CDLL(None); libc.getenv.restype = ctypes.c_char_p\n"
+        "nexus.get_runtime('opencl').get_devices()\n"
+        "print(libc.getenv(b'OCL_ICD_FILENAMES').decode())\n"
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"OCL_ICD_FILENAMES\"])'],"
+        " capture_output=True, text=True).stdout.strip())\n"
+    )
+    value = "libpocl.so.2:/nonexistent/libOpenCL-vendor.so"
+    env = {**os.environ, "OCL_ICD_FILENAMES": value}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [value, value], proc.stdout
+
+
 def test_views_bind_sub_buffers(ocl: nexus.Device) -> None:
     lib = ocl.load_library(str(KERNELS / "kernels.cl"))
     n = 1024

@@ -206,3 +206,37 @@ def test_cuda_copy_commands_reach_host_memory_of_the_cpu_runtime(device: nexus.D
     want[100:1124] = x[:1024]
     np.testing.assert_array_equal(host_out.numpy(), want)
     np.testing.assert_array_equal(gpu.numpy(), x)
+
+
+def test_chains_of_copies_and_fills_of_every_width_run_in_order(device: nexus.Device, lib_path: str) -> None:
+    """Several copies, fills and kernels in a row (on CUDA one graph of
+    memcpy, memset and kernel nodes), run many times: each run sees the
+    effects of the operations before it, in order."""
+    needs_transfers(device)
+    kernels = device.load_library(lib_path)
+    n = 512
+    x64 = device.zeros(n, np.int64)
+    y64 = device.zeros(n, np.int64)
+    x16 = device.zeros(n, np.int16)
+    f = device.zeros(n)
+    g = device.zeros(n)
+    s = device.create_schedule()
+    s.create_fill_command(x64, -(2**40) + 3)        # an 8-byte pattern whose halves differ
+    s.create_copy_command(x64, y64)
+    s.create_fill_command(x64, 7)                   # halves differ too (7, 0)
+    s.create_fill_command(x16, -2)
+    fill_cmd(s, kernels, f, 1.5, n)
+    s.create_copy_command(f, g, size=100 * 4)
+    s.create_fill_command(f, 0.25)
+    s.create_copy_command(f, g, size=50 * 4, dst_offset=200 * 4)
+    for _ in range(3):
+        g.write(np.full(n, -1, np.float32))
+        assert s.run() == nexus.status.NXS_Success
+        np.testing.assert_array_equal(y64.numpy(), np.full(n, -(2**40) + 3, np.int64))
+        np.testing.assert_array_equal(x64.numpy(), np.full(n, 7, np.int64))
+        np.testing.assert_array_equal(x16.numpy(), np.full(n, -2, np.int16))
+        np.testing.assert_array_equal(f.numpy(), np.full(n, 0.25, np.float32))
+        want = np.full(n, -1, np.float32)
+        want[:100] = 1.5
+        want[200:250] = 0.25
+        np.testing.assert_array_equal(g.numpy(), want)

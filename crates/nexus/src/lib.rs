@@ -22,7 +22,7 @@ mod buffer;
 mod device;
 mod handle;
 mod library;
-mod process;
+pub mod process;
 mod runtime;
 mod schedule;
 mod sync;

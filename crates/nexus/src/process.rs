@@ -23,15 +23,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 static PID: AtomicU32 = AtomicU32::new(0);
 static EXITING: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn mark_exiting() {
+extern "C" fn mark_exiting_handler() {
     EXITING.store(true, Ordering::SeqCst);
+}
+
+/// The interpreter is shutting down (Python's `atexit`, which runs before
+/// objects are torn down): frees from here on leave the drivers alone.
+pub fn mark_exiting() {
+    mark_exiting_handler();
 }
 
 /// Call after a driver library is opened: exit handlers run in reverse order
 /// of registration, so this one runs before the driver's own.
 pub(crate) fn watch_exit_after_driver_opened() {
     // SAFETY: registers a handler that only stores to an atomic.
-    let _ = unsafe { libc::atexit(mark_exiting) };
+    let _ = unsafe { libc::atexit(mark_exiting_handler) };
 }
 
 /// Whether `exit()` has begun (the interpreter finished finalizing).

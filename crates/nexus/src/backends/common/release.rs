@@ -55,11 +55,19 @@ pub fn defer(job: Job) {
     }
     if fresh {
         let (tx, rx) = channel::<Job>();
+        // Frees are deferred only for memory a driver gave: the driver is
+        // loaded by now, so this exit handler runs before its own.
+        crate::process::watch_exit_after_driver_opened();
         let spawned = std::thread::Builder::new()
             .name("nexus-release".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job();
+                    if crate::process::exiting() {
+                        // The driver may be gone: leak, never call it.
+                        std::mem::forget(job);
+                    } else {
+                        job();
+                    }
                     finished();
                 }
             });

@@ -182,6 +182,15 @@ impl Gpu {
         Ok(())
     }
 
+    /// Whether CUDA graphs of this GPU may hold copies and fills of these
+    /// addresses: device memory only (graph memory nodes do not take
+    /// pageable host memory, and a step of its own costs the same there).
+    pub fn graphs_hold(&self, addresses: &[u64]) -> bool {
+        addresses
+            .iter()
+            .all(|&a| r::pointer_memory_type(self.d, a) == Some(sys::MEMORYTYPE_DEVICE))
+    }
+
     /// The primary context, retained on first use.
     pub fn context(&self) -> Result<Context> {
         self.check_process()?;

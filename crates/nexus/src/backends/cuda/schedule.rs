@@ -39,6 +39,47 @@ struct Launch {
     args: ArgPack,
 }
 
+/// An operation a CUDA graph can hold: kernels, and copies and fills of
+/// device memory (others, such as copies from pageable host memory, stay
+/// steps of their own).
+enum Node {
+    Kernel(Launch),
+    Copy {
+        dst: u64,
+        src: u64,
+        size: usize,
+    },
+    Fill {
+        dst: u64,
+        size: usize,
+        pattern: Vec<u8>,
+    },
+}
+
+impl Node {
+    /// The node alone, as a step.
+    fn into_step(self) -> Step {
+        match self {
+            Node::Kernel(l) => Step::Launch(l),
+            Node::Copy { dst, src, size } => Step::Copy { dst, src, size },
+            Node::Fill { dst, size, pattern } => Step::Fill { dst, size, pattern },
+        }
+    }
+
+    /// Adds the node to `graph` after `previous`; the last node added.
+    fn add_to(
+        &self,
+        graph: &Graph,
+        previous: Option<sys::CUgraphNode>,
+    ) -> Result<sys::CUgraphNode> {
+        match self {
+            Node::Kernel(l) => graph.add_kernel(previous, &l.params()),
+            Node::Copy { dst, src, size } => graph.add_copy(previous, *dst, *src, *size),
+            Node::Fill { dst, size, pattern } => graph.add_fill(previous, *dst, *size, pattern),
+        }
+    }
+}
+
 impl Launch {
     fn params(&self) -> KernelLaunch<'_> {
         KernelLaunch {
@@ -111,7 +152,7 @@ impl CudaSchedule {
     pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         let _ctx = gpu.bind()?;
         let mut steps = Vec::new();
-        let mut pending: Vec<Launch> = Vec::new();
+        let mut pending: Vec<Node> = Vec::new();
         for op in &ops {
             match op {
                 hal::Op::Launch {
@@ -166,13 +207,13 @@ impl CudaSchedule {
                         ));
                     }
                     k.allow_shared_memory(*shared_memory)?;
-                    pending.push(Launch {
+                    pending.push(Node::Kernel(Launch {
                         function: k.function,
                         grid: dims.groups(),
                         block: dims.group,
                         shared: *shared_memory,
                         args: ArgPack::new(&values),
-                    });
+                    }));
                 }
                 hal::Op::Copy {
                     src,
@@ -181,20 +222,34 @@ impl CudaSchedule {
                     dst_offset,
                     size,
                 } => {
-                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
-                    steps.push(Step::Copy {
-                        dst: dst.address() + *dst_offset as u64,
-                        src: src.address() + *src_offset as u64,
+                    let (dst, src) = (
+                        dst.address() + *dst_offset as u64,
+                        src.address() + *src_offset as u64,
+                    );
+                    let node = Node::Copy {
+                        dst,
+                        src,
                         size: *size,
-                    });
+                    };
+                    if gpu.graphs_hold(&[src, dst]) {
+                        pending.push(node);
+                    } else {
+                        Self::flush(gpu, &mut pending, &mut steps, profile)?;
+                        steps.push(node.into_step());
+                    }
                 }
                 hal::Op::Fill { buffer, pattern } => {
-                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
-                    steps.push(Step::Fill {
+                    let node = Node::Fill {
                         dst: buffer.address(),
                         size: buffer.size(),
                         pattern: pattern.clone(),
-                    });
+                    };
+                    if gpu.graphs_hold(&[buffer.address()]) {
+                        pending.push(node);
+                    } else {
+                        Self::flush(gpu, &mut pending, &mut steps, profile)?;
+                        steps.push(node.into_step());
+                    }
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
                     Self::flush(gpu, &mut pending, &mut steps, profile)?;
@@ -242,47 +297,39 @@ impl CudaSchedule {
         })
     }
 
-    /// Turns the launches recorded since the last signal/wait into a step:
-    /// one direct launch, or a CUDA graph of all of them.
+    /// Turns the operations recorded since the last step of another kind
+    /// into steps: one alone as itself, several as one CUDA graph.
     fn flush(
         gpu: &Arc<Gpu>,
-        pending: &mut Vec<Launch>,
+        pending: &mut Vec<Node>,
         steps: &mut Vec<Step>,
         profile: bool,
     ) -> Result<()> {
-        match pending.len() {
-            0 => Ok(()),
-            1 => {
-                steps.push(Step::Launch(pending.remove(0)));
-                Ok(())
-            }
-            _ => {
-                let launches = std::mem::take(pending);
-                if profile || !r::graph_nodes_supported(gpu.d) {
-                    // A driver without graph nodes: launched one by one.
-                    steps.extend(launches.into_iter().map(Step::Launch));
-                    return Ok(());
-                }
-                let graph = Graph::create(&gpu.context()?)?;
-                // A chain: each kernel depends on the one before, as in a stream.
-                let mut previous = None;
-                for (k, l) in launches.iter().enumerate() {
-                    previous = Some(graph.add_kernel(previous, &l.params()).map_err(|mut e| {
-                        e.message = format!("kernel {k} of {}: {}", launches.len(), e.message);
-                        e
-                    })?);
-                }
-                let exec = graph.instantiate().map_err(|mut e| {
-                    e.message = format!("{} (a graph of {} kernels)", e.message, launches.len());
-                    e
-                })?;
-                steps.push(Step::Graph {
-                    exec,
-                    _graph: graph,
-                });
-                Ok(())
-            }
+        let nodes = std::mem::take(pending);
+        if nodes.len() < 2 || profile || !r::graph_nodes_supported(gpu.d) {
+            // Profiled schedules time each operation; a driver without
+            // graph nodes runs them one by one.
+            steps.extend(nodes.into_iter().map(Node::into_step));
+            return Ok(());
         }
+        let graph = Graph::create(&gpu.context()?)?;
+        // A chain: each node depends on the one before, as in a stream.
+        let mut previous = None;
+        for (k, node) in nodes.iter().enumerate() {
+            previous = Some(node.add_to(&graph, previous).map_err(|mut e| {
+                e.message = format!("operation {k} of {}: {}", nodes.len(), e.message);
+                e
+            })?);
+        }
+        let exec = graph.instantiate().map_err(|mut e| {
+            e.message = format!("{} (a graph of {} operations)", e.message, nodes.len());
+            e
+        })?;
+        steps.push(Step::Graph {
+            exec,
+            _graph: graph,
+        });
+        Ok(())
     }
 }
 

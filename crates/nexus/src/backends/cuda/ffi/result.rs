@@ -7,7 +7,7 @@
 // dereferences them, so passing them is not an unsafe dereference.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::{c_int, c_void, CStr, CString};
+use std::ffi::{c_int, c_uint, c_void, CStr, CString};
 
 use super::sys::{self, *};
 use crate::backends::common::args::ArgPack;
@@ -255,16 +255,7 @@ pub fn mem_host_device_pointer(d: &Driver, host: *mut c_void) -> Result<CUdevice
 /// (cuMemHostAlloc / cuMemHostRegister, by nexus, CuPy, torch, ...).
 pub fn is_pinned_host(d: &Driver, ptr: *const u8, len: usize) -> bool {
     let addr = ptr as u64;
-    let mut kind: u32 = 0;
-    // SAFETY: querying attributes of an address never dereferences it.
-    let r = unsafe {
-        (d.cuPointerGetAttribute)(
-            &mut kind as *mut u32 as *mut c_void,
-            POINTER_ATTRIBUTE_MEMORY_TYPE,
-            addr,
-        )
-    };
-    if r != CUDA_SUCCESS || kind != MEMORYTYPE_HOST {
+    if pointer_memory_type(d, addr) != Some(MEMORYTYPE_HOST) {
         return false;
     }
     let mut start: u64 = 0;
@@ -607,6 +598,87 @@ pub fn graph_add_kernel_node(
         format!("cuGraphAddKernelNode (groups {grid:?}, group size {block:?})")
     })?;
     Ok(node)
+}
+
+/// Adds a copy of `size` bytes between unified addresses after `previous`.
+pub fn graph_add_memcpy_node(
+    d: &Driver,
+    graph: CUgraph,
+    previous: Option<CUgraphNode>,
+    ctx: CUcontext,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    size: usize,
+) -> Result<CUgraphNode> {
+    let add = d
+        .cuGraphAddMemcpyNode
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddMemcpyNode missing"))?;
+    // SAFETY: an all-zero CUDA_MEMCPY3D is valid (null pointers, zero sizes).
+    let mut p: CUDA_MEMCPY3D = unsafe { std::mem::zeroed() };
+    p.srcMemoryType = MEMORYTYPE_UNIFIED;
+    p.srcDevice = src;
+    p.dstMemoryType = MEMORYTYPE_UNIFIED;
+    p.dstDevice = dst;
+    p.WidthInBytes = size;
+    p.Height = 1;
+    p.Depth = 1;
+    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
+    let mut node = std::ptr::null_mut();
+    // SAFETY: a live graph and context; `deps` holds `deps.len()` nodes of
+    // this graph; the driver copies the parameters.
+    let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &p, ctx) };
+    check(d, code, || format!("cuGraphAddMemcpyNode ({size} bytes)"))?;
+    Ok(node)
+}
+
+/// Adds a fill of `height` rows of `width` elements of `element_size`
+/// (1, 2 or 4) bytes, `pitch` bytes apart, after `previous`.
+#[allow(clippy::too_many_arguments)]
+pub fn graph_add_memset_node(
+    d: &Driver,
+    graph: CUgraph,
+    previous: Option<CUgraphNode>,
+    ctx: CUcontext,
+    dst: CUdeviceptr,
+    value: u32,
+    element_size: u32,
+    (width, height, pitch): (usize, usize, usize),
+) -> Result<CUgraphNode> {
+    let add = d
+        .cuGraphAddMemsetNode
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddMemsetNode missing"))?;
+    let p = CUDA_MEMSET_NODE_PARAMS {
+        dst,
+        pitch,
+        value,
+        element_size,
+        width,
+        height,
+    };
+    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
+    let mut node = std::ptr::null_mut();
+    // SAFETY: as for the memcpy node.
+    let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &p, ctx) };
+    check(d, code, || {
+        format!("cuGraphAddMemsetNode ({height} x {width} elements of {element_size} bytes)")
+    })?;
+    Ok(node)
+}
+
+/// The driver's memory type of an address (`MEMORYTYPE_HOST` for pinned
+/// host memory, `MEMORYTYPE_DEVICE`), `None` for memory it does not know
+/// (pageable host memory).
+pub fn pointer_memory_type(d: &Driver, addr: u64) -> Option<c_uint> {
+    let mut ty: c_uint = 0;
+    // SAFETY: querying attributes of an address never dereferences it.
+    let r = unsafe {
+        (d.cuPointerGetAttribute)(
+            &mut ty as *mut c_uint as *mut c_void,
+            POINTER_ATTRIBUTE_MEMORY_TYPE,
+            addr,
+        )
+    };
+    (r == CUDA_SUCCESS).then_some(ty)
 }
 
 pub fn graph_instantiate(d: &Driver, graph: CUgraph) -> Result<CUgraphExec> {

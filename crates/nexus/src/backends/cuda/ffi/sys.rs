@@ -37,6 +37,49 @@ pub struct CUDA_KERNEL_NODE_PARAMS {
     /// The context of `kern`; null when `func` is set.
     pub ctx: CUcontext,
 }
+/// `CUDA_MEMCPY3D`: a 1-D copy uses `WidthInBytes` with `Height` and
+/// `Depth` 1.
+#[repr(C)]
+#[allow(non_snake_case, non_camel_case_types)]
+pub struct CUDA_MEMCPY3D {
+    pub srcXInBytes: usize,
+    pub srcY: usize,
+    pub srcZ: usize,
+    pub srcLOD: usize,
+    pub srcMemoryType: c_uint,
+    pub srcHost: *const c_void,
+    pub srcDevice: CUdeviceptr,
+    pub srcArray: *mut c_void,
+    pub reserved0: *mut c_void,
+    pub srcPitch: usize,
+    pub srcHeight: usize,
+    pub dstXInBytes: usize,
+    pub dstY: usize,
+    pub dstZ: usize,
+    pub dstLOD: usize,
+    pub dstMemoryType: c_uint,
+    pub dstHost: *mut c_void,
+    pub dstDevice: CUdeviceptr,
+    pub dstArray: *mut c_void,
+    pub reserved1: *mut c_void,
+    pub dstPitch: usize,
+    pub dstHeight: usize,
+    pub WidthInBytes: usize,
+    pub Height: usize,
+    pub Depth: usize,
+}
+
+/// `CUDA_MEMSET_NODE_PARAMS`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct CUDA_MEMSET_NODE_PARAMS {
+    pub dst: CUdeviceptr,
+    pub pitch: usize,
+    pub value: c_uint,
+    pub element_size: c_uint,
+    pub width: usize,
+    pub height: usize,
+}
 pub type CUhostFn = unsafe extern "C" fn(user_data: *mut c_void);
 
 pub const CUDA_SUCCESS: CUresult = 0;
@@ -106,6 +149,7 @@ pub const POINTER_ATTRIBUTE_RANGE_SIZE: c_int = 12;
 pub const POINTER_ATTRIBUTE_DEVICE_ORDINAL: c_int = 9;
 pub const MEMORYTYPE_HOST: c_uint = 1;
 pub const MEMORYTYPE_DEVICE: c_uint = 2;
+pub const MEMORYTYPE_UNIFIED: c_uint = 4;
 
 pub const MEMHOSTALLOC_PORTABLE: c_uint = 1;
 pub const MEMHOSTALLOC_DEVICEMAP: c_uint = 2;
@@ -230,6 +274,8 @@ function_table! {
         cuStreamWaitValue64 ["cuStreamWaitValue64_v2", "cuStreamWaitValue64"]: fn(CUstream, CUdeviceptr, u64, c_uint) -> CUresult;
         cuDeviceCanAccessPeer ["cuDeviceCanAccessPeer"]: fn(*mut c_int, CUdevice, CUdevice) -> CUresult;
         cuCtxEnablePeerAccess ["cuCtxEnablePeerAccess"]: fn(CUcontext, c_uint) -> CUresult;
+        cuGraphAddMemcpyNode ["cuGraphAddMemcpyNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMCPY3D, CUcontext) -> CUresult;
+        cuGraphAddMemsetNode ["cuGraphAddMemsetNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMSET_NODE_PARAMS, CUcontext) -> CUresult;
         cuGraphAddKernelNode ["cuGraphAddKernelNode_v2", "cuGraphAddKernelNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_KERNEL_NODE_PARAMS) -> CUresult;
     }
 }

@@ -10,7 +10,7 @@
 // dereferences them.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::sys::{self, *};
@@ -147,7 +147,50 @@ fn to_u64(bytes: &[u8]) -> Option<u64> {
 
 // ------------------------------------------------------------ discovery
 
+/// The value of an environment variable, kept so it can be written back
+/// where it lies if a library tokenizes it in place.
+struct EnvGuard {
+    name: &'static CStr,
+    at: *mut libc::c_char,
+    bytes: Vec<u8>,
+}
+
+impl EnvGuard {
+    fn save(name: &'static CStr) -> Option<EnvGuard> {
+        // SAFETY: getenv returns null or a NUL-terminated string in environ.
+        let at = unsafe { libc::getenv(name.as_ptr()) };
+        if at.is_null() {
+            return None;
+        }
+        // SAFETY: as above: a valid C string.
+        let bytes = unsafe { CStr::from_ptr(at) }.to_bytes().to_vec();
+        Some(EnvGuard { name, at, bytes })
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        // SAFETY: `at` still points at the variable's value (environ is not
+        // reallocated by the loader, which only writes NULs into the value);
+        // the same number of bytes is written back.
+        unsafe {
+            if libc::getenv(self.name.as_ptr()) == self.at {
+                std::ptr::copy_nonoverlapping(
+                    self.bytes.as_ptr(),
+                    self.at as *mut u8,
+                    self.bytes.len(),
+                );
+            }
+        }
+    }
+}
+
 pub fn platforms(a: &Api) -> Result<Vec<cl_platform_id>> {
+    // The ICD loader CUDA ships splits OCL_ICD_FILENAMES in place, in the
+    // environment itself: child processes then saw only the first ICD
+    // (NVIDIA's OpenCL vanished from every subprocess). The loader reads it
+    // on its first call; the value is put back after.
+    let _env = EnvGuard::save(c"OCL_ICD_FILENAMES");
     let mut n: cl_uint = 0;
     // SAFETY: a count query with a valid out pointer.
     let code = unsafe { (a.clGetPlatformIDs)(0, std::ptr::null_mut(), &mut n) };
