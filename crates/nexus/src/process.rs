@@ -11,13 +11,6 @@
 //! kernels still running at exit). Backends ask `exiting()` and leave such
 //! calls out: the process is ending, the operating system takes it all back.
 
-// The exit watch serves the runtimes that open a driver library (OpenCL,
-// Metal on Apple targets); a build with neither does not use it.
-#![cfg_attr(
-    not(any(feature = "opencl", all(feature = "metal", target_vendor = "apple"))),
-    allow(dead_code)
-)]
-
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
