@@ -45,6 +45,7 @@ TEST_LIBRARIES = {
     "hip": lambda stem, tmp_dir: str(KERNELS / f"{stem}.hip"),
     "opencl": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cl"),
     "vulkan": lambda stem, tmp_dir: str(KERNELS / f"{stem}.wgsl"),
+    "metal": lambda stem, tmp_dir: str(KERNELS / f"{stem}.metal"),
 }
 
 

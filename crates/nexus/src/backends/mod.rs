@@ -2,10 +2,16 @@
 
 pub mod common;
 pub mod cpu;
+// CUDA and HIP are compiled everywhere but registered only on Linux and
+// Windows (their drivers exist nowhere else): elsewhere they are unused.
 #[cfg(feature = "cuda")]
+#[cfg_attr(not(any(target_os = "linux", target_os = "windows")), allow(dead_code))]
 mod cuda;
 #[cfg(feature = "hip")]
+#[cfg_attr(not(any(target_os = "linux", target_os = "windows")), allow(dead_code))]
 mod hip;
+#[cfg(feature = "metal")]
+mod metal;
 #[cfg(feature = "opencl")]
 mod opencl;
 #[cfg(feature = "vulkan")]
@@ -25,6 +31,10 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     let hip: Option<Box<dyn hal::Api>> = Some(Box::new(hip::HipApi::new()));
     #[cfg(not(all(feature = "hip", any(target_os = "linux", target_os = "windows"))))]
     let hip: Option<Box<dyn hal::Api>> = None;
+    #[cfg(all(feature = "metal", target_vendor = "apple"))]
+    let metal: Option<Box<dyn hal::Api>> = Some(Box::new(metal::MetalApi::new()));
+    #[cfg(not(all(feature = "metal", target_vendor = "apple")))]
+    let metal: Option<Box<dyn hal::Api>> = None;
     #[cfg(feature = "vulkan")]
     let vulkan: Option<Box<dyn hal::Api>> = Some(Box::new(vulkan::VulkanApi::new()));
     #[cfg(not(feature = "vulkan"))]
@@ -36,7 +46,7 @@ pub fn registry() -> Vec<(&'static str, Option<Box<dyn hal::Api>>)> {
     vec![
         ("cuda", cuda),
         ("hip", hip),
-        ("metal", None),
+        ("metal", metal),
         ("vulkan", vulkan),
         ("opencl", opencl),
         ("cpu", Some(Box::new(cpu::CpuApi))),
