@@ -59,10 +59,16 @@ enum Node {
 impl Node {
     /// The node alone, as a step.
     fn into_step(self) -> Step {
+        Step::Single(self)
+    }
+
+    /// Queues the node alone on `stream`.
+    fn send(&self, d: &sys::Driver, stream: sys::CUstream) -> Result<()> {
         match self {
-            Node::Kernel(l) => Step::Launch(l),
-            Node::Copy { dst, src, size } => Step::Copy { dst, src, size },
-            Node::Fill { dst, size, pattern } => Step::Fill { dst, size, pattern },
+            Node::Kernel(l) => l.params().launch(d, stream),
+            // The buffers live while the schedule does (its ops).
+            Node::Copy { dst, src, size } => r::memcpy_async(d, *dst, *src, *size, stream),
+            Node::Fill { dst, size, pattern } => r::memset_async(d, *dst, pattern, *size, stream),
         }
     }
 
@@ -93,7 +99,8 @@ impl Launch {
 }
 
 enum Step {
-    Launch(Launch),
+    /// A kernel, copy or fill on its own, in stream order.
+    Single(Node),
     Graph {
         exec: GraphExec,
         /// Kept beside its instantiation (freed after it).
@@ -118,17 +125,6 @@ enum Step {
     HostWait {
         event: Arc<dyn hal::Event>,
         value: u64,
-    },
-    /// Device to device, in stream order.
-    Copy {
-        dst: u64,
-        src: u64,
-        size: usize,
-    },
-    Fill {
-        dst: u64,
-        size: usize,
-        pattern: Vec<u8>,
     },
 }
 
@@ -357,13 +353,8 @@ impl HeldRun<CudaDeviceStream> for Steps {
                 start.record(stream)?;
             }
             match step {
-                Step::Launch(l) => l.params().launch(d, stream)?,
+                Step::Single(node) => node.send(d, stream)?,
                 Step::Graph { exec, .. } => exec.launch(stream)?,
-                // The buffers live while the schedule does (its ops).
-                Step::Copy { dst, src, size } => r::memcpy_async(d, *dst, *src, *size, stream)?,
-                Step::Fill { dst, size, pattern } => {
-                    r::memset_async(d, *dst, pattern, *size, stream)?
-                }
                 Step::Signal { timeline, value } => {
                     // The event's slot lives while the schedule does.
                     r::stream_write_value64(d, stream, timeline.device_address, *value)?;
