@@ -472,6 +472,18 @@ pub enum Record<'a> {
         dst_offset: u64,
         size: u64,
     },
+    /// Resets queries `0..count` of the pool (first in a profiled run).
+    ResetQueries { pool: &'a QueryPool, count: u32 },
+    /// Writes the device time at which every earlier command of the
+    /// submission order has completed into query `query`.
+    Timestamp { pool: &'a QueryPool, query: u32 },
+}
+
+impl Record<'_> {
+    /// A dispatch or a copy (what memory barriers separate).
+    fn is_work(&self) -> bool {
+        matches!(self, Record::Dispatch { .. } | Record::Copy { .. })
+    }
 }
 
 impl CommandBuffer {
@@ -538,9 +550,14 @@ impl CommandBuffer {
             stages,
             all,
         );
-        for (i, c) in commands.iter().enumerate() {
-            if i > 0 {
-                barrier(stages, all, stages, all);
+        let mut worked = false;
+        for c in commands {
+            // Timestamps and query resets need no barrier of their own.
+            if c.is_work() {
+                if worked {
+                    barrier(stages, all, stages, all);
+                }
+                worked = true;
             }
             match c {
                 Record::Dispatch {
@@ -586,6 +603,31 @@ impl CommandBuffer {
                     // SAFETY: recording state; both buffers alive, the region
                     // checked by the caller.
                     unsafe { d.cmd_copy_buffer(raw, src.raw, dst.raw, &region) };
+                }
+                Record::ResetQueries { pool, count } => {
+                    let count = (*count).min(pool.count);
+                    // SAFETY: recording state, outside any render pass; the
+                    // range lies in the pool (clamped above).
+                    unsafe { d.cmd_reset_query_pool(raw, pool.raw, 0, count) };
+                }
+                Record::Timestamp { pool, query } => {
+                    if *query < pool.count {
+                        // BOTTOM_OF_PIPE: written once every earlier command
+                        // has completed, so the timestamp before a command
+                        // is its start (the barrier serialises commands)
+                        // and the one after it its end.
+                        // SAFETY: recording state; the query lies in the
+                        // pool (checked above) and was reset earlier in the
+                        // run's submission order.
+                        unsafe {
+                            d.cmd_write_timestamp(
+                                raw,
+                                vk::PipelineStageFlags::BOTTOM_OF_PIPE,
+                                pool.raw,
+                                *query,
+                            )
+                        };
+                    }
                 }
             }
         }
@@ -684,6 +726,62 @@ impl Drop for Semaphore {
             // SAFETY: owners keep a semaphore until no queued operation
             // names it, and the queue is done with it.
             unsafe { d.destroy_semaphore(raw, None) };
+        }));
+    }
+}
+
+/// A pool of timestamp queries (a profiled schedule's, two per operation).
+pub struct QueryPool {
+    device: Arc<Device>,
+    raw: vk::QueryPool,
+    count: u32,
+}
+
+impl QueryPool {
+    pub fn new(device: &Arc<Device>, count: u32) -> Result<QueryPool> {
+        let info = vk::QueryPoolCreateInfo::default()
+            .query_type(vk::QueryType::TIMESTAMP)
+            .query_count(count.max(1));
+        // SAFETY: valid create info.
+        let raw = unsafe { device.raw().create_query_pool(&info, None) }
+            .map_err(|e| check("vkCreateQueryPool", e))?;
+        Ok(QueryPool {
+            device: device.clone(),
+            raw,
+            count,
+        })
+    }
+
+    /// Every query's value in ticks, or `None` while any is not written
+    /// yet (no run completed, or a run in progress reset them).
+    pub fn results(&self) -> Option<Vec<u64>> {
+        let mut out = vec![0u64; self.count as usize];
+        if out.is_empty() {
+            return Some(out);
+        }
+        // SAFETY: a live pool; `out` holds exactly `count` 64-bit results.
+        match unsafe {
+            self.device.raw().get_query_pool_results(
+                self.raw,
+                0,
+                &mut out,
+                vk::QueryResultFlags::TYPE_64,
+            )
+        } {
+            Ok(()) => Some(out),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for QueryPool {
+    fn drop(&mut self) {
+        let raw = self.raw;
+        self.device.bury(Box::new(move |d| {
+            // SAFETY: command buffers that write the pool are owned by the
+            // same schedule, dropped with it once no run is pending, and
+            // the queue is done with them.
+            unsafe { d.destroy_query_pool(raw, None) };
         }));
     }
 }
