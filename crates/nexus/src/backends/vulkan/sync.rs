@@ -368,8 +368,10 @@ impl VkStream {
                 // Nobody waits for it now: the submitter frees it later.
                 if st.worker {
                     wake = st.parked;
-                } else {
-                    start_worker(shared, &mut st)?;
+                } else if let Err(e) = start_worker(shared, &mut st) {
+                    // The run is on the queue already: it is freed by the
+                    // stream's next submission or wait instead.
+                    log::warn!("{e}");
                 }
             }
             drop(st);
@@ -377,12 +379,22 @@ impl VkStream {
                 shared.work.notify_all();
             }
         } else {
-            if !st.worker {
-                start_worker(shared, &mut st)?;
+            let started = if st.worker {
+                Ok(())
+            } else {
+                start_worker(shared, &mut st)
+            };
+            if started.is_ok() {
+                st.jobs.push_back(job);
+            } else {
+                // Nothing will complete the ticket: it was never issued.
+                st.submitted -= 1;
             }
-            st.jobs.push_back(job);
             drop(st);
+            drop(finished);
+            started?;
             shared.work.notify_all();
+            return Ok(ticket);
         }
         drop(finished);
         Ok(ticket)
