@@ -673,10 +673,12 @@ fn worker(shared: Arc<StreamShared>) {
 
 /// How long a waiter polls the stream's progress (yielding) before it
 /// blocks: a short run completes within it and is seen without the
-/// wake-up of a blocking wait, a futex hop from the driver's queue thread
-/// (lavapipe on 2 cores, empty-kernel round trip, medians of 5 processes:
-/// 33 us without, 30 us at 20-50 us of spin, worse again at 200 us).
-const SPIN: Duration = Duration::from_micros(30);
+/// wake-up of a blocking wait, a futex hop from the driver's queue thread.
+/// lavapipe on 2 cores, empty-kernel round trip, medians of 3-4
+/// processes: 54 us without spinning, 38 us at 30 us of spin, 29 us at
+/// 100, 300 and 1000 us (the caller yields, so the driver's threads still
+/// get the cores); a longer run costs the waiter this much CPU, once.
+const SPIN: Duration = Duration::from_micros(100);
 
 impl StreamShared {
     fn wait_inner(&self, ticket: u64, timeout: Duration) -> bool {
