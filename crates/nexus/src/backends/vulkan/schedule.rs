@@ -4,7 +4,9 @@
 //! copies from a buffer of its pattern repeated), split at signal and
 //! wait commands, which the stream's submitter turns into timeline
 //! semaphore signals and waits between the submissions of one batch
-//! (`sync.rs`).
+//! (`sync.rs`). A profiled schedule also writes a timestamp before and
+//! after every command into a query pool of its own, reset at the start of
+//! each run, and `timings` reads the last completed run's.
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
