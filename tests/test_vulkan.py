@@ -387,3 +387,92 @@ def test_builtin_library(vk: nexus.Device) -> None:
     np.testing.assert_array_equal(out[:n], np.arange(n) + 1)
     np.testing.assert_array_equal(out[n:], -1)  # nothing past the grid
     run(vk, lib.get_kernel("empty"), [], 1, 1)
+
+
+def spin_fill(s: nexus.Schedule, kernels: nexus.Library, buf: nexus.Buffer, value: float, microseconds: int) -> None:
+    cmd = s.create_command(kernels.get_kernel("spin_fill_f32"))
+    cmd.set_buffer(0, buf)
+    cmd.set_arg(1, value)
+    cmd.set_arg(2, buf.shape[0])
+    cmd.set_arg(3, microseconds)
+    cmd.finalize(64, buf.shape[0])
+
+
+def test_profiled_schedule_reports_device_timestamps(vk: nexus.Device, kernels_vk: nexus.Library) -> None:
+    """Issue 14: timestamp queries around every command, read after a run."""
+    buf = vk.zeros(1024)
+    ev = vk.create_event()
+    s = vk.create_schedule(profile=True)
+    spin_fill(s, kernels_vk, buf, 1.0, 0)        # an empty loop
+    spin_fill(s, kernels_vk, buf, 2.0, 20000)    # a long one
+    s.create_signal_command(ev, 1)
+    s.create_copy_command(buf[0:64], buf[512:576])
+    s.run()  # lavapipe compiles a pipeline's code at its first dispatch
+    for _ in range(2):  # queries are reset by every run
+        s.run()
+        times = [(c.get_property_flt("StartTime"), c.get_property_flt("EndTime")) for c in s.get_commands()]
+        assert times[0][0] == 0  # relative to the run's first command
+        assert all(0 <= start <= end for start, end in times)
+        assert all(a[1] <= b[0] for a, b in zip(times, times[1:])), times  # in stream order
+        empty, long = (c.get_property_flt("ElapsedTime") for c in s.get_commands()[:2])
+        assert long > empty > 0
+        total = s.get_property_flt("ElapsedTime")
+        assert total >= times[-1][1] - times[0][0] - 1e-9
+    np.testing.assert_array_equal(read(buf), np.full(1024, 2, np.float32))
+
+
+def test_profiled_wait_is_timed_when_it_is_satisfied(vk: nexus.Device, kernels_vk: nexus.Library) -> None:
+    ev = vk.create_event()
+    buf = vk.zeros(1024)
+    consumer = vk.create_schedule(profile=True)
+    consumer.create_wait_command(ev, 1)
+    spin_fill(consumer, kernels_vk, buf, 3.0, 100)
+    stream = vk.create_stream()
+    consumer.run(stream, blocking=False)
+    producer = vk.create_schedule()
+    producer.create_signal_command(ev, 1)
+    producer.run()
+    stream.synchronize()
+    wait, kernel = consumer.get_commands()
+    assert wait.get_property_flt("StartTime") == 0
+    assert wait.get_property_flt("EndTime") <= kernel.get_property_flt("StartTime")
+    assert kernel.get_property_flt("ElapsedTime") > 0
+
+
+def test_runs_queued_behind_a_held_wait_stay_behind_it(vk: nexus.Device, kernels_vk: nexus.Library) -> None:
+    """A run without waits is submitted by the calling thread only when
+    nothing of its stream is held: here it must queue behind the held one."""
+    ev = vk.create_event()
+    x = vk.zeros(256)
+    held = vk.create_schedule()
+    held.create_wait_command(ev, 1)
+    cmd = held.create_command(kernels_vk.get_kernel("fill_f32"))
+    cmd.set_buffer(0, x)
+    cmd.set_arg(1, 1.0)
+    cmd.set_arg(2, 256)
+    cmd.finalize(64, 256)
+    later = vk.create_schedule()
+    cmd = later.create_command(kernels_vk.get_kernel("affine_f32"))
+    cmd.set_buffer(0, x)
+    cmd.set_arg(1, 2.0)
+    cmd.set_arg(2, 3.0)
+    cmd.set_arg(3, 256)
+    cmd.finalize(64, 256)
+    done = vk.create_event()
+    later.create_signal_command(done, 1)
+    stream = vk.create_stream()
+    try:
+        held.run(stream, blocking=False)
+        later.run(stream, blocking=False)
+        with pytest.raises(TimeoutError):
+            done.wait(1, timeout=0.2)
+    finally:
+        ev.signal(1)
+    stream.synchronize()
+    # fill then affine: 1 * 2 + 3, not (0 * 2 + 3) overwritten by 1.
+    np.testing.assert_array_equal(read(x), np.full(256, 5, np.float32))
+    for _ in range(50):  # direct submissions again once the stream drained
+        later.run(stream, blocking=False)
+    later.run(stream)
+    assert read(x)[0] > 5
+

@@ -355,6 +355,16 @@ impl hal::Device for VkDevice {
             &self.gpu,
             ops,
             self.default_stream.clone(),
+            false,
+        )?))
+    }
+
+    fn encode_profiled(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        Ok(Arc::new(schedule::VkSchedule::encode(
+            &self.gpu,
+            ops,
+            self.default_stream.clone(),
+            true,
         )?))
     }
 

@@ -10,9 +10,11 @@
 //! - `library.rs`: SPIR-V, WGSL and GLSL compiled in-process by naga,
 //!   reflection of bindings and push constants, pipelines per group size.
 //! - `schedule.rs`: command buffers recorded once at `encode`, descriptor
-//!   sets written once per command.
-//! - `sync.rs`: events (timeline semaphores in epochs) and streams (an
-//!   in-order submitter per stream over the device's one queue).
+//!   sets written once per command; profiled schedules add timestamp
+//!   queries around every command.
+//! - `sync.rs`: events (timeline semaphores in epochs) and streams (runs
+//!   submitted by the caller, or by a submitter thread per stream when
+//!   they must be held behind a wait, over the device's one queue).
 //!
 //! Kernel conventions (README, "Vulkan"): buffer argument i binds to set 0
 //! binding i; scalars are the members of the one push-constant block
@@ -22,8 +24,11 @@
 //!
 //! # Locks (places in `backends/common`'s order)
 //!
-//! - 3 (stream queues): `StreamShared::state`, held to queue or pop a run
-//!   and to move finished runs out; never while submitting or waiting.
+//! - 3 (stream queues): `StreamShared::state`, held to queue or pop a run,
+//!   to move finished runs out, and while the caller submits a run without
+//!   wait commands itself (planning its signals, one `vkQueueSubmit`;
+//!   nothing in it blocks); never while waiting. Waiters only `try_lock`
+//!   it (they may hold other locks).
 //! - 4 (per-resource state): `VkEvent::state` (planning signals and waits,
 //!   host signals; destroying an epoch's semaphore under it buries it, see
 //!   below), `VkKernel::pipelines`, `Gpu::buffers`.

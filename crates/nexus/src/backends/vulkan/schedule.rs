@@ -4,7 +4,9 @@
 //! copies from a buffer of its pattern repeated), split at signal and
 //! wait commands, which the stream's submitter turns into timeline
 //! semaphore signals and waits between the submissions of one batch
-//! (`sync.rs`).
+//! (`sync.rs`). A profiled schedule also writes a timestamp before and
+//! after every command into a query pool of its own, reset at the start of
+//! each run, and `timings` reads the last completed run's.
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
@@ -33,6 +35,9 @@ pub(super) enum Step {
 /// What a run submits, and everything its command buffers use.
 pub(crate) struct Encoded {
     pub(super) steps: Vec<Step>,
+    /// Whether a step is a wait command (such runs may be held on the
+    /// host, so they go through the stream's submitter thread).
+    pub(super) has_waits: bool,
     /// Pipelines, descriptor sets and buffers the recorded commands name.
     _resources: Vec<Arc<dyn Any + Send + Sync>>,
     /// The validated operations: kernels (their libraries), buffers, events.
@@ -43,6 +48,9 @@ pub struct VkSchedule {
     gpu: Arc<Gpu>,
     encoded: Arc<Encoded>,
     default_stream: Arc<OnceLock<VkStream>>,
+    /// A profiled schedule's timestamps: two queries per operation (its
+    /// start and end), written by every run.
+    queries: Option<Arc<ffi::QueryPool>>,
 }
 
 /// One command of a command buffer, ready to record.
@@ -56,6 +64,10 @@ enum Cmd {
         dst_offset: u64,
         size: u64,
     },
+    /// A profiled run's query reset (at the start of its first command
+    /// buffer) and timestamps.
+    ResetQueries(Arc<ffi::QueryPool>),
+    Timestamp(Arc<ffi::QueryPool>, u32),
 }
 
 /// The Vulkan buffer and byte offset behind a nexus buffer or view.
@@ -300,7 +312,7 @@ fn record(gpu: &Arc<Gpu>, cmds: &[Cmd]) -> Result<ffi::CommandBuffer> {
         .iter()
         .map(|c| match c {
             Cmd::Dispatch(l) => l.sets.iter().map(|s| s.as_ref()).collect(),
-            Cmd::Copy { .. } => Vec::new(),
+            _ => Vec::new(),
         })
         .collect();
     let records: Vec<Record> = cmds
@@ -326,21 +338,62 @@ fn record(gpu: &Arc<Gpu>, cmds: &[Cmd]) -> Result<ffi::CommandBuffer> {
                 dst_offset: *dst_offset,
                 size: *size,
             },
+            Cmd::ResetQueries(pool) => Record::ResetQueries {
+                pool,
+                count: u32::MAX,
+            },
+            Cmd::Timestamp(pool, query) => Record::Timestamp {
+                pool,
+                query: *query,
+            },
         })
         .collect();
     ffi::CommandBuffer::record(&gpu.dev, &records)
 }
 
 impl VkSchedule {
+    /// `profile`: record each operation's start and end with timestamp
+    /// queries (`timings`). A queue family without timestamps
+    /// (`timestampValidBits` 0) encodes without them, and a profiled
+    /// schedule then reports the host-measured time of whole runs only
+    /// (the object model's fallback).
     pub fn encode(
         gpu: &Arc<Gpu>,
         ops: Vec<hal::Op>,
         default_stream: Arc<OnceLock<VkStream>>,
+        profile: bool,
     ) -> Result<VkSchedule> {
         let mut steps = Vec::new();
         let mut resources: Vec<Arc<dyn Any + Send + Sync>> = Vec::new();
         let mut launches: Vec<Cmd> = Vec::new();
-        for op in &ops {
+        let queries = if profile && gpu.dev.info.timestamp_bits > 0 && !ops.is_empty() {
+            let count = u32::try_from(ops.len() * 2).map_err(|_| {
+                value_error(format!(
+                    "a profiled schedule of {} commands is too long",
+                    ops.len()
+                ))
+            })?;
+            let pool = Arc::new(ffi::QueryPool::new(&gpu.dev, count)?);
+            // Reset at the start of the run's first command buffer (in
+            // submission order before every timestamp of the run).
+            launches.push(Cmd::ResetQueries(pool.clone()));
+            resources.push(pool.clone());
+            Some(pool)
+        } else {
+            None
+        };
+        let stamp = |launches: &mut Vec<Cmd>, query: usize| {
+            if let Some(pool) = &queries {
+                // `query` < 2 * ops.len(), which fits in u32 (checked above).
+                launches.push(Cmd::Timestamp(pool.clone(), query as u32));
+            }
+        };
+        for (i, op) in ops.iter().enumerate() {
+            // A wait's timestamps follow it (the time it was satisfied);
+            // every other operation's surround it.
+            if !matches!(op, hal::Op::Wait { .. }) {
+                stamp(&mut launches, 2 * i);
+            }
             match op {
                 hal::Op::Copy {
                     src,
@@ -389,6 +442,9 @@ impl VkSchedule {
                     )?));
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
+                    if matches!(op, hal::Op::Signal { .. }) {
+                        stamp(&mut launches, 2 * i + 1);
+                    }
                     if !launches.is_empty() {
                         steps.push(Step::Gpu(record(gpu, &launches)?));
                         launches.clear();
@@ -403,8 +459,14 @@ impl VkSchedule {
                             value: *value,
                         },
                     });
+                    if matches!(op, hal::Op::Wait { .. }) {
+                        stamp(&mut launches, 2 * i);
+                        stamp(&mut launches, 2 * i + 1);
+                    }
+                    continue;
                 }
             }
+            stamp(&mut launches, 2 * i + 1);
         }
         if !launches.is_empty() {
             steps.push(Step::Gpu(record(gpu, &launches)?));
@@ -412,17 +474,42 @@ impl VkSchedule {
         Ok(VkSchedule {
             gpu: gpu.clone(),
             encoded: Arc::new(Encoded {
+                has_waits: steps.iter().any(|s| matches!(s, Step::Wait { .. })),
                 steps,
                 _resources: resources,
                 _ops: ops,
             }),
             default_stream,
+            queries,
         })
     }
 }
 
 impl hal::Schedule for VkSchedule {
-    fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        let ticks = self.queries.as_ref()?.results()?;
+        let info = &self.gpu.dev.info;
+        // Only the low `timestampValidBits` bits count; differences are
+        // taken modulo 2^bits (a counter that wrapped during the run).
+        let bits = info.timestamp_bits.min(64);
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        let origin = *ticks.first()? & mask;
+        // Nanoseconds per tick.
+        let period = f64::from(info.limits.timestamp_period);
+        let ms = |t: u64| ((t & mask).wrapping_sub(origin) & mask) as f64 * period / 1e6;
+        Some(
+            ticks
+                .chunks_exact(2)
+                .map(|p| (ms(p[0]), ms(p[1])))
+                .collect(),
+        )
+    }
+
+    fn submit(&self, stream: Option<&dyn hal::Stream>, blocking: bool) -> Result<hal::Fence> {
         let stream = match stream {
             None => {
                 if self.default_stream.get().is_none() {
@@ -440,7 +527,7 @@ impl hal::Schedule for VkSchedule {
                 "Vulkan",
             )?,
         };
-        let ticket = stream.submit(self.encoded.clone())?;
+        let ticket = stream.submit(self.encoded.clone(), blocking)?;
         Ok(sync::fence(stream, ticket))
     }
 }

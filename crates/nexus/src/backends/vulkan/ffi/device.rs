@@ -25,6 +25,8 @@ pub struct PhysicalInfo {
     pub memory: vk::PhysicalDeviceMemoryProperties,
     pub queue_family: u32,
     pub queue_count: u32,
+    /// The queue family's `timestampValidBits` (0: no timestamps).
+    pub timestamp_bits: u32,
     pub float64: bool,
     pub int64: bool,
     pub int16: bool,
@@ -126,6 +128,7 @@ impl PhysicalInfo {
             memory,
             queue_family: pick as u32,
             queue_count: families[pick].queue_count,
+            timestamp_bits: families[pick].timestamp_valid_bits,
             float64: features.shader_float64 != 0,
             int64: features.shader_int64 != 0,
             int16: features.shader_int16 != 0,
@@ -257,14 +260,31 @@ impl Device {
             signal_sems: Vec<vk::Semaphore>,
             signal_vals: Vec<u64>,
         }
+        // Under the queue's lock from here: the serial's value is the
+        // submission's number.
+        let mut queue = lock(&self.queue);
+        let serial = queue.serial + 1;
+        let last = batches.len().saturating_sub(1);
         let owned: Vec<Owned> = batches
             .iter()
-            .map(|b| Owned {
-                wait_sems: b.waits.iter().map(|(s, _)| s.raw).collect(),
-                wait_vals: b.waits.iter().map(|(_, v)| *v).collect(),
-                wait_stages: vec![vk::PipelineStageFlags::ALL_COMMANDS; b.waits.len()],
-                signal_sems: b.signals.iter().map(|(s, _)| s.raw).collect(),
-                signal_vals: b.signals.iter().map(|(_, v)| *v).collect(),
+            .enumerate()
+            .map(|(i, b)| {
+                let mut o = Owned {
+                    wait_sems: b.waits.iter().map(|(s, _)| s.raw).collect(),
+                    wait_vals: b.waits.iter().map(|(_, v)| *v).collect(),
+                    wait_stages: vec![vk::PipelineStageFlags::ALL_COMMANDS; b.waits.len()],
+                    signal_sems: b.signals.iter().map(|(s, _)| s.raw).collect(),
+                    signal_vals: b.signals.iter().map(|(_, v)| *v).collect(),
+                };
+                // The serial's signal goes with the last batch: a signal's
+                // first synchronisation scope is everything earlier in
+                // submission order, so it still covers every batch (a batch
+                // of its own cost lavapipe a second queue step per run).
+                if i == last {
+                    o.signal_sems.push(self.serial_sem);
+                    o.signal_vals.push(serial);
+                }
+                o
             })
             .collect();
         let mut timelines: Vec<vk::TimelineSemaphoreSubmitInfo> = owned
@@ -288,19 +308,6 @@ impl Device {
                     .push_next(t)
             })
             .collect();
-        let mut queue = lock(&self.queue);
-        let serial = queue.serial + 1;
-        // The serial's signal goes last, in a batch of its own.
-        let serial_sems = [self.serial_sem];
-        let serial_vals = [serial];
-        let mut serial_timeline =
-            vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&serial_vals);
-        let mut infos = infos;
-        infos.push(
-            vk::SubmitInfo::default()
-                .signal_semaphores(&serial_sems)
-                .push_next(&mut serial_timeline),
-        );
         // SAFETY: the queue is externally synchronised by its lock; every
         // handle in the batches is alive (held by the caller) and the
         // arrays above outlive the call.

@@ -12,7 +12,8 @@ mod resources;
 pub use ash::vk;
 pub use device::{Batch, Device, PhysicalInfo};
 pub use resources::{
-    Buffer, CommandBuffer, DescriptorSet, Pipeline, PipelineLayout, Record, Semaphore, ShaderModule,
+    Buffer, CommandBuffer, DescriptorSet, Pipeline, PipelineLayout, QueryPool, Record, Semaphore,
+    ShaderModule,
 };
 
 use std::sync::Arc;
