@@ -144,7 +144,44 @@ def main() -> None:
           f"   (target >= 0.95)")
     cuda = nexus.get_runtime("cuda")
     if len(cuda):
-        print("(nexus CUDA beside nexus Vulkan: run bench/bench_cuda.py on the same machine)")
+        cu_rt_fn, cu_va_fn, cu_check = cuda_cases(cuda.get_device(0))
+        rts = interleaved({"vulkan": (nx_rt_fn, 200), "cuda": (cu_rt_fn, 200)}, repeats=ROUND_TRIPS // 100)
+        vas = interleaved({"vulkan": (nx_va_fn, ADDS // 4), "cuda": (cu_va_fn, ADDS // 4)})
+        cu_check()
+        vk_bw, cu_bw = 3 * 4 * N / vas["vulkan"] / 1e9, 3 * 4 * N / vas["cuda"] / 1e9
+        print(f"nexus Vulkan vs nexus CUDA on '{cuda.get_device(0).get_property_str('Name')}':")
+        print(f"  round trip   vulkan {rts['vulkan'] * 1e6:9.2f} us   cuda {rts['cuda'] * 1e6:9.2f} us   "
+              f"ratio {rts['vulkan'] / rts['cuda']:.3f}")
+        print(f"  vector add   vulkan {vk_bw:9.2f} GB/s cuda {cu_bw:9.2f} GB/s ratio {vk_bw / cu_bw:.3f}")
+
+
+def cuda_cases(dev: nexus.Device):
+    """The same two cases on nexus CUDA (PTX of the same kernels)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+    empty = dev.create_schedule()
+    empty.create_command(dev.load_library(os.path.join(here, "empty.ptx")).get_kernel("empty")).finalize(64, 64)
+    a = dev.create_buffer(np.ones(N, np.float32))
+    b = dev.create_buffer(np.full(N, 2, np.float32))
+    c = dev.zeros(N)
+    add = dev.create_schedule()
+    cmd = add.create_command(dev.load_library(os.path.join(here, "vadd.ptx")).get_kernel("vadd"))
+    for i, buf in enumerate((a, b, c)):
+        cmd.set_buffer(i, buf)
+    cmd.set_arg(3, N, data_type=nexus.data_type.U32)
+    cmd.finalize(256, N)
+
+    def rt(k: int) -> None:
+        for _ in range(k):
+            empty.run()
+
+    def va(k: int) -> None:
+        for _ in range(k):
+            add.run()
+
+    def check() -> None:
+        assert np.all(c.numpy() == 3)
+
+    return rt, va, check
 
 
 if __name__ == "__main__":

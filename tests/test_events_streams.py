@@ -39,6 +39,31 @@ def test_wait_times_out(device: nexus.Device) -> None:
     assert time.monotonic() - start >= 0.19
 
 
+def test_event_values_set_lower_and_repeat(device: nexus.Device) -> None:
+    """Values may go down (a host or in-stream reset) and be signalled again,
+    on every runtime (Vulkan timeline semaphores and Metal shared events
+    never decrease: nexus starts a new epoch)."""
+    ev = device.create_event()
+    s = device.create_schedule()
+    s.create_signal_command(ev, 3)
+    for _ in range(3):  # the same value signalled by every run
+        s.run()
+        assert ev.get_value() == 3
+    ev.signal(1)  # a host reset below a device-signalled value
+    assert ev.get_value() == 1
+    ev.signal(2)
+    assert ev.get_value() == 2
+    lower = device.create_schedule()
+    lower.create_signal_command(ev, 0)  # an in-stream reset
+    lower.run()
+    assert ev.get_value() == 0
+    ev.wait(0, timeout=1)
+    with pytest.raises(TimeoutError):
+        ev.wait(1, timeout=0.1)
+    s.run()
+    ev.wait(3, timeout=30)
+
+
 def test_get_events_lists_live_events(device: nexus.Device) -> None:
     evs = [device.create_event() for _ in range(3)]
     evs[1].signal(7)

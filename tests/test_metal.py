@@ -192,83 +192,10 @@ def test_group_too_large_is_a_value_error(mtl: nexus.Device, kernels_mtl: nexus.
         run(mtl, kernels_mtl.get_kernel("fill_f32"), [x, 1.0, 4], [64, 64, 1], [64, 64, 1])
 
 
-def test_signal_and_wait_across_two_queues(mtl: nexus.Device, kernels_mtl: nexus.Library) -> None:
-    n = 4096
-    a, b = mtl.create_stream(), mtl.create_stream()
-    ev, done = mtl.create_event(), mtl.create_event()
-    x = mtl.create_buffer(np.zeros(n, np.float32))
-    y = mtl.create_buffer(np.zeros(n, np.float32))
-    consumer = mtl.create_schedule()
-    consumer.create_wait_command(ev, 1)
-    cmd = consumer.create_command(kernels_mtl.get_kernel("copy_f32"))
-    cmd.set_buffer(0, y)
-    cmd.set_buffer(1, x)
-    cmd.set_arg(2, n)
-    cmd.finalize(256, n)
-    consumer.create_signal_command(done, 1)
-    consumer.run(a, blocking=False)
-    with pytest.raises(TimeoutError):
-        done.wait(1, timeout=0.2)
-    producer = mtl.create_schedule()
-    cmd = producer.create_command(kernels_mtl.get_kernel("fill_f32"))
-    cmd.set_buffer(0, x)
-    cmd.set_arg(1, 7.0)
-    cmd.set_arg(2, n)
-    cmd.finalize(256, n)
-    producer.create_signal_command(ev, 1)
-    producer.run(b, blocking=False)
-    done.wait(1, timeout=WAIT)
-    np.testing.assert_array_equal(read(y), np.full(n, 7, np.float32))
-    a.synchronize()
-    b.synchronize()
 
 
-def test_event_values_set_lower_and_repeat(mtl: nexus.Device) -> None:
-    """GPU signals only raise an MTLSharedEvent; nexus events may go down
-    (a fresh MTLSharedEvent per epoch)."""
-    ev = mtl.create_event()
-    s = mtl.create_schedule()
-    s.create_signal_command(ev, 3)
-    for _ in range(3):
-        s.run()
-        assert ev.get_value() == 3
-    ev.signal(1)
-    assert ev.get_value() == 1
-    lower = mtl.create_schedule()
-    lower.create_signal_command(ev, 0)
-    lower.run()
-    assert ev.get_value() == 0
-    with pytest.raises(TimeoutError):
-        ev.wait(1, timeout=0.1)
-    s.run()
-    ev.wait(3, timeout=WAIT)
 
 
-def test_wait_after_reset_holds_until_the_host_signals(mtl: nexus.Device, kernels_mtl: nexus.Library) -> None:
-    n = 256
-    ev, done = mtl.create_event(), mtl.create_event()
-    setter = mtl.create_schedule()
-    setter.create_signal_command(ev, 5)
-    setter.run()
-    ev.signal(0)
-    x = mtl.create_buffer(np.zeros(n, np.float32))
-    held = mtl.create_schedule()
-    held.create_wait_command(ev, 1)
-    cmd = held.create_command(kernels_mtl.get_kernel("fill_f32"))
-    cmd.set_buffer(0, x)
-    cmd.set_arg(1, 2.0)
-    cmd.set_arg(2, n)
-    cmd.finalize(64, n)
-    held.create_signal_command(done, 1)
-    stream = mtl.create_stream()
-    try:
-        held.run(stream, blocking=False)
-        with pytest.raises(TimeoutError):
-            done.wait(1, timeout=0.3)
-    finally:
-        ev.signal(1)
-    done.wait(1, timeout=WAIT)
-    np.testing.assert_array_equal(read(x), np.full(n, 2, np.float32))
 
 
 def test_page_aligned_host_array_is_used_in_place(mtl: nexus.Device, kernels_mtl: nexus.Library) -> None:

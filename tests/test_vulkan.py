@@ -254,85 +254,10 @@ def test_no_loader_means_zero_devices() -> None:
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
 
 
-def test_signal_and_wait_across_two_streams(vk: nexus.Device, kernels_vk: nexus.Library) -> None:
-    n = 4096
-    a, b = vk.create_stream(), vk.create_stream()
-    ev, done = vk.create_event(), vk.create_event()
-    x = vk.create_buffer(np.zeros(n, np.float32))
-    y = vk.create_buffer(np.zeros(n, np.float32))
-    consumer = vk.create_schedule()
-    consumer.create_wait_command(ev, 1)
-    cmd = consumer.create_command(kernels_vk.get_kernel("copy_f32"))
-    cmd.set_buffer(0, y)
-    cmd.set_buffer(1, x)
-    cmd.set_arg(2, n)
-    cmd.finalize(256, n)
-    consumer.create_signal_command(done, 1)
-    consumer.run(a, blocking=False)
-    with pytest.raises(TimeoutError):
-        done.wait(1, timeout=0.2)
-    producer = vk.create_schedule()
-    cmd = producer.create_command(kernels_vk.get_kernel("fill_f32"))
-    cmd.set_buffer(0, x)
-    cmd.set_arg(1, 7.0)
-    cmd.set_arg(2, n)
-    cmd.finalize(256, n)
-    producer.create_signal_command(ev, 1)
-    producer.run(b, blocking=False)
-    done.wait(1, timeout=WAIT)
-    np.testing.assert_array_equal(read(y), np.full(n, 7, np.float32))
-    a.synchronize()
-    b.synchronize()
 
 
-def test_event_values_set_lower_and_repeat(vk: nexus.Device) -> None:
-    """A timeline semaphore never decreases; nexus events may (epochs)."""
-    ev = vk.create_event()
-    s = vk.create_schedule()
-    s.create_signal_command(ev, 3)
-    for _ in range(3):  # the same value signalled by every run
-        s.run()
-        assert ev.get_value() == 3
-    ev.signal(1)  # a host reset below a GPU-signalled value
-    assert ev.get_value() == 1
-    ev.signal(2)
-    assert ev.get_value() == 2
-    lower = vk.create_schedule()
-    lower.create_signal_command(ev, 0)  # an in-stream reset
-    lower.run()
-    assert ev.get_value() == 0
-    ev.wait(0, timeout=1)
-    with pytest.raises(TimeoutError):
-        ev.wait(1, timeout=0.1)
-    s.run()
-    ev.wait(3, timeout=WAIT)
 
 
-def test_wait_after_reset_holds_until_the_host_signals(vk: nexus.Device, kernels_vk: nexus.Library) -> None:
-    n = 256
-    ev, done = vk.create_event(), vk.create_event()
-    setter = vk.create_schedule()
-    setter.create_signal_command(ev, 5)
-    setter.run()
-    ev.signal(0)
-    x = vk.create_buffer(np.zeros(n, np.float32))
-    held = vk.create_schedule()
-    held.create_wait_command(ev, 1)
-    cmd = held.create_command(kernels_vk.get_kernel("fill_f32"))
-    cmd.set_buffer(0, x)
-    cmd.set_arg(1, 2.0)
-    cmd.set_arg(2, n)
-    cmd.finalize(64, n)
-    held.create_signal_command(done, 1)
-    stream = vk.create_stream()
-    try:
-        held.run(stream, blocking=False)
-        with pytest.raises(TimeoutError):
-            done.wait(1, timeout=0.3)
-    finally:
-        ev.signal(1)
-    done.wait(1, timeout=WAIT)
-    np.testing.assert_array_equal(read(x), np.full(n, 2, np.float32))
 
 
 def test_push_constant_block_beyond_the_device_limit(vk: nexus.Device, kernels_vk: nexus.Library) -> None:

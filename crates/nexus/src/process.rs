@@ -11,13 +11,27 @@
 //! kernels still running at exit). Backends ask `exiting()` and leave such
 //! calls out: the process is ending, the operating system takes it all back.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static EXITING: AtomicBool = AtomicBool::new(false);
+/// Threads inside a blocking driver wait (`enter_driver_wait`).
+static IN_DRIVER_WAIT: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a blocking driver wait lasts at most before its thread looks
+/// at `exiting()` again; exit waits at most twice that for them to leave.
+pub(crate) const DRIVER_WAIT_SLICE: Duration = Duration::from_millis(50);
 
 extern "C" fn mark_exiting_handler() {
     EXITING.store(true, Ordering::SeqCst);
+    // Threads blocked in a driver wait (daemon threads in `event.wait`)
+    // leave it within a slice and park; the driver's teardown, which runs
+    // after this handler, then finds none of them inside.
+    let deadline = Instant::now() + 2 * DRIVER_WAIT_SLICE;
+    while IN_DRIVER_WAIT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The interpreter is shutting down (Python's `atexit`, which runs before
@@ -29,13 +43,39 @@ pub fn mark_exiting() {
 /// Call after a driver library is opened: exit handlers run in reverse order
 /// of registration, so this one runs before the driver's own.
 pub(crate) fn watch_exit_after_driver_opened() {
-    // SAFETY: registers a handler that only stores to an atomic.
+    // SAFETY: registers a handler that only touches atomics and sleeps.
     let _ = unsafe { libc::atexit(mark_exiting_handler) };
 }
 
 /// Whether `exit()` has begun (the interpreter finished finalizing).
 pub(crate) fn exiting() -> bool {
     EXITING.load(Ordering::Relaxed)
+}
+
+/// A thread inside a blocking driver wait, counted while it lives.
+// Used by the runtimes whose drivers block in waits of their own.
+#[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
+pub(crate) struct InDriverWait(());
+
+impl Drop for InDriverWait {
+    fn drop(&mut self) {
+        IN_DRIVER_WAIT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Enters a blocking driver wait of at most `DRIVER_WAIT_SLICE`; once exit
+/// has begun the calling thread never returns (it parks: the process is
+/// ending, and a driver call now could crash it).
+#[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
+pub(crate) fn enter_driver_wait() -> InDriverWait {
+    IN_DRIVER_WAIT.fetch_add(1, Ordering::SeqCst);
+    if exiting() {
+        IN_DRIVER_WAIT.fetch_sub(1, Ordering::SeqCst);
+        loop {
+            std::thread::park();
+        }
+    }
+    InDriverWait(())
 }
 
 #[cfg(unix)]

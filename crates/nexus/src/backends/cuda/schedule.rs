@@ -107,20 +107,14 @@ enum Step {
         _graph: Graph,
     },
     /// A stream write of a CUDA event's mapped value.
-    Signal {
-        timeline: Arc<Timeline>,
-        value: u64,
-    },
+    Signal { timeline: Arc<Timeline>, value: u64 },
     /// Signals an event of another runtime from a host function.
     HostSignal {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
     /// Waits for a CUDA event's value (see `send` for how).
-    Wait {
-        timeline: Arc<Timeline>,
-        value: u64,
-    },
+    Wait { timeline: Arc<Timeline>, value: u64 },
     /// Waits for an event of another runtime (held on the host).
     HostWait {
         event: Arc<dyn hal::Event>,

@@ -208,6 +208,8 @@ impl Device {
         // features it reported; everything lives across the call.
         let raw = unsafe { instance.raw().create_device(info.handle, &create, None) }
             .map_err(|e| check("vkCreateDevice", e))?;
+        // The driver has set up its exit handlers by now; ours runs first.
+        crate::process::watch_exit_after_driver_opened();
         // SAFETY: queue 0 of the family created above.
         let queue = unsafe { raw.get_device_queue(info.queue_family, 0) };
         let mut t = vk::SemaphoreTypeCreateInfo::default()

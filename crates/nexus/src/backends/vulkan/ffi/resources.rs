@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{check, vk, Device};
 use crate::error::{Error, Result, Status};
@@ -741,12 +741,21 @@ impl Semaphore {
             .flags(vk::SemaphoreWaitFlags::ANY)
             .semaphores(&raws)
             .values(&values);
-        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: live semaphores of one device; arrays outlive the call.
-        match unsafe { first.device.raw().wait_semaphores(&info, nanos) } {
-            Ok(()) => Ok(true),
-            Err(vk::Result::TIMEOUT) => Ok(false),
-            Err(e) => Err(check("vkWaitSemaphores", e)),
+        // In slices, so that a thread blocked here at exit leaves the driver
+        // before the driver tears down (see `process::enter_driver_wait`).
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+            let slice = left.min(crate::process::DRIVER_WAIT_SLICE);
+            let nanos = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+            let _inside = crate::process::enter_driver_wait();
+            // SAFETY: live semaphores of one device; arrays outlive the call.
+            match unsafe { first.device.raw().wait_semaphores(&info, nanos) } {
+                Ok(()) => return Ok(true),
+                Err(vk::Result::TIMEOUT) if left <= slice => return Ok(false),
+                Err(vk::Result::TIMEOUT) => {}
+                Err(e) => return Err(check("vkWaitSemaphores", e)),
+            }
         }
     }
 }
