@@ -300,3 +300,32 @@ def test_views_bind_sub_buffers(ocl: nexus.Device) -> None:
     np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="sub-buffers start at multiples of"):
         fill(buf[1:5], 4)
+
+
+def test_profiled_schedule_reports_device_times(ocl: nexus.Device) -> None:
+    """Profiled schedules read each command's start and end from its event
+    (queues are created with CL_QUEUE_PROFILING_ENABLE): times are ordered,
+    and a large fill takes longer than a tiny one."""
+    lib = ocl.load_library(str(KERNELS / "kernels.cl"))
+    small, big = ocl.zeros(64), ocl.zeros(1 << 22)
+    ev = ocl.create_event()
+    s = ocl.create_schedule(profile=True)
+    for buf, n in ((small, 64), (big, 1 << 22)):
+        cmd = s.create_command(lib.get_kernel("fill_f32"))
+        cmd.set_buffer(0, buf)
+        cmd.set_arg(1, 1.0)
+        cmd.set_arg(2, n)
+        cmd.finalize(64, n)
+    s.create_signal_command(ev, 1)
+    s.create_copy_command(big, small, size=64 * 4)
+    for _ in range(3):
+        s.run()
+    cmds = s.get_commands()
+    starts = [c.get_property_flt("StartTime") for c in cmds]
+    times = [c.get_property_flt("ElapsedTime") for c in cmds]
+    assert starts == sorted(starts)
+    assert all(t >= 0 for t in times)
+    assert times[1] > times[0]
+    assert times[2] == 0  # the signal runs on the host, between commands
+    assert s.get_property_flt("ElapsedTime") >= times[1]
+    assert ev.get_value() == 1

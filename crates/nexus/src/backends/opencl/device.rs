@@ -165,7 +165,15 @@ impl hal::Device for OclDevice {
     }
 
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        Ok(Arc::new(schedule::OclSchedule::encode(&self.dev, ops)?))
+        Ok(Arc::new(schedule::OclSchedule::encode(
+            &self.dev, ops, false,
+        )?))
+    }
+
+    fn encode_profiled(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        Ok(Arc::new(schedule::OclSchedule::encode(
+            &self.dev, ops, true,
+        )?))
     }
 
     fn synchronize(&self) -> Result<()> {

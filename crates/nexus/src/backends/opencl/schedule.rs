@@ -9,15 +9,17 @@
 //! step completes once its waits are satisfied (see `sync.rs`).
 
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::ffi::result::{Event, Kernel, Mem};
-use super::ffi::sys::{cl_event, CL_COMPLETE};
+use super::ffi::sys::{
+    cl_event, CL_COMPLETE, CL_PROFILING_COMMAND_END, CL_PROFILING_COMMAND_START,
+};
 use super::library::{OclKernel, Param};
 use super::sync::{OclEvent, OclStream, StreamQueue, Timeline};
 use super::{memory, Dev};
-use crate::backends::common;
+use crate::backends::common::{self, lock};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -73,6 +75,9 @@ pub(crate) struct Steps {
     steps: Vec<Step>,
     /// Some step waits for an event (so a run may wait for the host).
     pub(crate) has_waits: bool,
+    /// A profiled schedule: per step, the event of its last enqueue (their
+    /// profiling info gives the device times of the last run).
+    profile: Option<Mutex<Vec<Option<Event>>>>,
     /// Keeps kernels (their programs), buffers and events alive.
     _ops: Vec<hal::Op>,
 }
@@ -274,7 +279,9 @@ fn encode_launch(
 }
 
 impl OclSchedule {
-    pub(crate) fn encode(dev: &Arc<Dev>, ops: Vec<hal::Op>) -> Result<Self> {
+    /// `profile`: every command gets an event whose profiling info (the
+    /// queue is created with profiling) gives its device times.
+    pub(crate) fn encode(dev: &Arc<Dev>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         dev.check_process()?;
         let mut steps: Vec<Step> = Vec::new();
         let mut host: Vec<Action> = Vec::new();
@@ -333,10 +340,12 @@ impl OclSchedule {
             steps.push(Step::Host(Arc::new(host)));
         }
         let has_waits = steps.iter().any(|s| matches!(s, Step::Host(actions) if actions.iter().any(|a| matches!(a, Action::Wait(..)))));
+        let profile = profile.then(|| Mutex::new((0..steps.len()).map(|_| None).collect()));
         Ok(OclSchedule {
             steps: Arc::new(Steps {
                 dev: dev.clone(),
                 has_waits,
+                profile,
                 steps,
                 _ops: ops,
             }),
@@ -430,8 +439,12 @@ impl Steps {
         mut prev: Option<Event>,
     ) -> (Option<Event>, Result<()>) {
         let n = self.steps.len();
-        // An event only where something follows on the host (or the run ends).
-        let want = |i: usize| i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)));
+        // An event only where something follows on the host (or the run
+        // ends), or for every command of a profiled schedule.
+        let profiled = self.profile.is_some();
+        let want = |i: usize| {
+            profiled || i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)))
+        };
         for (i, step) in self.steps.iter().enumerate() {
             let result = match step {
                 Step::Launch {
@@ -458,6 +471,11 @@ impl Steps {
                 Step::Host(actions) => self.enqueue_host(q, actions, &mut prev).map(|_| None),
             };
             let result = result.map(|ev| {
+                if let (Some(p), Some(e)) = (&self.profile, &ev) {
+                    if let Some(slot) = lock(p).get_mut(i) {
+                        *slot = Some(e.clone());
+                    }
+                }
                 if ev.is_some() {
                     prev = ev;
                 }
@@ -546,7 +564,38 @@ impl OclSchedule {
     }
 }
 
+impl Steps {
+    /// Per operation, (start, end) in milliseconds from the first command's
+    /// start, of the last run (`None` until its commands have finished).
+    /// Signals and waits run on the host between commands: they are placed,
+    /// with no length, where the command before them ended.
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        let events = lock(self.profile.as_ref()?);
+        let mut origin: Option<u64> = None;
+        let mut last_end = 0.0;
+        let mut out = Vec::new();
+        for (step, ev) in self.steps.iter().zip(events.iter()) {
+            if let Step::Host(actions) = step {
+                out.extend(actions.iter().map(|_| (last_end, last_end)));
+                continue;
+            }
+            let ev = ev.as_ref()?;
+            let start = ev.profiling_ns(CL_PROFILING_COMMAND_START)?;
+            let end = ev.profiling_ns(CL_PROFILING_COMMAND_END)?;
+            let o = *origin.get_or_insert(start);
+            let ms = |t: u64| t.saturating_sub(o) as f64 / 1e6;
+            last_end = ms(end);
+            out.push((ms(start), last_end));
+        }
+        Some(out)
+    }
+}
+
 impl hal::Schedule for OclSchedule {
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        self.steps.timings()
+    }
+
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
         self.steps.dev.check_process()?;
         let queue = self.queue_for(stream)?;

@@ -387,9 +387,18 @@ impl Context {
 
 impl Queue {
     pub fn new(a: &'static Api, ctx: &Context, device: cl_device_id) -> Result<Queue> {
+        // In order, with profiling (events then carry device timestamps;
+        // only profiled schedules ask for them). A device that refuses
+        // profiling gets a queue without.
         let mut code = 0;
-        // SAFETY: a live context and its device; 0 = in-order, no profiling.
-        let raw = unsafe { (a.clCreateCommandQueue)(ctx.raw, device, 0, &mut code) };
+        // SAFETY: a live context and its device.
+        let mut raw = unsafe {
+            (a.clCreateCommandQueue)(ctx.raw, device, CL_QUEUE_PROFILING_ENABLE, &mut code)
+        };
+        if raw.is_null() {
+            // SAFETY: as above, without profiling.
+            raw = unsafe { (a.clCreateCommandQueue)(ctx.raw, device, 0, &mut code) };
+        }
         created(
             raw,
             code,
@@ -956,6 +965,24 @@ impl Event {
             unsafe { (self.a.clSetUserEventStatus)(self.raw, status) },
             || "completing a user event".into(),
         )
+    }
+
+    /// The device clock, in nanoseconds, when the command started
+    /// (`CL_PROFILING_COMMAND_START`) or ended; `None` where the queue does
+    /// not profile or the command has not finished.
+    pub fn profiling_ns(&self, param: cl_uint) -> Option<u64> {
+        let mut t: u64 = 0;
+        // SAFETY: one cl_ulong.
+        let code = unsafe {
+            (self.a.clGetEventProfilingInfo)(
+                self.raw,
+                param,
+                8,
+                &mut t as *mut u64 as *mut c_void,
+                std::ptr::null_mut(),
+            )
+        };
+        (code == CL_SUCCESS).then_some(t)
     }
 
     /// The execution status: 0 complete, positive pending, negative failed.

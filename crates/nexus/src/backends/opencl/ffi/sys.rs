@@ -141,6 +141,9 @@ pub const CL_KERNEL_PRIVATE_MEM_SIZE: cl_uint = 0x11B4;
 
 // cl_event_info / execution status
 pub const CL_EVENT_COMMAND_EXECUTION_STATUS: cl_uint = 0x11D3;
+pub const CL_PROFILING_COMMAND_START: cl_uint = 0x1282;
+pub const CL_PROFILING_COMMAND_END: cl_uint = 0x1283;
+pub const CL_QUEUE_PROFILING_ENABLE: cl_bitfield = 1 << 1;
 pub const CL_COMPLETE: cl_int = 0;
 
 /// Declares the function table: each field is one entry point, resolved by
@@ -224,6 +227,7 @@ function_table! {
         clSetUserEventStatus: fn(cl_event, cl_int) -> cl_int;
         clSetEventCallback: fn(cl_event, cl_int, EventCallback, *mut c_void) -> cl_int;
         clGetEventInfo: fn(cl_event, cl_uint, usize, *mut c_void, *mut usize) -> cl_int;
+        clGetEventProfilingInfo: fn(cl_event, cl_uint, usize, *mut c_void, *mut usize) -> cl_int;
         clRetainEvent: fn(cl_event) -> cl_int;
         clReleaseEvent: fn(cl_event) -> cl_int;
         clWaitForEvents: fn(cl_uint, *const cl_event) -> cl_int;
