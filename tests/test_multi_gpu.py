@@ -54,11 +54,15 @@ def test_copy_commands_between_two_gpus_in_both_directions(gpus) -> None:
 
 def test_copy_buffer_across_gpus_keeps_shape_and_follows_earlier_runs(gpus) -> None:
     g0, g1 = gpus
+    import threading
     src = g0.zeros((256, 1024))
+    go = g0.create_event()
     s = g0.create_schedule()
+    s.create_wait_command(go, 1)                  # held until the timer signals
     s.create_fill_command(src, 3.5)
-    s.run(g0.create_stream(), blocking=False)     # still queued when copy_buffer starts
-    moved = g1.copy_buffer(src)
+    s.run(g0.create_stream(), blocking=False)
+    threading.Timer(0.3, go.signal, args=(1,)).start()
+    moved = g1.copy_buffer(src)                   # must wait for g0's held fill
     assert moved.get_device() == g1
     assert moved.shape == (256, 1024)
     np.testing.assert_array_equal(moved.numpy(), np.full((256, 1024), 3.5, np.float32))

@@ -150,13 +150,17 @@ def test_host_buffers_take_part_in_copy_commands(device: nexus.Device) -> None:
 def test_copy_buffer_keeps_shape_and_data_and_follows_earlier_runs(device: nexus.Device, lib_path: str) -> None:
     """copy_buffer copies on the device where it can, keeps the shape, and
     acts after earlier runs that use the source, on any stream."""
+    import threading
     kernels = device.load_library(lib_path)
     n = 3 * 1024
     src = device.zeros((3, 1024))
+    go = device.create_event()
     s = device.create_schedule()
+    s.create_wait_command(go, 1)                 # held until the timer signals
     fill_cmd(s, kernels, src, 7.0, n)
     s.run(device.create_stream(), blocking=False)
-    moved = device.copy_buffer(src)
+    threading.Timer(0.3, go.signal, args=(1,)).start()
+    moved = device.copy_buffer(src)              # must wait for the held fill
     assert moved.shape == (3, 1024)
     assert moved.dtype == np.float32
     np.testing.assert_array_equal(moved.numpy(), np.full((3, 1024), 7, np.float32))
@@ -218,6 +222,8 @@ def test_chains_of_copies_and_fills_of_every_width_run_in_order(device: nexus.De
     x64 = device.zeros(n, np.int64)
     y64 = device.zeros(n, np.int64)
     x16 = device.zeros(n, np.int16)
+    b8 = device.zeros(n, np.uint8)
+    z64 = device.zeros(n, np.int64)
     f = device.zeros(n)
     g = device.zeros(n)
     s = device.create_schedule()
@@ -225,16 +231,21 @@ def test_chains_of_copies_and_fills_of_every_width_run_in_order(device: nexus.De
     s.create_copy_command(x64, y64)
     s.create_fill_command(x64, 7)                   # halves differ too (7, 0)
     s.create_fill_command(x16, -2)
+    s.create_fill_command(b8, 0xAB)                 # one byte
+    s.create_fill_command(z64, -1)                  # eight bytes, equal halves
     fill_cmd(s, kernels, f, 1.5, n)
     s.create_copy_command(f, g, size=100 * 4)
     s.create_fill_command(f, 0.25)
     s.create_copy_command(f, g, size=50 * 4, dst_offset=200 * 4)
     for _ in range(3):
-        g.write(np.full(n, -1, np.float32))
+        for buf, dtype in ((x64, np.int64), (y64, np.int64), (x16, np.int16), (f, np.float32), (g, np.float32)):
+            buf.write(np.full(n, -1, dtype))  # every run must write them again
         assert s.run() == nexus.status.NXS_Success
         np.testing.assert_array_equal(y64.numpy(), np.full(n, -(2**40) + 3, np.int64))
         np.testing.assert_array_equal(x64.numpy(), np.full(n, 7, np.int64))
         np.testing.assert_array_equal(x16.numpy(), np.full(n, -2, np.int16))
+        np.testing.assert_array_equal(b8.numpy(), np.full(n, 0xAB, np.uint8))
+        np.testing.assert_array_equal(z64.numpy(), np.full(n, -1, np.int64))
         np.testing.assert_array_equal(f.numpy(), np.full(n, 0.25, np.float32))
         want = np.full(n, -1, np.float32)
         want[:100] = 1.5

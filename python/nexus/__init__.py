@@ -7,8 +7,6 @@ Importing registers classes only: drivers are opened and worker threads
 started on first use.
 """
 
-import atexit as _atexit
-
 from . import data_type, event_type, property, status
 from ._nexus import (
     MAX_KERNEL_ARGS,
@@ -31,12 +29,8 @@ from ._nexus import (
     known_runtimes,
     lookup_device_info,
 )
-from ._nexus import _mark_exiting as _mark_exiting
 from .timeline import trace
 
-# At interpreter shutdown, before objects are torn down: drivers (NVIDIA's
-# OpenCL and Vulkan) crash when freed objects reach them then.
-_atexit.register(_mark_exiting)
 
 __all__ = [
     "MAX_KERNEL_ARGS",

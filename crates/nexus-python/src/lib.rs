@@ -87,13 +87,6 @@ fn _trace_stop(py: Python<'_>, timeout: f64) -> String {
     py.detach(|| nexus::trace::stop(timeout).to_string())
 }
 
-/// Registered with `atexit` by the package: from interpreter shutdown on,
-/// objects torn down leave the drivers alone (see `nexus::process`).
-#[pyfunction]
-fn _mark_exiting() {
-    nexus::process::mark_exiting();
-}
-
 /// Name tables of the core, so the Python enums can be checked against them.
 #[pyfunction]
 fn _enum_tables(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -139,7 +132,6 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(_trace_start, m)?)?;
     m.add_function(wrap_pyfunction!(_trace_stop, m)?)?;
-    m.add_function(wrap_pyfunction!(_mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(get_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(known_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(get_device_info, m)?)?;

@@ -22,7 +22,7 @@ mod buffer;
 mod device;
 mod handle;
 mod library;
-pub mod process;
+mod process;
 mod runtime;
 mod schedule;
 mod sync;

@@ -561,6 +561,7 @@ impl Schedule {
         dst_offset: i64,
     ) -> Result<Command> {
         for (what, b) in [("source", src), ("destination", dst)] {
+            b.ensure_live()?;
             if b.device() != self.device() && !self.device().can_copy_with(b.device())? {
                 return Err(Error::new(
                     Status::InvalidBuffer,

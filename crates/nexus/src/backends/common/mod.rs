@@ -38,8 +38,9 @@
 //!    (`wait_until_moved` re-plans a wait under `MOVED`).
 //! 6. Leaves, held for a few instructions: the release queue (`sender`,
 //!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
-//!    OpenCL `Steps::profile` (a profiled schedule's last events), the
-//!    binding's log queue.
+//!    OpenCL `Steps::profile` (a profiled schedule's last run's events,
+//!    swapped whole, cloned out before the driver is asked), the binding's
+//!    log queue.
 //!
 //! Worker threads (CPU stream workers, held-run workers, the release
 //! thread) take their queue lock only to pop work and run the work with no

@@ -172,12 +172,27 @@ impl Gpu {
         let me = self.context()?;
         let peer_dev = r::device_get(self.d, ordinal)?;
         let peer = Context::retain_primary(self.d, peer_dev)?;
-        if r::device_can_access_peer(self.d, self.dev, peer_dev) {
-            me.enable_peer_access(&peer)?;
-        }
-        if r::device_can_access_peer(self.d, peer_dev, self.dev) {
-            peer.enable_peer_access(&me)?;
-        }
+        // Peer access is an optimisation: where enabling it fails (too many
+        // peers, unsupported topology) the driver stages copies instead.
+        let enable = |from: &Context, to: &Context, can: bool| {
+            if let Err(e) = can.then(|| from.enable_peer_access(to)).transpose() {
+                log::warn!(
+                    "{}: peer access with CUDA device {ordinal} not enabled, copies are staged: {}",
+                    self.label(),
+                    e.message
+                );
+            }
+        };
+        enable(
+            &me,
+            &peer,
+            r::device_can_access_peer(self.d, self.dev, peer_dev),
+        );
+        enable(
+            &peer,
+            &me,
+            r::device_can_access_peer(self.d, peer_dev, self.dev),
+        );
         lock(&self.peers).push(ordinal);
         Ok(())
     }

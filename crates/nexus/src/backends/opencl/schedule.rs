@@ -445,6 +445,10 @@ impl Steps {
         let want = |i: usize| {
             profiled || i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)))
         };
+        let mut timed: Vec<Option<Event>> = match &self.profile {
+            Some(_) => (0..n).map(|_| None).collect(),
+            None => Vec::new(),
+        };
         for (i, step) in self.steps.iter().enumerate() {
             let result = match step {
                 Step::Launch {
@@ -471,10 +475,8 @@ impl Steps {
                 Step::Host(actions) => self.enqueue_host(q, actions, &mut prev).map(|_| None),
             };
             let result = result.map(|ev| {
-                if let (Some(p), Some(e)) = (&self.profile, &ev) {
-                    if let Some(slot) = lock(p).get_mut(i) {
-                        *slot = Some(e.clone());
-                    }
+                if let (Some(slot), Some(e)) = (timed.get_mut(i), &ev) {
+                    *slot = Some(e.clone());
                 }
                 if ev.is_some() {
                     prev = ev;
@@ -484,6 +486,10 @@ impl Steps {
                 e.message = format!("{}: {}", self.dev.label(), e.message);
                 return (prev, Err(e));
             }
+        }
+        // One run's events, swapped in whole: timings never mix two runs.
+        if let Some(p) = &self.profile {
+            *lock(p) = timed;
         }
         (prev, Ok(()))
     }
@@ -570,7 +576,8 @@ impl Steps {
     /// Signals and waits run on the host between commands: they are placed,
     /// with no length, where the command before them ended.
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
-        let events = lock(self.profile.as_ref()?);
+        // Cloned out: the driver is asked with no lock held.
+        let events = lock(self.profile.as_ref()?).clone();
         let mut origin: Option<u64> = None;
         let mut last_end = 0.0;
         let mut out = Vec::new();

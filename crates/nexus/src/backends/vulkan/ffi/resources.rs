@@ -748,7 +748,14 @@ impl Semaphore {
             let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             let slice = left.min(crate::process::DRIVER_WAIT_SLICE);
             let nanos = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
-            let _inside = crate::process::enter_driver_wait();
+            let Some(_inside) = crate::process::enter_driver_wait() else {
+                // Exit has begun: a poll answers "not yet"; a blocking wait
+                // never returns into the driver.
+                if timeout.is_zero() {
+                    return Ok(false);
+                }
+                crate::process::park_until_exit();
+            };
             // SAFETY: live semaphores of one device; arrays outlive the call.
             match unsafe { first.device.raw().wait_semaphores(&info, nanos) } {
                 Ok(()) => return Ok(true),
