@@ -164,7 +164,7 @@ pub struct Batch<'a> {
 }
 
 /// A destruction deferred until the queue is done with what it names.
-type Burial = Box<dyn FnOnce(&ash::Device) + Send>;
+pub(super) type Burial = Box<dyn FnOnce(&ash::Device) + Send>;
 
 /// A logical device with one compute queue shared by every nexus stream
 /// (submissions are serialised by `queue`).
@@ -321,10 +321,29 @@ impl Device {
         submitted
     }
 
+    /// How many submissions the device has made (an object made now and
+    /// dropped before the next one was never named by any).
+    pub(super) fn submissions(&self) -> u64 {
+        lock(&self.queue).serial
+    }
+
     /// Runs `destroy` once the queue is done with every submission made so
     /// far (see "Deferred destruction").
     pub(super) fn bury(&self, destroy: Burial) {
+        self.bury_made_at(u64::MAX, destroy);
+    }
+
+    /// `bury` for an object made when the device had made `born`
+    /// submissions (`submissions`): if it has made none since, none can name
+    /// the object and it goes at once. Events and buffers that never reach a
+    /// queue are then freed without a trip through it (an empty submission
+    /// per drop made 100,000 of them take minutes).
+    pub(super) fn bury_made_at(&self, born: u64, destroy: Burial) {
         let serial = lock(&self.queue).serial;
+        if born == serial {
+            destroy(&self.raw);
+            return;
+        }
         lock(&self.graveyard).push((serial, destroy));
         self.collect();
     }

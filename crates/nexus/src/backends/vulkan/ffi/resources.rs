@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::device::Burial;
 use super::{check, vk, Device};
 use crate::error::{Error, Result, Status};
 
@@ -17,6 +18,8 @@ pub struct Buffer {
     memory: vk::DeviceMemory,
     size: u64,
     mapped: Option<*mut u8>,
+    /// The device's submission count when the buffer was made (`bury`).
+    born: u64,
 }
 
 // SAFETY: the mapping is owned by the buffer; concurrent access to the bytes
@@ -99,6 +102,7 @@ impl Buffer {
                 memory,
                 size,
                 mapped,
+                born: device.submissions(),
             });
         }
         // SAFETY: the buffer was created above and has no memory bound.
@@ -168,7 +172,7 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         let (raw, memory) = (self.raw, self.memory);
-        self.device.bury(Box::new(move |d| {
+        let destroy: Burial = Box::new(move |d| {
             // SAFETY: the owner drops a buffer only once no queued work uses
             // it, and the queue is done with it (buried); unmapping is
             // implied by freeing.
@@ -176,7 +180,8 @@ impl Drop for Buffer {
                 d.destroy_buffer(raw, None);
                 d.free_memory(memory, None);
             }
-        }));
+        });
+        self.device.bury_made_at(self.born, destroy);
     }
 }
 
@@ -695,6 +700,8 @@ impl Drop for CommandBuffer {
 pub struct Semaphore {
     device: Arc<Device>,
     pub(super) raw: vk::Semaphore,
+    /// The device's submission count when it was made (`bury`).
+    born: u64,
 }
 
 impl Semaphore {
@@ -709,6 +716,7 @@ impl Semaphore {
         Ok(Semaphore {
             device: device.clone(),
             raw,
+            born: device.submissions(),
         })
     }
 
@@ -770,11 +778,12 @@ impl Semaphore {
 impl Drop for Semaphore {
     fn drop(&mut self) {
         let raw = self.raw;
-        self.device.bury(Box::new(move |d| {
+        let destroy: Burial = Box::new(move |d| {
             // SAFETY: owners keep a semaphore until no queued operation
             // names it, and the queue is done with it.
             unsafe { d.destroy_semaphore(raw, None) };
-        }));
+        });
+        self.device.bury_made_at(self.born, destroy);
     }
 }
 
