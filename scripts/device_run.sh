@@ -5,8 +5,15 @@
 # side-by-side bench, the previous commit's wheel into wheelhouse/old), and
 # download the test dependencies as wheels into .whl (see the device tool's
 # README). Then, on the GPU machine, with wheelhouse and .whl carried:
-#   bash scripts/device_run.sh tests|sanitizer|bench [pytest args...]
+#   bash scripts/device_run.sh tests|sanitizer|bench|drivers [pytest args...]
 # Logs go to $OUT (or ./device-out).
+#
+# `drivers` runs the suite over NVIDIA's Vulkan and OpenCL devices and the
+# Vulkan bench beside wgpu-py. NVIDIA's Vulkan driver needs the glvnd
+# libraries beside the loader: download them once into .gl (git-ignored;
+# the device tool's README has the apt-get download line: libvulkan1 libegl1
+# libglvnd0 libopengl0 libgl1 libglx0 libgles2) and carry .gl too; wgpu-py
+# and its dependencies go as wheels into wheelhouse/bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-tests}"
@@ -39,6 +46,7 @@ case "$mode" in
     for tool in memcheck racecheck; do
       compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 20 \
         python3 -m pytest tests/test_cuda.py tests/test_execution_model.py tests/test_events_streams.py \
+        tests/test_pipelines.py tests/test_multi_gpu.py tests/test_arrays.py \
         -q -p no:cacheprovider -k "cuda" "$@" 2>&1 | tee "$out/sanitizer-$tool.log" | tail -15
       echo "compute-sanitizer $tool exit: ${PIPESTATUS[0]}" | tee -a "$out/sanitizer.txt"
     done
@@ -52,8 +60,22 @@ case "$mode" in
       PYTHONPATH=/tmp/nexus-old:/tmp/site python3 bench/bench_cuda.py 2>&1 | tee "$out/bench_cuda_old.log" | tail -20
     fi
     ;;
+  drivers)
+    for f in .gl/*.deb; do dpkg-deb -x "$f" /; done
+    ldconfig
+    export VK_DRIVER_FILES="${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}"
+    python3 -c "import nexus; print([(r.get_name(), len(r.get_devices())) for r in nexus.get_runtimes()])" | tee -a "$out/gpu.txt"
+    for rt in vulkan opencl; do
+      timeout 280 python3 -m pytest tests -q -p no:cacheprovider -rfE -k "${rt}0 or ${rt}1" "$@" 2>&1 \
+        | tee "$out/pytest-$rt.log" | tail -15
+    done
+    if ls wheelhouse/bench/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bench wheelhouse/bench/*.whl
+      XDG_RUNTIME_DIR=/tmp PYTHONPATH="$PYTHONPATH:/tmp/bench" python3 bench/bench_vulkan.py 2>&1 | tee "$out/bench_vulkan.log" | tail -8
+    fi
+    ;;
   *)
-    echo "unknown mode $mode (tests, sanitizer, bench)"
+    echo "unknown mode $mode (tests, sanitizer, bench, drivers)"
     exit 2
     ;;
 esac
