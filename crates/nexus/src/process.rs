@@ -20,24 +20,63 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static PID: AtomicU32 = AtomicU32::new(0);
-static EXITING: AtomicBool = AtomicBool::new(false);
-/// Threads inside a blocking driver wait (`enter_driver_wait`).
-static IN_DRIVER_WAIT: AtomicUsize = AtomicUsize::new(0);
+static EXIT: ExitState = ExitState::new();
 
 /// How long a blocking driver wait lasts at most before its thread looks
 /// at `exiting()` again; exit waits at most twice that for them to leave.
 pub(crate) const DRIVER_WAIT_SLICE: Duration = Duration::from_millis(50);
 
+/// Whether exit has begun, and how many threads are inside a blocking
+/// driver wait (one process-wide instance, `EXIT`).
+struct ExitState {
+    exiting: AtomicBool,
+    in_driver_wait: AtomicUsize,
+}
+
+impl ExitState {
+    const fn new() -> Self {
+        ExitState {
+            exiting: AtomicBool::new(false),
+            in_driver_wait: AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks the exit, then gives threads in a driver wait up to `grace`
+    /// to leave it (they park at the end of their slice).
+    fn begin_exit(&self, grace: Duration) {
+        self.exiting.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.in_driver_wait.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Counts the caller in, unless exit has begun. SeqCst, like
+    /// `begin_exit`'s store then load: one of the two sees the other (a
+    /// relaxed load here could miss the flag while exit misses the count).
+    fn enter(&'static self) -> Option<InDriverWait> {
+        self.in_driver_wait.fetch_add(1, Ordering::SeqCst);
+        if self.exiting.load(Ordering::SeqCst) {
+            self.in_driver_wait.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(InDriverWait(self))
+    }
+
+    /// A forked child: the parent's waiting threads do not exist here, and
+    /// a child forked while the parent exits starts afresh.
+    fn reset(&self) {
+        self.in_driver_wait.store(0, Ordering::SeqCst);
+        self.exiting.store(false, Ordering::SeqCst);
+    }
+}
+
 extern "C" fn mark_exiting() {
-    EXITING.store(true, Ordering::SeqCst);
     // Threads blocked in a driver wait (daemon threads in `event.wait`)
     // leave it within a slice and park; the driver's teardown, which runs
     // after this handler, then finds none of them inside. A second run of
     // the handler (one registration per driver) finds none at once.
-    let deadline = Instant::now() + 2 * DRIVER_WAIT_SLICE;
-    while IN_DRIVER_WAIT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    EXIT.begin_exit(2 * DRIVER_WAIT_SLICE);
 }
 
 /// Call once a driver is set up: exit handlers run in reverse order of
@@ -49,17 +88,17 @@ pub(crate) fn watch_exit_after_driver_opened() {
 
 /// Whether `exit()` has begun (the interpreter has finished).
 pub(crate) fn exiting() -> bool {
-    EXITING.load(Ordering::Relaxed)
+    EXIT.exiting.load(Ordering::Relaxed)
 }
 
 /// A thread inside a blocking driver wait, counted while it lives.
 // Used by the runtimes whose drivers block in waits of their own.
 #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
-pub(crate) struct InDriverWait(());
+pub(crate) struct InDriverWait(&'static ExitState);
 
 impl Drop for InDriverWait {
     fn drop(&mut self) {
-        IN_DRIVER_WAIT.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_driver_wait.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -67,15 +106,7 @@ impl Drop for InDriverWait {
 /// once exit has begun (the caller then stays out of the driver).
 #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
 pub(crate) fn enter_driver_wait() -> Option<InDriverWait> {
-    IN_DRIVER_WAIT.fetch_add(1, Ordering::SeqCst);
-    // SeqCst, like the handler's store then load: one of the two sees the
-    // other (a relaxed load here could miss the flag while the handler
-    // misses the count).
-    if EXITING.load(Ordering::SeqCst) {
-        IN_DRIVER_WAIT.fetch_sub(1, Ordering::SeqCst);
-        return None;
-    }
-    Some(InDriverWait(()))
+    EXIT.enter()
 }
 
 /// Where a thread that must not return into a dying driver goes: the
@@ -91,10 +122,7 @@ pub(crate) fn park_until_exit() -> ! {
 #[cfg(unix)]
 extern "C" fn forget_in_child() {
     PID.store(0, Ordering::SeqCst);
-    // The parent's waiting threads do not exist here; a child forked while
-    // the parent exits starts afresh.
-    IN_DRIVER_WAIT.store(0, Ordering::SeqCst);
-    EXITING.store(false, Ordering::SeqCst);
+    EXIT.reset();
 }
 
 /// `std::process::id()`, without a system call after the first.
@@ -118,6 +146,34 @@ pub(crate) fn id() -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_waits_are_counted_refused_once_exit_began_and_reset_in_a_child() {
+        // A state of the test's own: the process-wide one stays untouched.
+        static STATE: ExitState = ExitState::new();
+        let inside = STATE.enter().expect("not exiting yet");
+        assert_eq!(STATE.in_driver_wait.load(Ordering::SeqCst), 1);
+        let started = Instant::now();
+        let leaver = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(inside); // the wait's slice ends
+        });
+        STATE.begin_exit(Duration::from_secs(5));
+        assert!(
+            started.elapsed() >= Duration::from_millis(15),
+            "exit waited for the thread to leave"
+        );
+        leaver.join().unwrap();
+        assert_eq!(STATE.in_driver_wait.load(Ordering::SeqCst), 0);
+        assert!(STATE.enter().is_none());
+        assert_eq!(STATE.in_driver_wait.load(Ordering::SeqCst), 0);
+        STATE.begin_exit(Duration::from_secs(5)); // a second handler: at once
+        STATE.reset();
+        assert!(!STATE.exiting.load(Ordering::SeqCst));
+        assert!(STATE.enter().is_some());
+    }
+
     #[test]
     fn matches_the_system_call() {
         assert_eq!(super::id(), std::process::id());
