@@ -51,18 +51,8 @@ def interleaved(cases: dict[str, tuple], repeats: int = REPEATS) -> dict[str, fl
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def nexus_cases(dev: nexus.Device):
-    lib = dev.load_library(WGSL)
-    empty = dev.create_schedule()
-    empty.create_command(lib.get_kernel("empty")).finalize(64, 64)
-    a = dev.create_buffer(np.ones(N, np.float32))
-    b = dev.create_buffer(np.full(N, 2, np.float32))
-    c = dev.zeros(N)
-    add = dev.create_schedule()
-    cmd = add.create_command(lib.get_kernel("vadd"))
-    for i, buf in enumerate((a, b, c)):
-        cmd.set_buffer(i, buf)
-    cmd.finalize([256, 1], [N // 2, 2])
+def nexus_loops(empty: nexus.Schedule, add: nexus.Schedule, c: nexus.Buffer):
+    """The two cases as loops of `k` blocking runs, and the result check."""
 
     def rt(k: int) -> None:
         for _ in range(k):
@@ -76,6 +66,22 @@ def nexus_cases(dev: nexus.Device):
         assert np.all(c.numpy() == 3)
 
     return rt, va, check
+
+
+def nexus_cases(dev: nexus.Device):
+    lib = dev.load_library(WGSL)
+    empty = dev.create_schedule()
+    empty.create_command(lib.get_kernel("empty")).finalize(64, 64)
+    a = dev.create_buffer(np.ones(N, np.float32))
+    b = dev.create_buffer(np.full(N, 2, np.float32))
+    c = dev.zeros(N)
+    add = dev.create_schedule()
+    cmd = add.create_command(lib.get_kernel("vadd"))
+    for i, buf in enumerate((a, b, c)):
+        cmd.set_buffer(i, buf)
+    cmd.finalize([256, 1], [N // 2, 2])
+
+    return nexus_loops(empty, add, c)
 
 
 def wgpu_cases():
@@ -170,18 +176,7 @@ def cuda_cases(dev: nexus.Device):
     cmd.set_arg(3, N, data_type=nexus.data_type.U32)
     cmd.finalize(256, N)
 
-    def rt(k: int) -> None:
-        for _ in range(k):
-            empty.run()
-
-    def va(k: int) -> None:
-        for _ in range(k):
-            add.run()
-
-    def check() -> None:
-        assert np.all(c.numpy() == 3)
-
-    return rt, va, check
+    return nexus_loops(empty, add, c)
 
 
 if __name__ == "__main__":

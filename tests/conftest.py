@@ -8,6 +8,7 @@ import shutil
 import nexus
 import nexus.catalog
 import nexus.cpu
+import numpy as np
 import pytest
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
@@ -111,3 +112,30 @@ def lib_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
 @pytest.fixture
 def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
     return library_path(device, "spec_kernel", build_dir)
+
+
+# Helpers the runtime-specific test files share.
+
+
+def run_kernel(device: nexus.Device, kernel: nexus.Kernel, args, group, grid, stream=None, **kw) -> nexus.Schedule:
+    """Runs one kernel command, blocking: Buffers through set_buffer,
+    (value, data_type) pairs and plain numbers through set_arg."""
+    s = device.create_schedule()
+    cmd = s.create_command(kernel)
+    for i, a in enumerate(args):
+        if isinstance(a, nexus.Buffer):
+            cmd.set_buffer(i, a)
+        elif isinstance(a, tuple):
+            cmd.set_arg(i, a[0], data_type=a[1])
+        else:
+            cmd.set_arg(i, a)
+    cmd.finalize(group, grid, **kw)
+    s.run(stream)
+    return s
+
+
+def read_buffer(buf: nexus.Buffer, dtype=np.float32) -> np.ndarray:
+    """The buffer's contents copied to the host as `dtype`."""
+    out = np.empty(buf.nbytes // np.dtype(dtype).itemsize, dtype)
+    buf.copy(out)
+    return out

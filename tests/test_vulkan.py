@@ -15,6 +15,8 @@ import textwrap
 import nexus
 import numpy as np
 import pytest
+from conftest import read_buffer as read
+from conftest import run_kernel as run
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 WAIT = 30
@@ -28,25 +30,6 @@ def vk(request: pytest.FixtureRequest) -> nexus.Device:
     return nexus.get_runtime("vulkan").get_device(request.param)
 
 
-def run(device, kernel, args, group, grid, stream=None, **kw):
-    s = device.create_schedule()
-    cmd = s.create_command(kernel)
-    for i, a in enumerate(args):
-        if isinstance(a, nexus.Buffer):
-            cmd.set_buffer(i, a)
-        elif isinstance(a, tuple):
-            cmd.set_arg(i, a[0], data_type=a[1])
-        else:
-            cmd.set_arg(i, a)
-    cmd.finalize(group, grid, **kw)
-    s.run(stream)
-    return s
-
-
-def read(buf, dtype=np.float32):
-    out = np.empty(buf.nbytes // np.dtype(dtype).itemsize, dtype)
-    buf.copy(out)
-    return out
 
 
 SCALE_WGSL = """
