@@ -31,7 +31,6 @@ from ._nexus import (
 )
 from .timeline import trace
 
-
 __all__ = [
     "MAX_KERNEL_ARGS",
     "__version__",
