@@ -1025,3 +1025,28 @@ impl Event {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the loader CUDA ships does to `OCL_ICD_FILENAMES` (NULs written
+    /// into the value, in the environment), undone by the guard.
+    #[test]
+    fn env_guard_writes_a_tokenized_value_back() {
+        const NAME: &CStr = c"NEXUS_TEST_ENV_GUARD_ICDS";
+        let value = "libpocl.so.2:libnvidia-opencl.so.1";
+        std::env::set_var("NEXUS_TEST_ENV_GUARD_ICDS", value);
+        {
+            let guard = EnvGuard::save(NAME).expect("the variable is set");
+            // SAFETY: `at` points at the value's bytes in environ; the
+            // colon is inside it.
+            unsafe { *guard.at.add(value.find(':').unwrap()) = 0 };
+            // SAFETY: getenv of a set variable: a valid C string.
+            let seen = unsafe { CStr::from_ptr(libc::getenv(NAME.as_ptr())) };
+            assert_eq!(seen.to_str().unwrap(), "libpocl.so.2");
+        }
+        assert_eq!(std::env::var("NEXUS_TEST_ENV_GUARD_ICDS").unwrap(), value);
+        assert!(EnvGuard::save(c"NEXUS_TEST_ENV_GUARD_UNSET").is_none());
+    }
+}
