@@ -38,16 +38,20 @@ def _cpu_library(stem: str, tmp_dir: pathlib.Path) -> str:
     return _built[stem]
 
 
-# How each runtime's tests get test library `stem`: a runtime added to nexus
-# adds one line here (its sources sit beside the others in tests/kernels).
-TEST_LIBRARIES = {
-    "cpu": _cpu_library,
-    "cuda": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cu"),
-    "hip": lambda stem, tmp_dir: str(KERNELS / f"{stem}.hip"),
-    "opencl": lambda stem, tmp_dir: str(KERNELS / f"{stem}.cl"),
-    "vulkan": lambda stem, tmp_dir: str(KERNELS / f"{stem}.wgsl"),
-    "metal": lambda stem, tmp_dir: str(KERNELS / f"{stem}.metal"),
-}
+def kernel_files(stem: str, tmp_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Runtime name -> file of test library `stem` (tests/kernels/<stem>.*):
+    each file of a format nexus.catalog knows, for the runtime its extension
+    names, and the C source compiled into the CPU runtime's shared library.
+    A runtime added to nexus needs only its sources beside the others."""
+    files: dict[str, pathlib.Path] = {}
+    for src in sorted(KERNELS.glob(f"{stem}.*")):
+        if src.name.count(".") != 1:
+            continue
+        built = pathlib.Path(_cpu_library(stem, tmp_dir)) if src.suffix == ".c" else src
+        known = nexus.catalog.EXTENSIONS.get(built.suffix)
+        if known is not None:
+            files.setdefault(known[0], built)
+    return files
 
 
 # The test libraries every runtime's kernels define (tests/kernels/<stem>.*).
@@ -56,37 +60,44 @@ TEST_STEMS = ("kernels", "spec_kernel")
 _catalogs: dict[str, pathlib.Path] = {}
 
 
+def runtimes_with_kernels(tmp_dir: pathlib.Path) -> set[str]:
+    """Runtimes present here that have test kernels."""
+    present = {r.get_name() for r in nexus.get_runtimes()}
+    return present & set(kernel_files("kernels", tmp_dir))
+
+
 def kernel_catalog(tmp_dir: pathlib.Path) -> pathlib.Path:
     """One kernel catalog (`tmp_dir/catalog`) of the test libraries of every
-    runtime present, each file as TEST_LIBRARIES gives it (the CPU's compiled
-    here); built once per folder, at session start through `build_dir`."""
+    runtime present (the CPU's compiled here); built once per folder, at
+    session start through `build_dir`."""
     key = str(tmp_dir)
     if key not in _catalogs:
         folder = tmp_dir / "catalog"
         folder.mkdir(exist_ok=True)
-        present = sorted({r.get_name() for r in nexus.get_runtimes()} & set(TEST_LIBRARIES))
-        for runtime in present:
-            for stem in TEST_STEMS:
-                built = pathlib.Path(TEST_LIBRARIES[runtime](stem, tmp_dir))
-                shutil.copyfile(built, folder / f"{stem}{built.suffix}")
+        runtimes = runtimes_with_kernels(tmp_dir)
+        for stem in TEST_STEMS:
+            for runtime, built in kernel_files(stem, tmp_dir).items():
+                if runtime in runtimes:
+                    shutil.copyfile(built, folder / f"{stem}{built.suffix}")
         nexus.catalog.build(folder)
         _catalogs[key] = folder
     return _catalogs[key]
 
 
 def direct_library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
-    """The test library `stem` as its runtime's own file (TEST_LIBRARIES), not through the catalog."""
+    """The test library `stem` as its runtime's own file, not through the catalog."""
     runtime = device.get_property_str("Runtime")
-    if runtime not in TEST_LIBRARIES:
+    files = kernel_files(stem, tmp_dir)
+    if runtime not in files:
         pytest.skip(f"no test kernels for runtime {runtime}")
-    return TEST_LIBRARIES[runtime](stem, tmp_dir)
+    return str(files[runtime])
 
 
 def library_path(device: nexus.Device, stem: str, tmp_dir: pathlib.Path) -> str:
     """The test library `stem` for this device: library `stem` of the test
     kernel catalog, so every runtime's tests load through catalog selection."""
     runtime = device.get_property_str("Runtime")
-    if runtime not in TEST_LIBRARIES:
+    if runtime not in runtimes_with_kernels(tmp_dir):
         pytest.skip(f"no test kernels for runtime {runtime}")
     return str(kernel_catalog(tmp_dir) / stem)
 

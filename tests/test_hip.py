@@ -9,7 +9,7 @@ test: `cargo test -p nexus --features hip hiprtc`.)
 With a HIP device (an AMD GPU, or an NVIDIA GPU through the HIP-on-CUDA test
 double, tests/support/hip_on_cuda.c with NEXUS_HIP_LIBRARY pointing at it),
 the device tests below run as well, and the whole suite runs on the `hip`
-device through conftest's TEST_LIBRARIES."""
+device with the test kernels in tests/kernels/*.hip."""
 
 from __future__ import annotations
 

@@ -72,12 +72,14 @@ def test_numpy_scalars_keep_their_type(device: nexus.Device, kernels: nexus.Libr
 
 def test_argument_limit(device: nexus.Device, kernels: nexus.Library) -> None:
     assert nexus.MAX_KERNEL_ARGS == 64
-    if device.get_property_str("Runtime") == "metal":
-        pytest.skip("a Metal kernel takes at most 30 arguments ([[buffer(0)]]..[[buffer(29)]])")
+    try:
+        sum_args = kernels.get_kernel("sum_args")
+    except nexus.Error:
+        pytest.skip(f"the test kernels of {device} have no 64-argument kernel (Metal: at most 30 arguments)")
     values = list(range(-31, 32))
     assert len(values) == 63
     out = device.create_buffer(np.zeros(1, np.int64))
-    run_one(device, kernels.get_kernel("sum_args"), [out, *values], 1, 1)
+    run_one(device, sum_args, [out, *values], 1, 1)
     got = np.zeros(1, np.int64)
     out.copy(got)
     assert got[0] == sum(values)
