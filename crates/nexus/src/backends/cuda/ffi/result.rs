@@ -631,36 +631,35 @@ pub fn graph_add_memcpy_node(
     Ok(node)
 }
 
-/// Adds a fill of `height` rows of `width` elements of `element_size`
-/// (1, 2 or 4) bytes, `pitch` bytes apart, after `previous`.
-#[allow(clippy::too_many_arguments)]
+/// Adds one memset (`m`, at `dst`) after `previous`.
 pub fn graph_add_memset_node(
     d: &Driver,
     graph: CUgraph,
     previous: Option<CUgraphNode>,
     ctx: CUcontext,
     dst: CUdeviceptr,
-    value: u32,
-    element_size: u32,
-    (width, height, pitch): (usize, usize, usize),
+    m: Memset,
 ) -> Result<CUgraphNode> {
     let add = d
         .cuGraphAddMemsetNode
         .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddMemsetNode missing"))?;
     let p = CUDA_MEMSET_NODE_PARAMS {
         dst,
-        pitch,
-        value,
-        element_size,
-        width,
-        height,
+        pitch: m.pitch,
+        value: m.value,
+        element_size: m.element_size,
+        width: m.width,
+        height: m.height,
     };
     let deps: Vec<CUgraphNode> = previous.into_iter().collect();
     let mut node = std::ptr::null_mut();
     // SAFETY: as for the memcpy node.
     let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &p, ctx) };
     check(d, code, || {
-        format!("cuGraphAddMemsetNode ({height} x {width} elements of {element_size} bytes)")
+        format!(
+            "cuGraphAddMemsetNode ({} x {} elements of {} bytes)",
+            m.height, m.width, m.element_size
+        )
     })?;
     Ok(node)
 }
@@ -761,8 +760,59 @@ pub fn memcpy_async(
     check(d, code, || format!("cuMemcpyAsync of {len} bytes"))
 }
 
-/// Queues a fill of `len` bytes at `dst` with `pattern` (1, 2, 4 or 8
-/// bytes, dividing `len`) repeated.
+/// One driver memset: `height` rows of `width` elements of `element_size`
+/// (1, 2 or 4) bytes, `pitch` bytes apart, from `offset` bytes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memset {
+    pub offset: u64,
+    pub value: u32,
+    pub element_size: u32,
+    pub width: usize,
+    pub height: usize,
+    pub pitch: usize,
+}
+
+/// How a fill of `len` bytes with `pattern` (1, 2, 4 or 8 bytes) maps onto
+/// the driver's memsets, which take elements of at most 4 bytes: one memset,
+/// or for an 8-byte pattern whose halves differ two strided 32-bit ones
+/// (the low words, then the high). Streams and graphs both use it.
+pub fn memset_plan(pattern: &[u8], len: usize) -> Result<Vec<Memset>> {
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    let flat = |value, element_size: u32| Memset {
+        offset: 0,
+        value,
+        element_size,
+        width: len / element_size as usize,
+        height: 1,
+        pitch: len,
+    };
+    let strided = |offset, value| Memset {
+        offset,
+        value,
+        element_size: 4,
+        width: 1,
+        height: len / 8,
+        pitch: 8,
+    };
+    Ok(match pattern.len() {
+        1 => vec![flat(pattern[0] as u32, 1)],
+        2 => vec![flat(u16::from_ne_bytes([pattern[0], pattern[1]]) as u32, 2)],
+        4 => vec![flat(word(pattern), 4)],
+        8 if word(&pattern[..4]) == word(&pattern[4..]) => vec![flat(word(pattern), 4)],
+        8 => vec![
+            strided(0, word(&pattern[..4])),
+            strided(4, word(&pattern[4..])),
+        ],
+        n => {
+            return Err(Error::new(
+                Status::InvalidSize,
+                format!("a fill pattern of {n} bytes"),
+            ))
+        }
+    })
+}
+
+/// Queues a fill of `len` bytes at `dst` with `pattern` repeated.
 pub fn memset_async(
     d: &Driver,
     dst: CUdeviceptr,
@@ -770,41 +820,21 @@ pub fn memset_async(
     len: usize,
     s: CUstream,
 ) -> Result<()> {
-    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-    if ![1, 2, 4, 8].contains(&pattern.len()) {
-        return Err(Error::new(
-            Status::InvalidSize,
-            format!("a fill pattern of {} bytes", pattern.len()),
-        ));
-    }
-    let (lo, hi) = match pattern.len() {
-        8 => (word(&pattern[..4]), word(&pattern[4..])),
-        4 => (word(pattern), word(pattern)),
-        _ => (0, 0),
-    };
-    // SAFETY: device memory of a live buffer, the range checked by the
-    // object model; the driver checks the rest.
-    let code = unsafe {
-        match pattern.len() {
-            1 => (d.cuMemsetD8Async)(dst, pattern[0], len, s),
-            2 => (d.cuMemsetD16Async)(
-                dst,
-                u16::from_ne_bytes([pattern[0], pattern[1]]),
-                len / 2,
-                s,
-            ),
-            _ if lo == hi => (d.cuMemsetD32Async)(dst, lo, len / 4, s),
-            _ => {
-                // Two strided 32-bit fills: the low words, then the high.
-                let rows = len / 8;
-                match (d.cuMemsetD2D32Async)(dst, 8, lo, 1, rows, s) {
-                    CUDA_SUCCESS => (d.cuMemsetD2D32Async)(dst + 4, 8, hi, 1, rows, s),
-                    failed => failed,
-                }
+    for m in memset_plan(pattern, len)? {
+        let at = dst + m.offset;
+        // SAFETY: device memory of a live buffer, the range checked by the
+        // object model (the plan stays inside it); the driver checks the rest.
+        let code = unsafe {
+            match (m.element_size, m.height) {
+                (1, 1) => (d.cuMemsetD8Async)(at, m.value as u8, m.width, s),
+                (2, 1) => (d.cuMemsetD16Async)(at, m.value as u16, m.width, s),
+                (_, 1) => (d.cuMemsetD32Async)(at, m.value, m.width, s),
+                _ => (d.cuMemsetD2D32Async)(at, m.pitch, m.value, m.width, m.height, s),
             }
-        }
-    };
-    check(d, code, || format!("cuMemset of {len} bytes"))
+        };
+        check(d, code, || format!("cuMemset of {len} bytes"))?;
+    }
+    Ok(())
 }
 
 /// Queues a copy of `len` bytes from host `src` to device `dst`.
@@ -856,4 +886,48 @@ pub unsafe fn launch_host_func(
     check(d, unsafe { (d.cuLaunchHostFunc)(s, f, user) }, || {
         "cuLaunchHostFunc".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes what the memsets of a plan write into `len` bytes.
+    fn apply(plan: &[Memset], len: usize) -> Vec<u8> {
+        let mut out = vec![0xEEu8; len];
+        for m in plan {
+            let bytes = m.value.to_ne_bytes();
+            for row in 0..m.height {
+                for e in 0..m.width {
+                    let at = m.offset as usize + row * m.pitch + e * m.element_size as usize;
+                    out[at..at + m.element_size as usize]
+                        .copy_from_slice(&bytes[..m.element_size as usize]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn memset_plans_write_the_pattern_over_the_whole_range() {
+        let patterns: [&[u8]; 6] = [
+            &[0xAB],
+            &(-2i16).to_ne_bytes(),
+            &123456i32.to_ne_bytes(),
+            &(-(2i64.pow(40)) + 3).to_ne_bytes(),
+            &(-1i64).to_ne_bytes(),
+            &7i64.to_ne_bytes(),
+        ];
+        for pattern in patterns {
+            let len = 64;
+            let plan = memset_plan(pattern, len).unwrap();
+            let want: Vec<u8> = pattern.iter().copied().cycle().take(len).collect();
+            assert_eq!(apply(&plan, len), want, "pattern {pattern:?}");
+            assert!(plan.iter().all(|m| [1, 2, 4].contains(&m.element_size)));
+        }
+        // Equal halves need one memset, unequal ones two.
+        assert_eq!(memset_plan(&(-1i64).to_ne_bytes(), 64).unwrap().len(), 1);
+        assert_eq!(memset_plan(&7i64.to_ne_bytes(), 64).unwrap().len(), 2);
+        assert!(memset_plan(&[1, 2, 3], 6).is_err());
+    }
 }

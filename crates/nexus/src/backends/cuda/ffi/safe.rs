@@ -331,9 +331,8 @@ impl Graph {
         r::graph_add_memcpy_node(self.ctx.d, self.raw, previous, self.ctx.raw, dst, src, size)
     }
 
-    /// Adds a fill of `size` bytes with `pattern` (1, 2, 4 or 8 bytes)
-    /// after `previous`: one memset node, or two strided 32-bit ones for an
-    /// 8-byte pattern whose halves differ (the low words, then the high).
+    /// Adds a fill of `size` bytes with `pattern` after `previous`: one
+    /// memset node per memset of `memset_plan`, in a chain.
     pub fn add_fill(
         &self,
         previous: Option<CUgraphNode>,
@@ -341,39 +340,18 @@ impl Graph {
         size: usize,
         pattern: &[u8],
     ) -> Result<CUgraphNode> {
-        let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-        let node = |prev, dst, value, elem: usize, (w, h, pitch)| {
-            r::graph_add_memset_node(
+        let mut last = previous;
+        for m in r::memset_plan(pattern, size)? {
+            last = Some(r::graph_add_memset_node(
                 self.ctx.d,
                 self.raw,
-                prev,
+                last,
                 self.ctx.raw,
-                dst,
-                value,
-                elem as u32,
-                (w, h, pitch),
-            )
-        };
-        match pattern.len() {
-            1 => node(previous, dst, pattern[0] as u32, 1, (size, 1, size)),
-            2 => {
-                let v = u16::from_ne_bytes([pattern[0], pattern[1]]) as u32;
-                node(previous, dst, v, 2, (size / 2, 1, size))
-            }
-            4 => node(previous, dst, word(pattern), 4, (size / 4, 1, size)),
-            8 if word(&pattern[..4]) == word(&pattern[4..]) => {
-                node(previous, dst, word(pattern), 4, (size / 4, 1, size))
-            }
-            8 => {
-                let rows = size / 8;
-                let lo = node(previous, dst, word(&pattern[..4]), 4, (1, rows, 8))?;
-                node(Some(lo), dst + 4, word(&pattern[4..]), 4, (1, rows, 8))
-            }
-            n => Err(Error::new(
-                Status::InvalidSize,
-                format!("a fill pattern of {n} bytes"),
-            )),
+                dst + m.offset,
+                m,
+            )?);
         }
+        last.ok_or_else(|| Error::new(Status::InvalidSize, "an empty fill"))
     }
 
     pub fn instantiate(&self) -> Result<GraphExec> {
