@@ -5,7 +5,9 @@
 //! (node by node: stream capture would be invalidated by another thread's
 //! implicitly synchronising call, such as a free)
 //! and replayed with one `cuGraphLaunch`; a lone kernel is launched
-//! directly (cheaper than a one-node graph). A signal command on a CUDA
+//! directly (cheaper than a one-node graph). A profiled schedule builds
+//! graphs for lone operations too, each node between two event-record nodes
+//! of timing events, so its run costs one launch as a plain one does. A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
 //! mapped value; a wait command is decided when it is about to be queued
 //! behind everything before it in its stream (`send`, with
@@ -57,11 +59,6 @@ enum Node {
 }
 
 impl Node {
-    /// The node alone, as a step.
-    fn into_step(self) -> Step {
-        Step::Single(self)
-    }
-
     /// Queues the node alone on `stream`.
     fn send(&self, d: &sys::Driver, stream: sys::CUstream) -> Result<()> {
         match self {
@@ -127,9 +124,15 @@ enum Step {
 pub(crate) struct Steps {
     gpu: Arc<Gpu>,
     steps: Vec<Step>,
-    /// Profiled schedules: timing events recorded before and after each
-    /// step (one step per operation: no graphs are built then).
+    /// Profiled schedules: a start and an end timing event per operation,
+    /// in operation order.
     timing: Option<Vec<(Event, Event)>>,
+    /// Per step of a profiled schedule, the operation whose events the
+    /// stream records around the step; `None` where the step is a graph
+    /// that records them itself, as event-record nodes around each node
+    /// (no calls on the host beside the graph's launch: a profiled run costs
+    /// about what a plain one does).
+    timed_on_stream: Vec<Option<usize>>,
     /// Keeps kernels, buffers and events alive while the schedule exists.
     _ops: Vec<hal::Op>,
 }
@@ -141,9 +144,23 @@ pub struct CudaSchedule {
 impl CudaSchedule {
     pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         let _ctx = gpu.bind()?;
-        let mut steps = Vec::new();
-        let mut pending: Vec<Node> = Vec::new();
-        for op in &ops {
+        let timing = if profile {
+            let ctx = gpu.context()?;
+            let pair = || -> Result<(Event, Event)> {
+                Ok((Event::create_timed(&ctx)?, Event::create_timed(&ctx)?))
+            };
+            Some((0..ops.len()).map(|_| pair()).collect::<Result<Vec<_>>>()?)
+        } else {
+            None
+        };
+        let mut enc = Encoder {
+            gpu,
+            timing: timing.as_deref(),
+            steps: Vec::new(),
+            timed_on_stream: Vec::new(),
+            pending: Vec::new(),
+        };
+        for (index, op) in ops.iter().enumerate() {
             match op {
                 hal::Op::Launch {
                     kernel,
@@ -197,13 +214,16 @@ impl CudaSchedule {
                         ));
                     }
                     k.allow_shared_memory(*shared_memory)?;
-                    pending.push(Node::Kernel(Launch {
-                        function: k.function,
-                        grid: dims.groups(),
-                        block: dims.group,
-                        shared: *shared_memory,
-                        args: ArgPack::new(&values),
-                    }));
+                    enc.pending.push((
+                        index,
+                        Node::Kernel(Launch {
+                            function: k.function,
+                            grid: dims.groups(),
+                            block: dims.group,
+                            shared: *shared_memory,
+                            args: ArgPack::new(&values),
+                        }),
+                    ));
                 }
                 hal::Op::Copy {
                     src,
@@ -222,10 +242,9 @@ impl CudaSchedule {
                         size: *size,
                     };
                     if gpu.graphs_hold(&[src, dst]) {
-                        pending.push(node);
+                        enc.pending.push((index, node));
                     } else {
-                        Self::flush(gpu, &mut pending, &mut steps, profile)?;
-                        steps.push(node.into_step());
+                        enc.push(index, Step::Single(node))?;
                     }
                 }
                 hal::Op::Fill { buffer, pattern } => {
@@ -235,20 +254,18 @@ impl CudaSchedule {
                         pattern: pattern.clone(),
                     };
                     if gpu.graphs_hold(&[buffer.address()]) {
-                        pending.push(node);
+                        enc.pending.push((index, node));
                     } else {
-                        Self::flush(gpu, &mut pending, &mut steps, profile)?;
-                        steps.push(node.into_step());
+                        enc.push(index, Step::Single(node))?;
                     }
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
-                    Self::flush(gpu, &mut pending, &mut steps, profile)?;
                     let value = *value;
                     let timeline = event
                         .as_any()
                         .downcast_ref::<CudaEvent>()
                         .map(|e| e.timeline.clone());
-                    steps.push(match (op, timeline) {
+                    let step = match (op, timeline) {
                         (hal::Op::Wait { .. }, Some(timeline)) => Step::Wait { timeline, value },
                         (hal::Op::Wait { .. }, None) => Step::HostWait {
                             event: event.clone(),
@@ -259,54 +276,80 @@ impl CudaSchedule {
                             event: event.clone(),
                             value,
                         },
-                    });
+                    };
+                    enc.push(index, step)?;
                 }
             }
         }
-        Self::flush(gpu, &mut pending, &mut steps, profile)?;
-        let timing = if profile {
-            let ctx = gpu.context()?;
-            let pair = || -> Result<(Event, Event)> {
-                Ok((Event::create_timed(&ctx)?, Event::create_timed(&ctx)?))
-            };
-            Some(
-                (0..steps.len())
-                    .map(|_| pair())
-                    .collect::<Result<Vec<_>>>()?,
-            )
-        } else {
-            None
-        };
+        enc.flush()?;
+        let (steps, timed_on_stream) = (enc.steps, enc.timed_on_stream);
         Ok(CudaSchedule {
             steps: Arc::new(Steps {
                 gpu: gpu.clone(),
                 steps,
                 timing,
+                timed_on_stream,
                 _ops: ops,
             }),
         })
     }
+}
 
-    /// Turns the operations recorded since the last step of another kind
-    /// into steps: one alone as itself, several as one CUDA graph.
-    fn flush(
-        gpu: &Arc<Gpu>,
-        pending: &mut Vec<Node>,
-        steps: &mut Vec<Step>,
-        profile: bool,
-    ) -> Result<()> {
-        let nodes = std::mem::take(pending);
-        if nodes.len() < 2 || profile || !r::graph_nodes_supported(gpu.d) {
-            // Profiled schedules time each operation; a driver without
-            // graph nodes runs them one by one.
-            steps.extend(nodes.into_iter().map(Node::into_step));
+/// Turns a schedule's operations into steps.
+struct Encoder<'a> {
+    gpu: &'a Arc<Gpu>,
+    /// The timing events of a profiled schedule, per operation.
+    timing: Option<&'a [(Event, Event)]>,
+    steps: Vec<Step>,
+    timed_on_stream: Vec<Option<usize>>,
+    /// Graph-able operations (with their index) since the last other step.
+    pending: Vec<(usize, Node)>,
+}
+
+impl Encoder<'_> {
+    /// Appends the step of operation `index`, after the pending ones.
+    fn push(&mut self, index: usize, step: Step) -> Result<()> {
+        self.flush()?;
+        self.steps.push(step);
+        self.timed_on_stream.push(self.timing.map(|_| index));
+        Ok(())
+    }
+
+    /// Turns the pending operations into steps: several (or, profiled, any)
+    /// as one CUDA graph, a lone one unprofiled as itself (cheaper than a
+    /// one-node graph).
+    fn flush(&mut self) -> Result<()> {
+        let nodes = std::mem::take(&mut self.pending);
+        let d = self.gpu.d;
+        let graphed = match self.timing {
+            Some(_) => !nodes.is_empty() && r::graph_event_nodes_supported(d),
+            None => nodes.len() >= 2 && r::graph_nodes_supported(d),
+        };
+        if !graphed {
+            // A driver without graph nodes runs them one by one.
+            for (index, node) in nodes {
+                self.steps.push(Step::Single(node));
+                self.timed_on_stream.push(self.timing.map(|_| index));
+            }
             return Ok(());
         }
-        let graph = Graph::create(&gpu.context()?)?;
-        // A chain: each node depends on the one before, as in a stream.
+        let graph = Graph::create(&self.gpu.context()?)?;
+        // A chain: each node depends on the one before, as in a stream;
+        // profiled, each between the records of its timing events.
         let mut previous = None;
-        for (k, node) in nodes.iter().enumerate() {
-            previous = Some(node.add_to(&graph, previous).map_err(|mut e| {
+        for (k, (index, node)) in nodes.iter().enumerate() {
+            let timed = self.timing.map(|t| &t[*index]);
+            let mut add = || -> Result<sys::CUgraphNode> {
+                if let Some((start, _)) = timed {
+                    previous = Some(graph.add_event_record(previous, start)?);
+                }
+                let mut last = node.add_to(&graph, previous)?;
+                if let Some((_, end)) = timed {
+                    last = graph.add_event_record(Some(last), end)?;
+                }
+                Ok(last)
+            };
+            previous = Some(add().map_err(|mut e| {
                 e.message = format!("operation {k} of {}: {}", nodes.len(), e.message);
                 e
             })?);
@@ -315,10 +358,11 @@ impl CudaSchedule {
             e.message = format!("{} (a graph of {} operations)", e.message, nodes.len());
             e
         })?;
-        steps.push(Step::Graph {
+        self.steps.push(Step::Graph {
             exec,
             _graph: graph,
         });
+        self.timed_on_stream.push(None);
         Ok(())
     }
 }
@@ -341,7 +385,10 @@ impl HeldRun<CudaDeviceStream> for Steps {
         let stream = on.raw();
         let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
-            let timing = self.timing.as_ref().and_then(|t| t.get(i));
+            let timing = match (&self.timing, self.timed_on_stream.get(i)) {
+                (Some(t), Some(Some(op))) => t.get(*op),
+                _ => None,
+            };
             let waits = matches!(step, Step::Wait { .. } | Step::HostWait { .. });
             if let (Some((start, _)), false) = (timing, waits) {
                 start.record(stream)?;

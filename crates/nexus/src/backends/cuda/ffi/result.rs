@@ -555,6 +555,11 @@ pub fn graph_nodes_supported(d: &Driver) -> bool {
     d.cuGraphAddKernelNode.is_some()
 }
 
+/// Whether graphs can record timing events (profiled schedules).
+pub fn graph_event_nodes_supported(d: &Driver) -> bool {
+    graph_nodes_supported(d) && d.cuGraphAddEventRecordNode.is_some()
+}
+
 pub fn graph_create(d: &Driver) -> Result<CUgraph> {
     let mut g = std::ptr::null_mut();
     // SAFETY: out-pointer to a local; a context is current.
@@ -628,6 +633,25 @@ pub fn graph_add_memcpy_node(
     // this graph; the driver copies the parameters.
     let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &p, ctx) };
     check(d, code, || format!("cuGraphAddMemcpyNode ({size} bytes)"))?;
+    Ok(node)
+}
+
+/// Adds a record of `event` (a timing event) after `previous`.
+pub fn graph_add_event_record_node(
+    d: &Driver,
+    graph: CUgraph,
+    previous: Option<CUgraphNode>,
+    event: CUevent,
+) -> Result<CUgraphNode> {
+    let add = d
+        .cuGraphAddEventRecordNode
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddEventRecordNode missing"))?;
+    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
+    let mut node = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local, `deps` outlives the call, and the
+    // event belongs to the graph's context (it outlives the graph's execs).
+    let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), event) };
+    check(d, code, || "cuGraphAddEventRecordNode".into())?;
     Ok(node)
 }
 

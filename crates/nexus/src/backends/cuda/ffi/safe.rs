@@ -354,6 +354,16 @@ impl Graph {
         last.ok_or_else(|| Error::new(Status::InvalidSize, "an empty fill"))
     }
 
+    /// Adds a record of `event` after `previous`; the event must outlive
+    /// every instantiation of the graph.
+    pub fn add_event_record(
+        &self,
+        previous: Option<CUgraphNode>,
+        event: &Event,
+    ) -> Result<CUgraphNode> {
+        r::graph_add_event_record_node(self.ctx.d, self.raw, previous, event.raw)
+    }
+
     pub fn instantiate(&self) -> Result<GraphExec> {
         Ok(GraphExec {
             ctx: self.ctx,
