@@ -186,7 +186,7 @@ pub struct Device {
     graveyard: Mutex<Vec<(u64, Burial)>>,
     pub info: PhysicalInfo,
     /// Destroyed after the device (`Drop` runs before fields drop).
-    _instance: Arc<Instance>,
+    instance: Arc<Instance>,
 }
 
 impl Device {
@@ -234,7 +234,7 @@ impl Device {
             serial_sem,
             graveyard: Mutex::new(Vec::new()),
             info,
-            _instance: instance,
+            instance,
         }))
     }
 
@@ -339,6 +339,9 @@ impl Device {
     /// queue are then freed without a trip through it (an empty submission
     /// per drop made 100,000 of them take minutes).
     pub(super) fn bury_made_at(&self, born: u64, destroy: Burial) {
+        if !self.instance.in_owner_process() {
+            return; // a forked child leaks (see `Instance::in_owner_process`)
+        }
         let serial = lock(&self.queue).serial;
         if born == serial {
             destroy(&self.raw);
@@ -405,6 +408,9 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
+        if !self.instance.in_owner_process() {
+            return; // see `Instance::in_owner_process`
+        }
         self.wait_idle();
         let buried: Vec<(u64, Burial)> = std::mem::take(&mut *lock(&self.graveyard));
         for (_, f) in buried {

@@ -16,6 +16,7 @@ pub use resources::{
     ShaderModule,
 };
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use crate::error::{Error, Result, Status};
@@ -34,9 +35,11 @@ pub(crate) fn check(call: &str, r: vk::Result) -> Error {
 /// The Vulkan loader and one instance; destroyed when the last device and
 /// handle made from it are gone.
 pub struct Instance {
-    // Field order: the instance goes before the loader library it came from.
     raw: ash::Instance,
-    entry: ash::Entry,
+    /// Unloaded after the instance is destroyed (in `Drop`).
+    entry: ManuallyDrop<ash::Entry>,
+    /// The process that created the instance (see `in_owner_process`).
+    owner: u32,
     /// The loader's instance-level API version.
     pub api_version: u32,
 }
@@ -85,7 +88,8 @@ impl Instance {
         };
         Ok(Some(Arc::new(Instance {
             raw,
-            entry,
+            entry: ManuallyDrop::new(entry),
+            owner: crate::process::id(),
             api_version: version,
         })))
     }
@@ -104,14 +108,29 @@ impl Instance {
     pub(crate) fn raw(&self) -> &ash::Instance {
         &self.raw
     }
+
+    /// False in a process forked from the one that created the instance:
+    /// there the driver's state is a copy whose threads are gone, and
+    /// NVIDIA's driver hangs when a child destroys objects of its parent's
+    /// (or waits for its queue). A child leaks them instead; its exit
+    /// returns the memory, and the parent's objects are untouched.
+    pub(crate) fn in_owner_process(&self) -> bool {
+        self.owner == crate::process::id()
+    }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        let _ = &self.entry;
+        if !self.in_owner_process() {
+            return;
+        }
         // SAFETY: every child object holds an Arc of the instance, so none is
-        // left when the last reference drops.
-        unsafe { self.raw.destroy_instance(None) };
+        // left when the last reference drops; the loader is unloaded after
+        // the instance and never used again.
+        unsafe {
+            self.raw.destroy_instance(None);
+            ManuallyDrop::drop(&mut self.entry);
+        }
     }
 }
 

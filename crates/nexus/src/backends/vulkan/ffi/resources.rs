@@ -237,9 +237,12 @@ impl ShaderModule {
 
 impl Drop for ShaderModule {
     fn drop(&mut self) {
+        let raw = self.raw;
         // SAFETY: a module may be destroyed once pipelines are created, and
         // no submission names a module.
-        unsafe { self.device.raw().destroy_shader_module(self.raw, None) };
+        let destroy: Burial = Box::new(move |d| unsafe { d.destroy_shader_module(raw, None) });
+        // No submission names it: `bury_made_at` destroys it at once.
+        self.device.bury_made_at(self.device.submissions(), destroy);
     }
 }
 
