@@ -5,7 +5,7 @@
 # side-by-side bench, the previous commit's wheel into wheelhouse/old), and
 # download the test dependencies as wheels into .whl (see the device tool's
 # README). Then, on the GPU machine, with wheelhouse and .whl carried:
-#   bash scripts/device_run.sh tests|sanitizer|bench|drivers [pytest args...]
+#   bash scripts/device_run.sh tests|sanitizer|bench|drivers|all [pytest args...]
 # Logs go to $OUT (or ./device-out).
 #
 # `drivers` runs the suite over NVIDIA's Vulkan and OpenCL devices and the
@@ -74,8 +74,42 @@ case "$mode" in
       XDG_RUNTIME_DIR=/tmp PYTHONPATH="$PYTHONPATH:/tmp/bench" python3 bench/bench_vulkan.py 2>&1 | tee "$out/bench_vulkan.log" | tail -8
     fi
     ;;
+  all)
+    # One call for a whole check on a two-GPU machine (carry wheelhouse,
+    # .whl and .gl): the benchmarks alone first, then the suites side by
+    # side (CUDA with the model-based test, NVIDIA's Vulkan and OpenCL,
+    # PoCL's thread tests, the HIP double), each with its own time limit;
+    # every log goes into logs.tar.gz (the device tool returns few files).
+    budget="${NEXUS_SUITE_SECONDS:-420}"
+    for f in .gl/*.deb; do dpkg-deb -x "$f" /; done
+    ldconfig
+    export VK_DRIVER_FILES="${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}"
+    python3 -c "import nexus; print([(r.get_name(), len(r.get_devices())) for r in nexus.get_runtimes()])" | tee -a "$out/gpu.txt"
+    mkdir -p "$out/logs"
+    python3 bench/bench_pipelines.py 2>&1 | tee "$out/logs/bench_pipelines.log"
+    if ls wheelhouse/bench/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bench wheelhouse/bench/*.whl
+      XDG_RUNTIME_DIR=/tmp PYTHONPATH="$PYTHONPATH:/tmp/bench" timeout 120 python3 bench/bench_vulkan.py 2>&1 | tee "$out/logs/bench_vulkan.log"
+    fi
+    per_test=()
+    python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout=180)
+    suite() {  # name, then pytest arguments
+      local name="$1"; shift
+      timeout "$budget" python3 -m pytest -q -p no:cacheprovider -rfE "${per_test[@]}" "$@" > "$out/logs/pytest-$name.log" 2>&1
+      echo "$name: exit $? :: $(tail -1 "$out/logs/pytest-$name.log")" >> "$out/logs/summary.txt"
+    }
+    NEXUS_MODEL_EXAMPLES=1000 suite cuda tests -k "cuda" &
+    suite vulkan tests -k "vulkan0" &
+    suite opencl tests -k "opencl0 or opencl1" &
+    suite pocl-threads tests/test_threads.py -k "opencl2" &
+    OUT="$out/logs/hip" timeout "$budget" bash scripts/hip_on_cuda_check.sh "${per_test[@]}" > "$out/logs/hip.log" 2>&1 &
+    wait
+    echo "hip: $(tail -3 "$out/logs/hip.log" | tr '\n' ' ')" >> "$out/logs/summary.txt"
+    cat "$out/logs/summary.txt"
+    tar -czf "$out/logs.tar.gz" -C "$out" logs && rm -rf "$out/logs"
+    ;;
   *)
-    echo "unknown mode $mode (tests, sanitizer, bench, drivers)"
+    echo "unknown mode $mode (tests, sanitizer, bench, drivers, all)"
     exit 2
     ;;
 esac

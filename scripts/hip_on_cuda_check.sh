@@ -25,7 +25,7 @@ bash tests/support/build_hip_on_cuda.sh "$lib" > "$out/build.log" 2>&1 \
   || { cat "$out/build.log"; echo "building the test double failed"; exit 1; }
 export NEXUS_HIP_LIBRARY="$lib"
 
-if [ -d wheelhouse ] && [ -d .whl ]; then
+if ! python3 -c "import nexus" 2>/dev/null && [ -d wheelhouse ] && [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     || { echo "installing test wheels failed"; exit 1; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/nexus wheelhouse/nexus-*.whl \
