@@ -178,9 +178,10 @@ def test_set_arg_takes_a_cuda_tensor_in_place(device: nexus.Device, lib_path: st
         pytest.skip("CUDA device arrays")
     torch = pytest.importorskip("torch")
     n = 1000
-    a = torch.arange(n, dtype=torch.float32, device="cuda")
-    b = torch.ones(n, device="cuda")
-    c = torch.zeros(n, device="cuda")
+    on = f"cuda:{device.empty(1).__dlpack_device__()[1]}"  # this device's ordinal
+    a = torch.arange(n, dtype=torch.float32, device=on)
+    b = torch.ones(n, device=on)
+    c = torch.zeros(n, device=on)
     run_vadd(device, lib_path, a, b, c, n)
     assert torch.equal(c, a + b)
     with pytest.raises(TypeError, match="create_buffer"):

@@ -826,16 +826,22 @@ def test_copy_waits_for_a_held_run_using_the_buffer(device: nexus.Device, kernel
 # =====================================================================
 
 
+@pytest.mark.parametrize("event_of", ["this_device", "cpu_device"])
 @pytest.mark.parametrize("on", ["default_stream", "user_stream"])
-def test_wait_after_in_stream_reset_is_not_satisfied_by_the_old_value(device: nexus.Device,
-                                                                      kernels: nexus.Library, on: str) -> None:
+def test_wait_after_in_stream_reset_is_not_satisfied_by_the_old_value(device: nexus.Device, cpu_device: nexus.Device,
+                                                                      kernels: nexus.Library, on: str,
+                                                                      event_of: str) -> None:
     """Defect 12: in one schedule [signal(ev, 0), wait(ev, 1), kernel] with
     ev at 5, the wait was decided by the value when the run was queued (5)
     instead of when it executes (0): the kernel ran without the host
-    signalling 1."""
+    signalling 1. With another runtime's event (signal and wait steps on
+    the host), and on the HIP path without stream memory operations, the
+    held rest of the run took the stream for idle before the reset that the
+    run had already sent had executed."""
     n = N
     stream = None if on == "default_stream" else device.create_stream()
-    ev, done = device.create_event(), device.create_event()
+    ev = (device if event_of == "this_device" else cpu_device).create_event()
+    done = device.create_event()
     ev.signal(5)
     buf = device.create_buffer(np.zeros(n, np.float32))
     s = device.create_schedule()

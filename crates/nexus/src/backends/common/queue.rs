@@ -314,20 +314,14 @@ impl<S: DeviceStream> StreamQueue<S> {
                 // The wait passes if it executes now: first let everything
                 // before it in the stream finish (bounded: only work whose
                 // waits are on queued signals is on the GPU).
-                let target = self.lock().sent;
-                self.wait_device(target, None);
+                self.wait_stream_idle();
             }
             let mut retired = Retired::new();
             let mut st = self.lock();
-            let result = {
-                let mut idle = || {
-                    if !self.drained(&st) {
-                        self.poll_locked(&mut st, &mut retired);
-                    }
-                    self.drained(&st)
-                };
-                run.send(&self.stream, from, &mut idle)
-            };
+            // The stream itself is asked, not the tickets: steps of this run
+            // sent before it was held (a host signal that resets the event
+            // waited on, say) belong to no ticket wholly sent yet.
+            let result = run.send(&self.stream, from, &mut || self.stream_idle());
             match result {
                 Ok(Some(next)) => {
                     if let Some(h) = st.held.front_mut() {
@@ -351,6 +345,28 @@ impl<S: DeviceStream> StreamQueue<S> {
             }
             drop(st);
             drop(retired);
+        }
+    }
+
+    /// Whether everything given to the stream has completed (a failed
+    /// device counts as idle: nothing more will complete, and the failure
+    /// is reported by `poll_locked`).
+    fn stream_idle(&self) -> bool {
+        self.stream.is_idle().unwrap_or(true)
+    }
+
+    /// Waits until the stream is idle: spins briefly, then sleeps up to
+    /// 200 us between queries (as `wait_device`).
+    fn wait_stream_idle(&self) {
+        let start = Instant::now();
+        let mut sleep = Duration::from_micros(5);
+        while !self.stream_idle() {
+            if start.elapsed() < Duration::from_micros(100) {
+                std::hint::spin_loop();
+                continue;
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(Duration::from_micros(200));
         }
     }
 

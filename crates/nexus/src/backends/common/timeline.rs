@@ -159,6 +159,20 @@ impl Default for SlotPool {
     }
 }
 
+/// Blocks until `event` (of another runtime or device, so only its own API
+/// can wait for it) reaches `value`: its own wait in slices, backing off
+/// instead of spinning while that wait fails.
+pub fn wait_for_foreign(event: &dyn crate::hal::Event, value: u64) {
+    loop {
+        match event.wait(value, Some(Duration::from_millis(100))) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(_) if event.value().is_ok_and(|v| v >= value) => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@
 //! are host functions.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::ffi::result as r;
 use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
@@ -27,7 +26,7 @@ use super::Gpu;
 use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
 use crate::backends::common::queue::HeldRun;
-use crate::backends::common::timeline::{wait_until_moved, WaitPlan};
+use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -367,16 +366,7 @@ impl HeldRun<HipDeviceStream> for Steps {
                 plan == WaitPlan::PassWhenDrained
             }
             Some(Step::HostWait { event, value }) => {
-                // The foreign event's own wait, in slices; a failing wait
-                // backs off instead of spinning.
-                loop {
-                    match event.wait(*value, Some(Duration::from_millis(100))) {
-                        Ok(true) => break,
-                        Ok(false) => {}
-                        Err(_) if event.value().is_ok_and(|v| v >= *value) => break,
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
+                wait_for_foreign(event.as_ref(), *value);
                 true
             }
             _ => false,

@@ -10,7 +10,6 @@
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::ffi::result::{Event, Kernel, Mem};
 use super::ffi::sys::{
@@ -391,14 +390,7 @@ impl HostRun {
                     let spawned = std::thread::Builder::new()
                         .name("nexus-opencl-wait".into())
                         .spawn(move || {
-                            loop {
-                                match e.wait(v, Some(Duration::from_millis(100))) {
-                                    Ok(true) => break,
-                                    Ok(false) => {}
-                                    Err(_) if e.value().is_ok_and(|x| x >= v) => break,
-                                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                                }
-                            }
+                            common::timeline::wait_for_foreign(e.as_ref(), v);
                             me.resume(i + 1);
                         });
                     if spawned.is_err() {

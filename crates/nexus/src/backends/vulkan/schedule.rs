@@ -4,7 +4,9 @@
 //! copies from a buffer of its pattern repeated), split at signal and
 //! wait commands, which the stream's submitter turns into timeline
 //! semaphore signals and waits between the submissions of one batch
-//! (`sync.rs`). A profiled schedule also writes a timestamp before and
+//! (`sync.rs`); events of other devices and runtimes are signalled and
+//! waited for on the host, once the work before them has completed. A
+//! profiled schedule also writes a timestamp before and
 //! after every command into a query pool of its own, reset at the start of
 //! each run, and `timings` reads the last completed run's.
 
@@ -22,11 +24,25 @@ use crate::types::LaunchDims;
 
 pub(super) enum Step {
     Gpu(ffi::CommandBuffer),
+    /// A signal of an event of this device (a timeline semaphore signal).
     Signal {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
+    /// A wait for an event of this device (a timeline semaphore wait).
     Wait {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+    /// A signal of another device's or runtime's event, given from the host
+    /// once the work before it has completed.
+    HostSignal {
+        event: Arc<dyn hal::Event>,
+        value: u64,
+    },
+    /// A wait for another device's or runtime's event, decided on the host
+    /// once the work before it has completed; later work is submitted after.
+    HostWait {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
@@ -35,9 +51,9 @@ pub(super) enum Step {
 /// What a run submits, and everything its command buffers use.
 pub(crate) struct Encoded {
     pub(super) steps: Vec<Step>,
-    /// Whether a step is a wait command (such runs may be held on the
-    /// host, so they go through the stream's submitter thread).
-    pub(super) has_waits: bool,
+    /// Whether a step may block its submitter (a wait, or a step on the
+    /// host): such runs go through the stream's submitter thread.
+    pub(super) may_block: bool,
     /// Pipelines, descriptor sets and buffers the recorded commands name.
     _resources: Vec<Arc<dyn Any + Send + Sync>>,
     /// The validated operations: kernels (their libraries), buffers, events.
@@ -449,15 +465,13 @@ impl VkSchedule {
                         steps.push(Step::Gpu(record(gpu, &launches)?));
                         launches.clear();
                     }
-                    steps.push(match op {
-                        hal::Op::Signal { .. } => Step::Signal {
-                            event: event.clone(),
-                            value: *value,
-                        },
-                        _ => Step::Wait {
-                            event: event.clone(),
-                            value: *value,
-                        },
+                    let (event, value) = (event.clone(), *value);
+                    let own = sync::is_event_of(&event, gpu);
+                    steps.push(match (op, own) {
+                        (hal::Op::Signal { .. }, true) => Step::Signal { event, value },
+                        (hal::Op::Signal { .. }, false) => Step::HostSignal { event, value },
+                        (_, true) => Step::Wait { event, value },
+                        (_, false) => Step::HostWait { event, value },
                     });
                     if matches!(op, hal::Op::Wait { .. }) {
                         stamp(&mut launches, 2 * i);
@@ -474,7 +488,9 @@ impl VkSchedule {
         Ok(VkSchedule {
             gpu: gpu.clone(),
             encoded: Arc::new(Encoded {
-                has_waits: steps.iter().any(|s| matches!(s, Step::Wait { .. })),
+                may_block: steps
+                    .iter()
+                    .any(|s| !matches!(s, Step::Gpu(_) | Step::Signal { .. })),
                 steps,
                 _resources: resources,
                 _ops: ops,

@@ -289,6 +289,10 @@ pub(crate) struct StreamShared {
     gpu: Arc<Gpu>,
     /// The last completed ticket.
     progress: ffi::Semaphore,
+    /// Points the host waits for before a host step (`host_point` is the
+    /// last value handed out).
+    host_points: ffi::Semaphore,
+    host_point: AtomicU64,
     /// Completed tickets as last read (never ahead of the device).
     completed: AtomicU64,
     /// Tickets the device will never signal (the device was lost).
@@ -310,6 +314,8 @@ impl VkStream {
             shared: Arc::new(StreamShared {
                 gpu: gpu.clone(),
                 progress: ffi::Semaphore::new(&gpu.dev, 0)?,
+                host_points: ffi::Semaphore::new(&gpu.dev, 0)?,
+                host_point: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
                 any_failure: AtomicBool::new(false),
@@ -351,7 +357,7 @@ impl VkStream {
         st.submitted += 1;
         let ticket = st.submitted;
         let job = Job { ticket, schedule };
-        if st.jobs.is_empty() && !st.busy && !job.schedule.has_waits {
+        if st.jobs.is_empty() && !st.busy && !job.schedule.may_block {
             // Direct: everything earlier on the stream is already on the
             // device queue, and this run cannot block (no wait command).
             let mut epochs = Vec::new();
@@ -508,6 +514,8 @@ impl StreamShared {
             waits: Vec<(Arc<Epoch>, u64)>,
             commands: Vec<ffi::vk::CommandBuffer>,
             signals: Vec<(Arc<Epoch>, u64, usize)>,
+            /// A value of `host_points` to signal (a host step follows).
+            host_point: Option<u64>,
         }
         let steps = &job.schedule.steps;
         let mut batches: Vec<Pending> = Vec::new();
@@ -519,7 +527,12 @@ impl StreamShared {
                 .map(|b| ffi::Batch {
                     waits: b.waits.iter().map(|(e, v)| (&e.sem, *v)).collect(),
                     commands: b.commands.clone(),
-                    signals: b.signals.iter().map(|(e, v, _)| (&e.sem, *v)).collect(),
+                    signals: b
+                        .signals
+                        .iter()
+                        .map(|(e, v, _)| (&e.sem, *v))
+                        .chain(b.host_point.map(|v| (&self.host_points, v)))
+                        .collect(),
                 })
                 .collect();
             if last {
@@ -573,6 +586,23 @@ impl StreamShared {
                         }
                     }
                 }
+                Step::HostSignal { event, value } | Step::HostWait { event, value } => {
+                    // The step executes after everything before it: submit
+                    // that with a host point, and wait for the point.
+                    let point = self.host_point.fetch_add(1, Ordering::AcqRel) + 1;
+                    current.host_point = Some(point);
+                    batches.push(std::mem::take(&mut current));
+                    flush(&mut batches, false)?;
+                    while !ffi::Semaphore::wait_any(
+                        &[(&self.host_points, point)],
+                        Duration::from_secs(1),
+                    )? {}
+                    if matches!(step, Step::HostSignal { .. }) {
+                        event.signal(*value)?;
+                    } else {
+                        common::timeline::wait_for_foreign(event.as_ref(), *value);
+                    }
+                }
             }
         }
         batches.push(current);
@@ -606,6 +636,15 @@ fn take_finished(st: &mut StreamState, done: u64) -> Vec<Inflight> {
         }
     }
     out
+}
+
+/// Whether `event` is a Vulkan event of `gpu` (others are signalled and
+/// waited for on the host).
+pub(super) fn is_event_of(event: &Arc<dyn hal::Event>, gpu: &Arc<Gpu>) -> bool {
+    event
+        .as_any()
+        .downcast_ref::<VkEvent>()
+        .is_some_and(|e| Arc::ptr_eq(&e.gpu, gpu))
 }
 
 fn event_of(event: &Arc<dyn hal::Event>) -> Result<&VkEvent> {
