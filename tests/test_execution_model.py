@@ -1397,6 +1397,9 @@ def test_first_queued_run_on_a_stream_busy_with_an_inline_run(device: nexus.Devi
         fill_cmd(fast, kernels, buf, 2.0, n)
         done = device.create_event()
         fast.create_signal_command(done, 1)
+        # Encoded before the race (a first run compiles pipelines on some
+        # drivers, longer than the 10 ms the slow run has to start).
+        slow.run(stream)
         started = threading.Event()
 
         def blocking_slow_run(started=started, slow=slow, stream=stream) -> None:

@@ -237,10 +237,12 @@ def test_fork_child_that_never_used_nexus_exits(device: nexus.Device, lib_path: 
         _, status = os.waitpid(pid, 0)
         pid = os.fork()
         if pid == 0:
-            sys.exit(0)          # a normal interpreter exit in the child (atexit, finalizers)
+            print("CHILD SAYS BYE")  # left in the buffer: the exit flushes it
+            sys.exit(3)          # a normal interpreter exit in the child (atexit, finalizers)
         _, status2 = os.waitpid(pid, 0)
         print("CHILD", os.waitstatus_to_exitcode(status), os.waitstatus_to_exitcode(status2), flush=True)
         print("DONE", flush=True)
     """)
     assert_clean(proc)
-    assert "CHILD 0 0" in proc.stdout
+    assert "CHILD 0 3" in proc.stdout, proc.stdout + proc.stderr
+    assert "CHILD SAYS BYE" in proc.stdout

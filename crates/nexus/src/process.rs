@@ -15,6 +15,15 @@
 //! process is ending, the operating system takes it all back. Python's own
 //! finalization runs before every C exit handler, with the drivers intact,
 //! so objects it tears down are freed normally.
+//!
+//! A forked child inherits the parent's exit handlers and driver state, but
+//! no runtime lets a child use a driver its parent opened. Running that
+//! driver's teardown there is useless, and NVIDIA's Vulkan driver hangs in
+//! it (its threads did not survive the fork). So in a process forked after
+//! a driver was opened, nexus's handler ends the exit at once with the
+//! status given to `exit()` (stdio flushed), skipping the handlers
+//! registered before it. Drivers the child opened itself register handlers
+//! of the child's, which run first, as usual.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -82,8 +91,36 @@ extern "C" fn mark_exiting() {
 /// Call once a driver is set up: exit handlers run in reverse order of
 /// registration, so this one runs before the driver's own.
 pub(crate) fn watch_exit_after_driver_opened() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            // glibc: like `atexit`, with the exit status and an argument.
+            fn on_exit(
+                handler: extern "C" fn(std::ffi::c_int, *mut std::ffi::c_void),
+                arg: *mut std::ffi::c_void,
+            ) -> std::ffi::c_int;
+        }
+        // SAFETY: registers a handler that only touches atomics, sleeps,
+        // or flushes stdio and ends the process; the argument is a number.
+        let _ = unsafe { on_exit(mark_exiting_in, id() as usize as *mut std::ffi::c_void) };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     // SAFETY: registers a handler that only touches atomics and sleeps.
     let _ = unsafe { libc::atexit(mark_exiting) };
+}
+
+/// The handler as registered by process `registered_in` (see the module
+/// documentation for a forked child).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" fn mark_exiting_in(status: std::ffi::c_int, registered_in: *mut std::ffi::c_void) {
+    if registered_in as usize != std::process::id() as usize {
+        // SAFETY: flushing C stdio and ending the process, as exit would.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::_exit(status);
+        }
+    }
+    mark_exiting();
 }
 
 /// Whether `exit()` has begun (the interpreter has finished).
