@@ -31,6 +31,11 @@ Why the model is deterministic and programs cannot deadlock:
 - Signal commands of an event are all on one stream and increase, so
   events never go down except by the explicit resets.
 
+Each kind of event (stream hand-overs, the gate, the reset event and its
+acknowledgement) is drawn as the device's own or, where the device's
+schedules take them, an event of the CPU runtime: signal and wait commands
+on another runtime's event are carried out on the host, in stream order.
+
 NEXUS_MODEL_EXAMPLES sets the number of programs per device (default 200);
 NEXUS_MODEL_REPORT names a file that gets one JSON line per device with
 the programs run, operations and checks. NEXUS_MODEL_WORKAROUNDS=1 makes
@@ -109,9 +114,10 @@ def events_of(cmds) -> set:
 class ThreadProgram:
     ops: list = field(default_factory=list)
     specs: dict = field(default_factory=dict)  # schedule id -> list of commands
+    foreign: frozenset = frozenset()  # kinds of event ("E", "G", "R", "A") made on the CPU runtime
 
     def describe(self) -> str:
-        lines = []
+        lines = [f"  events of the CPU runtime: {sorted(self.foreign)}"] if self.foreign else []
         for i, op in enumerate(self.ops):
             if op[0] == "run":
                 lines.append(f"  {i}: run s{op[1]} {self.specs[op[1]]} on {'default' if op[2] == DEFAULT else op[2]}"
@@ -128,8 +134,9 @@ class ThreadProgram:
 class ThreadGen:
     """Draws one thread's program while keeping its sequential model."""
 
-    def __init__(self, data, stream_keys: list[int], max_ops: int) -> None:
+    def __init__(self, data, stream_keys: list[int], max_ops: int, foreign_ok: bool) -> None:
         self.data = data
+        self.foreign_ok = foreign_ok
         self.stream_keys = stream_keys
         self.prog = ThreadProgram()
         self.model: dict[int, np.ndarray] = {}
@@ -317,6 +324,8 @@ class ThreadGen:
     # -- the whole thread
 
     def generate(self) -> ThreadProgram:
+        if self.foreign_ok:
+            self.prog.foreign = frozenset(self.draw(st.sets(st.sampled_from(["E", "G", "R", "A"]))))
         for _ in range(self.draw(st.integers(1, 3))):
             b = self.new_buffer(self.pattern())
             self.emit("create", b, self.model[b].astype(np.float32))
@@ -379,8 +388,10 @@ class ThreadGen:
 
 
 class ThreadExec:
-    def __init__(self, device: nexus.Device, kernels: nexus.Library, streams: dict, prog: ThreadProgram) -> None:
+    def __init__(self, device: nexus.Device, kernels: nexus.Library, streams: dict, prog: ThreadProgram,
+                 cpu_device: nexus.Device) -> None:
         self.device, self.kernels, self.streams, self.prog = device, kernels, streams, prog
+        self.cpu_device = cpu_device
         self.buffers: dict = {}
         self.schedules: dict = {}
         self.events: dict = {}
@@ -392,7 +403,9 @@ class ThreadExec:
 
     def event(self, key):
         if key not in self.events:
-            self.events[key] = self.device.create_event()
+            kind = key if isinstance(key, str) else key[0]
+            owner = self.cpu_device if kind in self.prog.foreign else self.device
+            self.events[key] = owner.create_event()
         return self.events[key]
 
     def schedule(self, sid: int) -> nexus.Schedule:
@@ -501,11 +514,11 @@ class ThreadExec:
 
 
 def execute(device: nexus.Device, kernels: nexus.Library, n_streams: int, programs: list[ThreadProgram],
-            stats: dict, label: str) -> None:
+            stats: dict, label: str, cpu_device: nexus.Device) -> None:
     if label in _DEADLOCK:
         raise AssertionError("an earlier program deadlocked (later programs are not run):\n" + _DEADLOCK[label])
     streams = {i: device.create_stream() for i in range(n_streams)}
-    execs = [ThreadExec(device, kernels, streams, p) for p in programs]
+    execs = [ThreadExec(device, kernels, streams, p, cpu_device) for p in programs]
     threads = [threading.Thread(target=x.run, daemon=True) for x in execs]
     deadline = time.monotonic() + PROGRAM_TIMEOUT
     for t in threads:
@@ -516,6 +529,7 @@ def execute(device: nexus.Device, kernels: nexus.Library, n_streams: int, progra
     stats["threads"] += len(programs)
     stats["ops"] += sum(len(p.ops) for p in programs)
     stats["checks"] += sum(x.checks for x in execs)
+    stats["foreign_event_threads"] += sum(bool(p.foreign) for p in programs)
     for p in programs:
         for op in p.ops:
             if op[0] == "signal" and op[1] == "G":
@@ -556,14 +570,29 @@ def execute(device: nexus.Device, kernels: nexus.Library, n_streams: int, progra
             raise AssertionError(report) from None
 
 
-def test_random_programs_match_the_model(device: nexus.Device, kernels: nexus.Library) -> None:
+def takes_foreign_events(device: nexus.Device, cpu_device: nexus.Device) -> bool:
+    """Whether the device's schedules take events of the CPU runtime (a
+    runtime may refuse them with an error saying so)."""
+    ev = cpu_device.create_event()
+    s = device.create_schedule()
+    try:
+        s.create_signal_command(ev, 1)
+        s.run()
+    except nexus.Error:
+        return False
+    return ev.get_value() == 1
+
+
+def test_random_programs_match_the_model(device: nexus.Device, kernels: nexus.Library,
+                                         cpu_device: nexus.Device) -> None:
     """Random programs of runs, writes, copies, signals, waits, resets and
     releases over several streams and threads give exactly what a
     sequential numpy model of each thread says."""
     label = f"{device.get_property_str('Runtime')}:{device.get_info().get_str('Name')}"
     stats = _STATS.setdefault(label, dict.fromkeys(
         ["programs", "threads", "ops", "runs", "checks", "host_releases", "host_resets", "in_stream_resets",
-         "releases", "drops"], 0))
+         "releases", "drops", "foreign_event_threads"], 0))
+    foreign_ok = takes_foreign_events(device, cpu_device)
     max_examples = int(os.environ.get("NEXUS_MODEL_EXAMPLES", "200"))
 
     @settings(max_examples=max_examples, deadline=None, database=None,
@@ -574,8 +603,8 @@ def test_random_programs_match_the_model(device: nexus.Device, kernels: nexus.Li
         n_streams = data.draw(st.integers(1, 3), label="streams")
         n_threads = data.draw(st.integers(1, 3), label="threads")
         keys = [DEFAULT, *range(n_streams)]
-        progs = [ThreadGen(data, keys, max_ops=20).generate() for _ in range(n_threads)]
-        execute(device, kernels, n_streams, progs, stats, label)
+        progs = [ThreadGen(data, keys, max_ops=20, foreign_ok=foreign_ok).generate() for _ in range(n_threads)]
+        execute(device, kernels, n_streams, progs, stats, label, cpu_device)
 
     start = time.monotonic()
     try:
