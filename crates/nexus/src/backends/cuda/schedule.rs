@@ -4,10 +4,10 @@
 //! consecutive kernels, copies and fills of device memory is built into a
 //! CUDA graph at encode time (node by node: stream capture would be
 //! invalidated by another thread's implicitly synchronising call, such as a
-//! free) and replayed with one `cuGraphLaunch`, a lone kernel too (cheaper
-//! than `cuLaunchKernel`, see `Encoder::flush`). A profiled schedule puts
-//! each node between two event-record nodes of timing events, so its run is
-//! still one launch. A signal command on a CUDA
+//! free) and replayed with one `cuGraphLaunch`; a lone kernel is launched
+//! directly (see `Encoder::flush`). A profiled schedule builds graphs for
+//! lone operations too, each node between two event-record nodes of timing
+//! events, so its run is one launch. A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
 //! mapped value; a wait command is decided when it is about to be queued
 //! behind everything before it in its stream (`send`, with
@@ -314,17 +314,19 @@ impl Encoder<'_> {
         Ok(())
     }
 
-    /// Turns the pending operations into steps: one CUDA graph, even for a
-    /// lone kernel (on an H200 with CUDA 13 a one-node graph's launch and
-    /// wait took 7.4 us where `cuLaunchKernel`'s took 9.7 us).
+    /// Turns the pending operations into steps: several (or, profiled, any)
+    /// as one CUDA graph, a lone one unprofiled as itself. A one-node graph
+    /// launched faster on an H200 (7.4 vs 9.7 us a blocking run), but the
+    /// driver orders every launch of one graph exec after the one before,
+    /// whatever the stream: one schedule run on two streams would no
+    /// longer overlap (bench/RESULTS.md).
     fn flush(&mut self) -> Result<()> {
         let nodes = std::mem::take(&mut self.pending);
         let d = self.gpu.d;
-        let graphed = !nodes.is_empty()
-            && match self.timing {
-                Some(_) => r::graph_event_nodes_supported(d),
-                None => r::graph_nodes_supported(d),
-            };
+        let graphed = match self.timing {
+            Some(_) => !nodes.is_empty() && r::graph_event_nodes_supported(d),
+            None => nodes.len() >= 2 && r::graph_nodes_supported(d),
+        };
         if !graphed {
             // A driver without graph nodes runs them one by one.
             for (index, node) in nodes {
@@ -408,6 +410,7 @@ impl HeldRun<CudaDeviceStream> for Steps {
                         if timeline.value() < *value {
                             return Ok(Some(i));
                         }
+                        record_passed(timing, stream)?;
                         continue;
                     }
                     WaitPlan::PassWhenDrained | WaitPlan::Hold => return Ok(Some(i)),
@@ -417,6 +420,7 @@ impl HeldRun<CudaDeviceStream> for Steps {
                     if !(there && !sent_any && stream_idle()) {
                         return Ok(Some(i));
                     }
+                    record_passed(timing, stream)?;
                     continue;
                 }
                 Step::HostSignal { event, value } => {
@@ -464,6 +468,16 @@ impl HeldRun<CudaDeviceStream> for Steps {
             _ => false,
         }
     }
+}
+
+/// A profiled wait that passed on the host took no device time: both its
+/// timing events at this point of the stream.
+fn record_passed(timing: Option<&(Event, Event)>, stream: sys::CUstream) -> Result<()> {
+    if let Some((start, end)) = timing {
+        start.record(stream)?;
+        end.record(stream)?;
+    }
+    Ok(())
 }
 
 impl CudaSchedule {

@@ -154,10 +154,18 @@ owned_handle!(
     r::graph_destroy
 );
 owned_handle!(
-    /// An instantiated graph, launched whole.
-    GraphExec(CUgraphExec),
+    /// The handle of an instantiated graph (see `GraphExec`).
+    GraphExecHandle(CUgraphExec),
     r::graph_exec_destroy
 );
+
+/// An instantiated graph, launched whole. The driver does not synchronise
+/// a graph exec internally, so launches from several threads (one schedule
+/// run on two streams at once) take turns.
+pub struct GraphExec {
+    handle: GraphExecHandle,
+    launching: std::sync::Mutex<()>,
+}
 owned_handle!(
     /// Device memory from `cuMemAlloc` (freeing waits for the device).
     DeviceMemory(CUdeviceptr),
@@ -366,15 +374,25 @@ impl Graph {
 
     pub fn instantiate(&self) -> Result<GraphExec> {
         Ok(GraphExec {
-            ctx: self.ctx,
-            raw: r::graph_instantiate(self.ctx.d, self.raw)?,
+            handle: GraphExecHandle {
+                ctx: self.ctx,
+                raw: r::graph_instantiate(self.ctx.d, self.raw)?,
+            },
+            launching: std::sync::Mutex::new(()),
         })
     }
 }
 
 impl GraphExec {
+    /// Queues the graph on `stream`, after every earlier launch of it (the
+    /// driver orders launches of one exec, whatever their streams).
     pub fn launch(&self, stream: CUstream) -> Result<()> {
-        r::graph_launch(self.ctx.d, self.raw, stream)
+        // A leaf lock: only the driver call runs under it.
+        let _turn = self
+            .launching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r::graph_launch(self.handle.ctx.d, self.handle.raw, stream)
     }
 }
 
