@@ -77,10 +77,22 @@ pub trait HeldRun<S>: Send + Sync {
 type Run<S> = Arc<dyn HeldRun<S>>;
 
 /// The rest of a run, from a wait that could not be queued yet.
-struct Held<S> {
+struct Held<S: DeviceStream> {
     run: Run<S>,
     from: usize,
     ticket: u64,
+    /// The run's own steps that went to the driver before it was held
+    /// (they belong to no ticket wholly sent, so `drained` misses them).
+    sent: Sent<S::Marker>,
+}
+
+/// How far a held run's own sent steps reach.
+enum Sent<M> {
+    Nothing,
+    /// Up to this marker, recorded after them.
+    UpTo(M),
+    /// Recording a marker failed: only an idle stream says they are done.
+    Unmarked,
 }
 
 struct State<S: DeviceStream> {
@@ -194,7 +206,17 @@ impl<S: DeviceStream> StreamQueue<S> {
         } else {
             0
         };
-        st.held.push_back(Held { run, from, ticket });
+        let sent = if from > 0 {
+            self.mark_sent(&mut st)
+        } else {
+            Sent::Nothing
+        };
+        st.held.push_back(Held {
+            run,
+            from,
+            ticket,
+            sent,
+        });
         if !st.worker {
             let me = self.clone();
             let spawned = std::thread::Builder::new()
@@ -313,24 +335,46 @@ impl<S: DeviceStream> StreamQueue<S> {
             if run.wait_decidable(from) {
                 // The wait passes if it executes now: first let everything
                 // before it in the stream finish (bounded: only work whose
-                // waits are on queued signals is on the GPU).
-                self.wait_stream_idle();
+                // waits are on queued signals is on the GPU), the run's own
+                // steps sent before it was held included (a host signal
+                // that resets the event waited on, say).
+                let target = self.lock().sent;
+                self.wait_device(target, None);
+                wait_until(|| {
+                    let st = self.lock();
+                    st.held.front().is_none_or(|h| self.sent_done(&h.sent))
+                });
             }
             let mut retired = Retired::new();
             let mut st = self.lock();
-            // The stream itself is asked, not the tickets: steps of this run
-            // sent before it was held (a host signal that resets the event
-            // waited on, say) belong to no ticket wholly sent yet.
-            let result = run.send(&self.stream, from, &mut || self.stream_idle());
+            let result = {
+                let mut idle = || {
+                    if !self.drained(&st) {
+                        self.poll_locked(&mut st, &mut retired);
+                    }
+                    self.drained(&st) && st.held.front().is_none_or(|h| self.sent_done(&h.sent))
+                };
+                run.send(&self.stream, from, &mut idle)
+            };
             match result {
                 Ok(Some(next)) => {
+                    let sent = (next > from).then(|| self.mark_sent(&mut st));
                     if let Some(h) = st.held.front_mut() {
                         h.from = next;
+                        if let Some(sent) = sent {
+                            let old = std::mem::replace(&mut h.sent, sent);
+                            if let Sent::UpTo(m) = old {
+                                st.spare_markers.push(m);
+                            }
+                        }
                     }
                 }
                 Ok(None) | Err(_) => {
                     if let Some(h) = st.held.pop_front() {
                         st.sent = h.ticket;
+                        if let Sent::UpTo(m) = h.sent {
+                            st.spare_markers.push(m);
+                        }
                         if let Err(e) = result {
                             // Reported to this run's waiter, and queued as a
                             // log record (the binding emits it outside locks).
@@ -348,25 +392,22 @@ impl<S: DeviceStream> StreamQueue<S> {
         }
     }
 
-    /// Whether everything given to the stream has completed (a failed
-    /// device counts as idle: nothing more will complete, and the failure
-    /// is reported by `poll_locked`).
-    fn stream_idle(&self) -> bool {
-        self.stream.is_idle().unwrap_or(true)
+    /// A marker after the steps a held run has sent so far.
+    fn mark_sent(&self, st: &mut State<S>) -> Sent<S::Marker> {
+        match self.stream.mark(st.spare_markers.pop()) {
+            Some(m) => Sent::UpTo(m),
+            None => Sent::Unmarked,
+        }
     }
 
-    /// Waits until the stream is idle: spins briefly, then sleeps up to
-    /// 200 us between queries (as `wait_device`).
-    fn wait_stream_idle(&self) {
-        let start = Instant::now();
-        let mut sleep = Duration::from_micros(5);
-        while !self.stream_idle() {
-            if start.elapsed() < Duration::from_micros(100) {
-                std::hint::spin_loop();
-                continue;
-            }
-            std::thread::sleep(sleep);
-            sleep = (sleep * 2).min(Duration::from_micros(200));
+    /// Whether a held run's own sent steps have completed (a failed device
+    /// counts as done: nothing more will complete, and `poll_locked`
+    /// reports the failure).
+    fn sent_done(&self, sent: &Sent<S::Marker>) -> bool {
+        match sent {
+            Sent::Nothing => true,
+            Sent::UpTo(m) => self.stream.is_reached(m) || self.stream.is_idle().is_err(),
+            Sent::Unmarked => self.stream.is_idle().unwrap_or(true),
         }
     }
 
@@ -433,6 +474,21 @@ impl<S: DeviceStream> StreamQueue<S> {
     pub fn reclaim(&self, timeout: Duration) {
         let target = self.lock().sent;
         self.wait_device(target, Some(Instant::now() + timeout));
+    }
+}
+
+/// Blocks until `ready()`: spins briefly, then sleeps up to 200 us between
+/// checks (as `wait_device`).
+fn wait_until(mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut sleep = Duration::from_micros(5);
+    while !ready() {
+        if start.elapsed() < Duration::from_micros(100) {
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(Duration::from_micros(200));
     }
 }
 
