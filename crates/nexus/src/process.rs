@@ -17,13 +17,16 @@
 //! so objects it tears down are freed normally.
 //!
 //! A forked child inherits the parent's exit handlers and driver state, but
-//! no runtime lets a child use a driver its parent opened. Running that
-//! driver's teardown there is useless, and NVIDIA's Vulkan driver hangs in
-//! it (its threads did not survive the fork). So in a process forked after
-//! a driver was opened, nexus's handler ends the exit at once with the
-//! status given to `exit()` (stdio flushed), skipping the handlers
-//! registered before it. Drivers the child opened itself register handlers
-//! of the child's, which run first, as usual.
+//! no runtime lets a child use a driver its parent opened. NVIDIA's Vulkan
+//! driver hangs in its teardown there (its threads did not survive the
+//! fork). So a driver whose teardown cannot run in a child registers with
+//! `ChildExit::SkipTeardown`: in a process forked after it was opened,
+//! nexus's handler ends the exit at once with the status given to `exit()`
+//! (C stdio flushed), skipping the handlers registered before it, glibc
+//! only. That costs a child the C exit handlers its parent registered
+//! before that driver (Python's own exit work runs earlier and is kept).
+//! Drivers the child opened itself register handlers of the child's, which
+//! run first, as usual.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -88,11 +91,21 @@ extern "C" fn mark_exiting() {
     EXIT.begin_exit(2 * DRIVER_WAIT_SLICE);
 }
 
+/// What a process forked after a driver was opened does at exit (see the
+/// module documentation).
+#[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
+pub(crate) enum ChildExit {
+    /// Runs the driver's teardown, as the parent would.
+    RunTeardown,
+    /// Ends the exit before the driver's teardown, which hangs in a child.
+    SkipTeardown,
+}
+
 /// Call once a driver is set up: exit handlers run in reverse order of
 /// registration, so this one runs before the driver's own.
-pub(crate) fn watch_exit_after_driver_opened() {
+pub(crate) fn watch_exit_after_driver_opened(child: ChildExit) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if let ChildExit::SkipTeardown = child {
         extern "C" {
             // glibc: like `atexit`, with the exit status and an argument.
             fn on_exit(
@@ -103,8 +116,9 @@ pub(crate) fn watch_exit_after_driver_opened() {
         // SAFETY: registers a handler that only touches atomics, sleeps,
         // or flushes stdio and ends the process; the argument is a number.
         let _ = unsafe { on_exit(mark_exiting_in, id() as usize as *mut std::ffi::c_void) };
+        return;
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = child;
     // SAFETY: registers a handler that only touches atomics and sleeps.
     let _ = unsafe { libc::atexit(mark_exiting) };
 }

@@ -57,7 +57,7 @@ pub fn defer(job: Job) {
         let (tx, rx) = channel::<Job>();
         // Frees are deferred only for memory a driver gave: the driver is
         // loaded by now, so this exit handler runs before its own.
-        crate::process::watch_exit_after_driver_opened();
+        crate::process::watch_exit_after_driver_opened(crate::process::ChildExit::RunTeardown);
         let spawned = std::thread::Builder::new()
             .name("nexus-release".into())
             .spawn(move || {

@@ -106,7 +106,9 @@ impl hal::Api for MetalApi {
                 let devices = ffi::pool(ffi::all_devices);
                 // Metal.framework is loaded now: our exit handler runs
                 // before its teardown, so late frees can stay away from it.
-                crate::process::watch_exit_after_driver_opened();
+                crate::process::watch_exit_after_driver_opened(
+                    crate::process::ChildExit::RunTeardown,
+                );
                 devices
                     .into_iter()
                     .enumerate()

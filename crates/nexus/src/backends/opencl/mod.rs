@@ -249,7 +249,7 @@ impl Dev {
             e
         })?;
         // The vendor driver sets up its exit handlers by now; ours runs first.
-        crate::process::watch_exit_after_driver_opened();
+        crate::process::watch_exit_after_driver_opened(crate::process::ChildExit::RunTeardown);
         let zero_copy = self.is_cpu && memory::probe_zero_copy(self, &ctx);
         let _ = self.setup.set(Setup { ctx, zero_copy });
         self.setup

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{check, cstr, vk, Instance, Semaphore};
 use crate::backends::common::lock;
-use crate::error::Result;
+use crate::error::{Error, Result, Status};
 
 /// What a physical device reports, read once at listing.
 #[derive(Clone)]
@@ -209,7 +209,7 @@ impl Device {
         let raw = unsafe { instance.raw().create_device(info.handle, &create, None) }
             .map_err(|e| check("vkCreateDevice", e))?;
         // The driver has set up its exit handlers by now; ours runs first.
-        crate::process::watch_exit_after_driver_opened();
+        crate::process::watch_exit_after_driver_opened(crate::process::ChildExit::SkipTeardown);
         // SAFETY: queue 0 of the family created above.
         let queue = unsafe { raw.get_device_queue(info.queue_family, 0) };
         let mut t = vk::SemaphoreTypeCreateInfo::default()
@@ -245,6 +245,12 @@ impl Device {
     /// Submits `batches` in order as one vkQueueSubmit. Timeline values
     /// are given for every semaphore.
     pub fn submit(&self, batches: &[Batch<'_>]) -> Result<()> {
+        if !self.instance.in_owner_process() {
+            return Err(Error::new(
+                Status::InvalidDevice,
+                "a Vulkan device cannot be used in a process forked after it was used (use the 'spawn' start method)",
+            ));
+        }
         if batches.is_empty() {
             return Ok(());
         }
@@ -361,6 +367,9 @@ impl Device {
     /// idle), an empty submission moves the serial on, so nothing lingers
     /// until the next run.
     pub fn collect(&self) {
+        if !self.instance.in_owner_process() {
+            return; // the parent's graveyard is the parent's
+        }
         let Some(mut done) = self.completed_serial() else {
             return;
         };
