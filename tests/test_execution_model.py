@@ -844,7 +844,11 @@ def test_wait_after_in_stream_reset_is_not_satisfied_by_the_old_value(device: ne
     done = device.create_event()
     ev.signal(5)
     buf = device.create_buffer(np.zeros(n, np.float32))
+    slow = device.create_buffer(np.zeros(256, np.float32))
     s = device.create_schedule()
+    # Work before the reset keeps the stream busy past the moment the rest
+    # of the run is looked at again (so an early look sees the old value).
+    spin_cmd(s, kernels, slow, 1.0, 256, 100_000)
     s.create_signal_command(ev, 0)
     s.create_wait_command(ev, 1)
     fill_cmd(s, kernels, buf, 1.0, n)

@@ -237,7 +237,9 @@ def test_fork_child_that_never_used_nexus_exits(device: nexus.Device, lib_path: 
         _, status = os.waitpid(pid, 0)
         pid = os.fork()
         if pid == 0:
-            print("CHILD SAYS BYE")  # left in the buffer: the exit flushes it
+            print("CHILD SAYS BYE")  # left in Python's buffer: the interpreter's exit flushes it
+            import ctypes
+            ctypes.CDLL(None).printf(b"C STDIO BYE ")  # left in C's buffer (a pipe): exit() flushes it
             sys.exit(3)          # a normal interpreter exit in the child (atexit, finalizers)
         _, status2 = os.waitpid(pid, 0)
         print("CHILD", os.waitstatus_to_exitcode(status), os.waitstatus_to_exitcode(status2), flush=True)
@@ -246,3 +248,4 @@ def test_fork_child_that_never_used_nexus_exits(device: nexus.Device, lib_path: 
     assert_clean(proc)
     assert "CHILD 0 3" in proc.stdout, proc.stdout + proc.stderr
     assert "CHILD SAYS BYE" in proc.stdout
+    assert "C STDIO BYE" in proc.stdout
