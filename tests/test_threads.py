@@ -1,7 +1,8 @@
 """Threads: many Python threads on one device, the GIL and Ctrl-C.
 
 - 8 threads, each with its own stream and schedules, 1,000 runs each, every
-  result checked against numpy; the same with all threads on one stream.
+  result checked against numpy; the same with all threads on one stream;
+  one schedule run by 4 threads at once, each on its own stream.
 - Blocking calls release the GIL: a Python thread makes progress (and is the
   one that unblocks the call) while another thread is blocked in nexus.
 - Ctrl-C (SIGINT) during a long wait raises KeyboardInterrupt promptly.
@@ -118,6 +119,50 @@ def test_threads_share_one_stream(device: nexus.Device, kernels: nexus.Library) 
 def test_threads_on_default_stream(device: nexus.Device, kernels: nexus.Library) -> None:
     took = _run_threads(device, kernels, lambda tid: None)
     _record("threads, default stream", device, threads=THREADS, runs_per_thread=RUNS, results_checked=THREADS * RUNS, seconds=round(took, 2))
+
+
+def test_one_schedule_run_by_threads_on_their_own_streams(device: nexus.Device, kernels: nexus.Library) -> None:
+    """One schedule of several kernels (one CUDA graph exec), run at once by
+    threads on streams of their own: every run computes the same c = a + b
+    twice and d = c + b, so any interleaving leaves the same result, and
+    concurrent launches of the one encoded schedule neither crash nor hang."""
+    n = 4096
+    rng = np.random.default_rng(7)
+    a_host, b_host = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    a, b = device.create_buffer(a_host), device.create_buffer(b_host)
+    c, d = device.create_buffer(np.zeros(n, np.float32)), device.create_buffer(np.zeros(n, np.float32))
+    schedule = device.create_schedule()
+    for out, x, y in ((c, a, b), (c, a, b), (d, c, b)):
+        cmd = schedule.create_command(kernels.get_kernel("vadd"))
+        for i, buf in enumerate((x, y, out)):
+            cmd.set_buffer(i, buf)
+        cmd.set_arg(3, n)
+        cmd.finalize(64, n)
+    schedule.run()  # encoded before the threads start
+    errors: list[str] = []
+    runs = max(RUNS // 10, 20)
+
+    def worker(tid: int) -> None:
+        try:
+            stream = device.create_stream()
+            for i in range(runs):
+                schedule.run(stream, blocking=(i % 7 == 0))
+            stream.synchronize()
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(f"thread {tid}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    out = np.empty(n, np.float32)
+    c.copy(out)
+    np.testing.assert_array_equal(out, a_host + b_host)
+    d.copy(out)
+    np.testing.assert_array_equal(out, (a_host + b_host) + b_host)
 
 
 def test_threads_create_and_release_concurrently(device: nexus.Device) -> None:
