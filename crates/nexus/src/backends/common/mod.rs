@@ -28,19 +28,24 @@
 //!    command's `state`, then `Handle::slot` (read while encoding) and
 //!    `Device::events`.
 //! 2. Device setup: CUDA `Gpu::ctx_lock` (creating the default stream).
-//! 3. Stream queues: CPU `stream::Shared::queue`, `queue::StreamQueue::state`.
+//! 3. Stream queues: CPU `stream::Shared::queue`, `queue::StreamQueue::state`,
+//!    Vulkan `sync::StreamShared::state` (held while a direct run is
+//!    submitted).
 //!    Held while handing work to the driver and polling it, never while
 //!    waiting for the device or for a host signal.
 //! 4. Per-resource state: `Usage::fences`, CUDA `Gpu::staging`,
 //!    `Gpu::queues`, `CudaKernel::shared_allowed`, `Timeline::users`, CPU
-//!    `CpuEvent::value`.
+//!    `CpuEvent::value`, Vulkan `VkEvent::state` (held while its bell
+//!    semaphore is signalled), `Gpu::buffers`, a library's `pipelines`.
 //! 5. The timeline wake-up `timeline::MOVED`, then `Epochs::last_queued`
 //!    (`wait_until_moved` re-plans a wait under `MOVED`).
 //! 6. Leaves, held for a few instructions: the release queue (`sender`,
 //!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
 //!    OpenCL `Steps::profile` (a profiled schedule's last run's events,
 //!    swapped whole, cloned out before the driver is asked), the binding's
-//!    log queue.
+//!    log queue, CUDA/HIP `GraphExec::launching` (one graph launch), Vulkan
+//!    `Device::queue` (one submission) and `Device::graveyard` (never
+//!    taken together; burials run after it is released).
 //!
 //! Worker threads (CPU stream workers, held-run workers, the release
 //! thread) take their queue lock only to pop work and run the work with no
