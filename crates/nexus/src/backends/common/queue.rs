@@ -340,7 +340,7 @@ impl<S: DeviceStream> StreamQueue<S> {
                 // that resets the event waited on, say).
                 let target = self.lock().sent;
                 self.wait_device(target, None);
-                wait_until(|| {
+                wait_until(None, || {
                     let st = self.lock();
                     st.held.front().is_none_or(|h| self.sent_done(&h.sent))
                 });
@@ -432,26 +432,9 @@ impl<S: DeviceStream> StreamQueue<S> {
                 };
             }
         }
-        // Spin briefly (most runs end within microseconds of the query
-        // that finds them), then sleep up to 200 us between queries.
-        const SPIN: Duration = Duration::from_micros(100);
-        const MAX_SLEEP: Duration = Duration::from_micros(200);
-        let start = Instant::now();
-        let mut sleep = Duration::from_micros(5);
-        loop {
-            if self.completed.load(Ordering::Acquire) >= ticket || self.poll(ticket) {
-                return true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
-                continue;
-            }
-            std::thread::sleep(sleep);
-            sleep = (sleep * 2).min(MAX_SLEEP);
-        }
+        wait_until(deadline, || {
+            self.completed.load(Ordering::Acquire) >= ticket || self.poll(ticket)
+        })
     }
 
     /// Everything submitted so far is done; reports the failures of runs
@@ -477,18 +460,27 @@ impl<S: DeviceStream> StreamQueue<S> {
     }
 }
 
-/// Blocks until `ready()`: spins briefly, then sleeps up to 200 us between
-/// checks (as `wait_device`).
-fn wait_until(mut ready: impl FnMut() -> bool) {
+/// Waits until `ready()` (`true`), or `deadline` passes first (`false`).
+/// Spins briefly (most runs end within microseconds of the query that
+/// finds them), then sleeps up to 200 us between checks.
+fn wait_until(deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+    const SPIN: Duration = Duration::from_micros(100);
+    const MAX_SLEEP: Duration = Duration::from_micros(200);
     let start = Instant::now();
     let mut sleep = Duration::from_micros(5);
-    while !ready() {
-        if start.elapsed() < Duration::from_micros(100) {
+    loop {
+        if ready() {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        if start.elapsed() < SPIN {
             std::hint::spin_loop();
             continue;
         }
         std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_micros(200));
+        sleep = (sleep * 2).min(MAX_SLEEP);
     }
 }
 
