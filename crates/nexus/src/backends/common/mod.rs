@@ -34,7 +34,7 @@
 //!    Held while handing work to the driver and polling it, never while
 //!    waiting for the device or for a host signal.
 //! 4. Per-resource state: `Usage::fences`, CUDA `Gpu::staging`,
-//!    `Gpu::queues`, `CudaKernel::shared_allowed`, `Timeline::users`, CPU
+//!    `CudaKernel::shared_allowed`, `Timeline::users`, CPU
 //!    `CpuEvent::value`, Vulkan `VkEvent::state` (held while its bell
 //!    semaphore is signalled), `Gpu::buffers`, a library's `pipelines`.
 //! 5. The timeline wake-up `timeline::MOVED`, then `Epochs::last_queued`
@@ -43,7 +43,7 @@
 //!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
 //!    OpenCL `Steps::profile` (a profiled schedule's last run's events,
 //!    swapped whole, cloned out before the driver is asked), the binding's
-//!    log queue, CUDA/HIP `GraphExec::launching` (one graph launch), Vulkan
+//!    log queue, a device's `Registry` of queues, CUDA/HIP `GraphExec::launching` (one graph launch), Vulkan
 //!    `Device::queue` (one submission) and `Device::graveyard` (never
 //!    taken together; burials run after it is released).
 //!
@@ -67,7 +67,31 @@ pub mod staging;
 pub mod timeline;
 pub mod usage;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// Objects a device reaches without keeping them alive: its streams'
+/// queues, which `reclaim` asks to retire finished runs.
+pub struct Registry<T>(Mutex<Vec<Weak<T>>>);
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Registry<T> {
+    /// Adds `item`, dropping entries whose objects are gone.
+    pub fn add(&self, item: &Arc<T>) {
+        let mut items = lock(&self.0);
+        items.retain(|w| w.strong_count() > 0);
+        items.push(Arc::downgrade(item));
+    }
+
+    /// The objects still alive (cloned out: used with no lock held).
+    pub fn live(&self) -> Vec<Arc<T>> {
+        lock(&self.0).iter().filter_map(Weak::upgrade).collect()
+    }
+}
 
 /// `object` as the backend's own type `T`, or an error saying that the
 /// `what` (a kernel, a stream, ...) belongs to another runtime than

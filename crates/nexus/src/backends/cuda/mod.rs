@@ -17,11 +17,12 @@ mod schedule;
 mod stream;
 mod sync;
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
 use crate::backends::common::lock;
+use crate::backends::common::Registry;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use ffi::result as r;
@@ -114,7 +115,7 @@ pub(crate) struct Gpu {
     ctx_lock: Mutex<()>,
     default_queue: OnceLock<Arc<StreamQueue>>,
     /// Every stream's queue, for `reclaim`.
-    queues: Mutex<Vec<Weak<StreamQueue>>>,
+    queues: Registry<StreamQueue>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     /// Ordinals of the GPUs peer access was set up with (`connect_peer`).
     peers: Mutex<Vec<i32>>,
@@ -154,7 +155,7 @@ impl Gpu {
             ctx: OnceLock::new(),
             ctx_lock: Mutex::new(()),
             default_queue: OnceLock::new(),
-            queues: Mutex::new(Vec::new()),
+            queues: Registry::default(),
             staging: Mutex::new(None),
             peers: Mutex::new(Vec::new()),
             properties,
@@ -275,9 +276,7 @@ impl Gpu {
     }
 
     pub(crate) fn register_queue(&self, q: &Arc<StreamQueue>) {
-        let mut queues = lock(&self.queues);
-        queues.retain(|w| w.strong_count() > 0);
-        queues.push(Arc::downgrade(q));
+        self.queues.add(q);
     }
 
     pub fn default_stream(self: &Arc<Self>) -> Result<CUstream> {

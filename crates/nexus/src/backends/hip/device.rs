@@ -2,7 +2,7 @@
 //! attributes) and the `hal::Device` entry points.
 
 use std::any::Any;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use super::ffi::result as r;
 use super::ffi::sys::{self, hipDevice_t, hipStream_t, Hip};
 use super::{library, memory, schedule, stream, sync, Gpu};
-use crate::backends::common::lock;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::EventType;
@@ -212,11 +211,7 @@ impl hal::Device for HipDevice {
     }
 
     fn reclaim(&self) {
-        let queues: Vec<_> = lock(&self.gpu.queues)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for q in queues {
+        for q in self.gpu.queues.live() {
             q.reclaim(Duration::from_secs(60));
         }
     }

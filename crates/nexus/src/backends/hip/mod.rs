@@ -28,11 +28,12 @@ mod schedule;
 mod stream;
 mod sync;
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
 use crate::backends::common::lock;
+use crate::backends::common::Registry;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use ffi::result as r;
@@ -148,7 +149,7 @@ pub(crate) struct Gpu {
     ctx_lock: Mutex<()>,
     default_queue: OnceLock<Arc<StreamQueue>>,
     /// Every stream's queue, for `reclaim`.
-    queues: Mutex<Vec<Weak<StreamQueue>>>,
+    queues: Registry<StreamQueue>,
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     properties: Value,
 }
@@ -197,7 +198,7 @@ impl Gpu {
             ctx: OnceLock::new(),
             ctx_lock: Mutex::new(()),
             default_queue: OnceLock::new(),
-            queues: Mutex::new(Vec::new()),
+            queues: Registry::default(),
             staging: Mutex::new(None),
             properties,
         })
@@ -274,9 +275,7 @@ impl Gpu {
     }
 
     pub(crate) fn register_queue(&self, q: &Arc<StreamQueue>) {
-        let mut queues = lock(&self.queues);
-        queues.retain(|w| w.strong_count() > 0);
-        queues.push(Arc::downgrade(q));
+        self.queues.add(q);
     }
 
     pub fn default_stream(self: &Arc<Self>) -> Result<hipStream_t> {

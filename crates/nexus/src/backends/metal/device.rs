@@ -2,7 +2,7 @@
 //! `hal::Device` entry points.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
@@ -10,6 +10,7 @@ use super::logic::{self, DeviceInfo};
 use super::sync::{MtlEvent, MtlStream, MtlStreamHandle, Queue};
 use super::{ffi, library, memory, schedule};
 use crate::backends::common::lock;
+use crate::backends::common::Registry;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use crate::types::EventType;
@@ -22,7 +23,7 @@ pub(crate) struct Gpu {
     default_queue: OnceLock<Arc<Queue>>,
     setup: Mutex<()>,
     /// Every stream's queue, for `reclaim`.
-    streams: Mutex<Vec<Weak<Queue>>>,
+    streams: Registry<Queue>,
     pub(crate) builtin: Mutex<Option<Arc<library::Compiled>>>,
 }
 
@@ -40,9 +41,7 @@ impl Gpu {
             )
         })?;
         let queue = Queue::new(MtlStream::new(q));
-        let mut streams = lock(&self.streams);
-        streams.retain(|w| w.strong_count() > 0);
-        streams.push(Arc::downgrade(&queue));
+        self.streams.add(&queue);
         Ok(queue)
     }
 
@@ -121,7 +120,7 @@ impl hal::Api for MetalApi {
                             properties,
                             default_queue: OnceLock::new(),
                             setup: Mutex::new(()),
-                            streams: Mutex::new(Vec::new()),
+                            streams: Registry::default(),
                             builtin: Mutex::new(None),
                         };
                         Arc::new(MtlDevice { gpu: Arc::new(gpu) }) as Arc<dyn hal::Device>
@@ -178,11 +177,7 @@ impl hal::Device for MtlDevice {
     }
 
     fn reclaim(&self) {
-        let queues: Vec<_> = lock(&self.gpu.streams)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for q in queues {
+        for q in self.gpu.streams.live() {
             q.reclaim(std::time::Duration::from_millis(100));
         }
     }

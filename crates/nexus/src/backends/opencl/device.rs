@@ -1,14 +1,13 @@
 //! An OpenCL device as nexus sees it: its live properties (from
 //! `clGetDeviceInfo`) and the `hal::Device` entry points.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::ffi::result as r;
 use super::ffi::sys::{self, cl_device_id, cl_platform_id, Api};
 use super::{library, memory, schedule, sync, Dev};
-use crate::backends::common::lock;
 use crate::error::Result;
 use crate::hal;
 use crate::types::EventType;
@@ -184,11 +183,7 @@ impl hal::Device for OclDevice {
     }
 
     fn reclaim(&self) {
-        let queues: Vec<_> = lock(&self.dev.streams)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for q in queues {
+        for q in self.dev.streams.live() {
             q.retire();
         }
     }

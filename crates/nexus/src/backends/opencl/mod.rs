@@ -37,11 +37,12 @@ mod memory;
 mod schedule;
 mod sync;
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
 use crate::backends::common::lock;
+use crate::backends::common::Registry;
 use crate::error::{Error, Result, Status};
 use crate::hal;
 use ffi::result::{self as r, Context, Queue};
@@ -172,7 +173,7 @@ pub(crate) struct Dev {
     default_queue: OnceLock<Arc<sync::StreamQueue>>,
     transfer: OnceLock<Queue>,
     /// Every stream's queue, for `reclaim`.
-    pub(crate) streams: Mutex<Vec<Weak<sync::StreamQueue>>>,
+    pub(crate) streams: Registry<sync::StreamQueue>,
     pub(crate) builtin: Mutex<Option<Arc<library::Built>>>,
 }
 
@@ -213,7 +214,7 @@ impl Dev {
             setup_lock: Mutex::new(()),
             default_queue: OnceLock::new(),
             transfer: OnceLock::new(),
-            streams: Mutex::new(Vec::new()),
+            streams: Registry::default(),
             builtin: Mutex::new(None),
         }
     }
@@ -291,8 +292,6 @@ impl Dev {
     }
 
     pub(crate) fn register_stream(&self, q: &Arc<sync::StreamQueue>) {
-        let mut streams = lock(&self.streams);
-        streams.retain(|w| w.strong_count() > 0);
-        streams.push(Arc::downgrade(q));
+        self.streams.add(q);
     }
 }
