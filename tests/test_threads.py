@@ -88,12 +88,9 @@ def _worker_loop(device, kernels, stream_for, tid: int, errors: list, runs: int)
         errors.append(f"thread {tid}: {type(e).__name__}: {e}")
 
 
-def _run_threads(device, kernels, stream_for) -> float:
-    errors: list[str] = []
-    threads = [
-        threading.Thread(target=_worker_loop, args=(device, kernels, stream_for, t, errors, RUNS), daemon=True)
-        for t in range(THREADS)
-    ]
+def _start_and_join(threads: list[threading.Thread], errors: list[str]) -> float:
+    """Starts the threads, waits for them (a hang fails), checks the errors
+    they reported; returns the seconds they took."""
     start = time.monotonic()
     for t in threads:
         t.start()
@@ -102,6 +99,15 @@ def _run_threads(device, kernels, stream_for) -> float:
     assert not any(t.is_alive() for t in threads), "a thread hung"
     assert not errors, errors
     return time.monotonic() - start
+
+
+def _run_threads(device, kernels, stream_for) -> float:
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=_worker_loop, args=(device, kernels, stream_for, t, errors, RUNS), daemon=True)
+        for t in range(THREADS)
+    ]
+    return _start_and_join(threads, errors)
 
 
 def test_threads_each_on_own_stream(device: nexus.Device, kernels: nexus.Library) -> None:
@@ -151,13 +157,7 @@ def test_one_schedule_run_by_threads_on_their_own_streams(device: nexus.Device, 
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             errors.append(f"thread {tid}: {type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG_GUARD)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
+    _start_and_join([threading.Thread(target=worker, args=(t,), daemon=True) for t in range(4)], errors)
     out = np.empty(n, np.float32)
     c.copy(out)
     np.testing.assert_array_equal(out, a_host + b_host)
