@@ -258,42 +258,26 @@ pub fn is_pinned_host(d: &Driver, ptr: *const u8, len: usize) -> bool {
     if pointer_memory_type(d, addr) != Some(MEMORYTYPE_HOST) {
         return false;
     }
-    let mut start: u64 = 0;
-    let mut size: usize = 0;
-    // SAFETY: as above.
-    let r1 = unsafe {
-        (d.cuPointerGetAttribute)(
-            &mut start as *mut u64 as *mut c_void,
-            POINTER_ATTRIBUTE_RANGE_START_ADDR,
-            addr,
-        )
-    };
-    // SAFETY: as above.
-    let r2 = unsafe {
-        (d.cuPointerGetAttribute)(
-            &mut size as *mut usize as *mut c_void,
-            POINTER_ATTRIBUTE_RANGE_SIZE,
-            addr,
-        )
-    };
-    r1 == CUDA_SUCCESS
-        && r2 == CUDA_SUCCESS
-        && addr >= start
-        && addr + len as u64 <= start + size as u64
+    let start = pointer_attribute::<u64>(d, POINTER_ATTRIBUTE_RANGE_START_ADDR, addr);
+    let size = pointer_attribute::<usize>(d, POINTER_ATTRIBUTE_RANGE_SIZE, addr);
+    matches!((start, size), (Some(start), Some(size))
+        if addr >= start && addr + len as u64 <= start + size as u64)
+}
+
+/// Attribute `attribute` (whose value is a `T`) of an address, `None` where
+/// the driver does not know the address (pageable host memory).
+fn pointer_attribute<T: Copy + Default>(d: &Driver, attribute: c_int, addr: u64) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: querying attributes of an address never dereferences it; the
+    // caller names the attribute's value type, written into a local.
+    let r =
+        unsafe { (d.cuPointerGetAttribute)(&mut value as *mut T as *mut c_void, attribute, addr) };
+    (r == CUDA_SUCCESS).then_some(value)
 }
 
 /// The device ordinal owning a device pointer, if the driver knows it.
 pub fn pointer_device_ordinal(d: &Driver, addr: u64) -> Option<i32> {
-    let mut ord: c_int = -1;
-    // SAFETY: querying attributes of an address never dereferences it.
-    let r = unsafe {
-        (d.cuPointerGetAttribute)(
-            &mut ord as *mut c_int as *mut c_void,
-            POINTER_ATTRIBUTE_DEVICE_ORDINAL,
-            addr,
-        )
-    };
-    (r == CUDA_SUCCESS).then_some(ord)
+    pointer_attribute::<c_int>(d, POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr)
 }
 
 pub fn stream_create(d: &Driver) -> Result<CUstream> {
@@ -692,16 +676,7 @@ pub fn graph_add_memset_node(
 /// host memory, `MEMORYTYPE_DEVICE`), `None` for memory it does not know
 /// (pageable host memory).
 pub fn pointer_memory_type(d: &Driver, addr: u64) -> Option<c_uint> {
-    let mut ty: c_uint = 0;
-    // SAFETY: querying attributes of an address never dereferences it.
-    let r = unsafe {
-        (d.cuPointerGetAttribute)(
-            &mut ty as *mut c_uint as *mut c_void,
-            POINTER_ATTRIBUTE_MEMORY_TYPE,
-            addr,
-        )
-    };
-    (r == CUDA_SUCCESS).then_some(ty)
+    pointer_attribute::<c_uint>(d, POINTER_ATTRIBUTE_MEMORY_TYPE, addr)
 }
 
 pub fn graph_instantiate(d: &Driver, graph: CUgraph) -> Result<CUgraphExec> {
