@@ -55,7 +55,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::ffi;
@@ -290,8 +290,8 @@ pub(crate) struct StreamShared {
     /// The last completed ticket.
     progress: ffi::Semaphore,
     /// Points the host waits for before a host step (`host_point` is the
-    /// last value handed out).
-    host_points: ffi::Semaphore,
+    /// last value handed out); made on the first host step.
+    host_points: OnceLock<ffi::Semaphore>,
     host_point: AtomicU64,
     /// Completed tickets as last read (never ahead of the device).
     completed: AtomicU64,
@@ -314,7 +314,7 @@ impl VkStream {
             shared: Arc::new(StreamShared {
                 gpu: gpu.clone(),
                 progress: ffi::Semaphore::new(&gpu.dev, 0)?,
-                host_points: ffi::Semaphore::new(&gpu.dev, 0)?,
+                host_points: OnceLock::new(),
                 host_point: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
@@ -506,6 +506,16 @@ impl StreamShared {
         }
     }
 
+    /// The semaphore of host points, made on first use (only the stream's
+    /// submitter thread runs host steps).
+    fn host_points(&self) -> Result<&ffi::Semaphore> {
+        if let Some(points) = self.host_points.get() {
+            return Ok(points);
+        }
+        let made = ffi::Semaphore::new(&self.gpu.dev, 0)?;
+        Ok(self.host_points.get_or_init(|| made))
+    }
+
     /// Submits one run (see the module documentation); returns the epochs
     /// its batches name.
     fn execute(&self, job: &Job, epochs: &mut Vec<Arc<Epoch>>) -> Result<()> {
@@ -531,7 +541,10 @@ impl StreamShared {
                         .signals
                         .iter()
                         .map(|(e, v, _)| (&e.sem, *v))
-                        .chain(b.host_point.map(|v| (&self.host_points, v)))
+                        .chain(
+                            b.host_point
+                                .and_then(|v| Some((self.host_points.get()?, v))),
+                        )
                         .collect(),
                 })
                 .collect();
@@ -589,14 +602,12 @@ impl StreamShared {
                 Step::HostSignal { event, value } | Step::HostWait { event, value } => {
                     // The step executes after everything before it: submit
                     // that with a host point, and wait for the point.
+                    let points = self.host_points()?;
                     let point = self.host_point.fetch_add(1, Ordering::AcqRel) + 1;
                     current.host_point = Some(point);
                     batches.push(std::mem::take(&mut current));
                     flush(&mut batches, false)?;
-                    while !ffi::Semaphore::wait_any(
-                        &[(&self.host_points, point)],
-                        Duration::from_secs(1),
-                    )? {}
+                    while !ffi::Semaphore::wait_any(&[(points, point)], Duration::from_secs(1))? {}
                     if matches!(step, Step::HostSignal { .. }) {
                         event.signal(*value)?;
                     } else {
