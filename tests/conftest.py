@@ -24,6 +24,19 @@ def device(request: pytest.FixtureRequest) -> nexus.Device:
     return nexus.get_runtime(name).get_device(index)
 
 
+def devices_of(runtime: str):
+    """A fixture over the devices of one runtime (ids "<runtime><i>"), for
+    the tests of that runtime's own features; skipped where it has none."""
+    count = len(nexus.get_runtime(runtime).get_devices())
+    params = list(range(count)) or [pytest.param(None, marks=pytest.mark.skip(reason=f"no {runtime} device"))]
+
+    @pytest.fixture(params=params, ids=lambda i: f"{runtime}{i}")
+    def runtime_device(request: pytest.FixtureRequest) -> nexus.Device:
+        return nexus.get_runtime(runtime).get_device(request.param)
+
+    return runtime_device
+
+
 @pytest.fixture(scope="session")
 def cpu_device() -> nexus.Device:
     return nexus.get_runtime("cpu").get_device(0)

@@ -17,6 +17,7 @@ import subprocess
 import nexus
 import numpy as np
 import pytest
+from conftest import devices_of
 from conftest import read_buffer as read
 from conftest import run_kernel as run
 
@@ -27,9 +28,7 @@ if not nexus.get_runtime("metal").get_devices():
     pytest.skip("no Metal device", allow_module_level=True)
 
 
-@pytest.fixture(params=range(len(nexus.get_runtime("metal").get_devices())), ids=lambda i: f"metal{i}")
-def mtl(request: pytest.FixtureRequest) -> nexus.Device:
-    return nexus.get_runtime("metal").get_device(request.param)
+mtl = devices_of("metal")
 
 
 @pytest.fixture

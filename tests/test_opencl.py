@@ -14,18 +14,12 @@ import sys
 import nexus
 import numpy as np
 import pytest
+from conftest import devices_of
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 
 
-def _opencl_devices() -> list[int]:
-    return list(range(len(nexus.get_runtime("opencl").get_devices())))
-
-
-@pytest.fixture(params=_opencl_devices() or [pytest.param(None, marks=pytest.mark.skip(reason="no OpenCL device"))],
-                ids=lambda i: f"opencl{i}")
-def ocl(request: pytest.FixtureRequest) -> nexus.Device:
-    return nexus.get_runtime("opencl").get_device(request.param)
+ocl = devices_of("opencl")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import textwrap
 import nexus
 import numpy as np
 import pytest
+from conftest import devices_of
 from conftest import read_buffer as read
 from conftest import run_kernel as run
 
@@ -25,9 +26,7 @@ if not nexus.get_runtime("vulkan").get_devices():
     pytest.skip("no Vulkan device", allow_module_level=True)
 
 
-@pytest.fixture(params=range(len(nexus.get_runtime("vulkan").get_devices())), ids=lambda i: f"vulkan{i}")
-def vk(request: pytest.FixtureRequest) -> nexus.Device:
-    return nexus.get_runtime("vulkan").get_device(request.param)
+vk = devices_of("vulkan")
 
 
 
