@@ -345,6 +345,75 @@ def test_graph_replay_of_a_multi_kernel_schedule(dev: nexus.Device, kernels: nex
     assert s.get_property_int("Runs") == 100
 
 
+# Each run counts itself in, then spins until two runs are in (or ~1 s of
+# clock cycles pass) and records in `ok` whether it saw the other one.
+GATE_CU = r"""
+extern "C" __global__ void gate(unsigned *count, unsigned *ok) {
+    unsigned me = atomicAdd(count, 1u);
+    long long start = clock64();
+    while (atomicAdd(count, 0u) < 2u && clock64() - start < 2000000000LL) {}
+    if (me < 2u) ok[me] = atomicAdd(count, 0u) >= 2u ? 1u : 0u;
+}
+"""
+
+
+def test_one_schedule_overlaps_itself_on_two_streams(dev: nexus.Device) -> None:
+    """The driver orders every launch of one CUDA graph exec after the one
+    before, whatever the stream: each stream must get an exec of its own,
+    or one schedule run on two streams could not overlap. Here each run
+    waits on the device for the other one to start, so both report seeing
+    the other only when they ran at the same time."""
+    gate = dev.load_library(GATE_CU.encode()).get_kernel("gate")
+    count = dev.create_buffer(np.zeros(1, np.uint32))
+    ok = dev.create_buffer(np.zeros(2, np.uint32))
+    y = dev.create_buffer(np.zeros(16, np.float32))
+    s = dev.create_schedule()
+    cmd = s.create_command(gate)
+    cmd.set_buffer(0, count)
+    cmd.set_buffer(1, ok)
+    cmd.finalize(1, 1)
+    s.create_fill_command(y, 7.0)  # two operations: one CUDA graph
+    a, b = dev.create_stream(), dev.create_stream()
+    s.run(a, blocking=False)
+    s.run(b, blocking=False)
+    a.synchronize()
+    b.synchronize()
+    np.testing.assert_array_equal(ok.numpy(), [1, 1])
+    np.testing.assert_array_equal(y.numpy(), np.full(16, 7, np.float32))
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_profiled_schedule_times_every_kind_of_step(dev: nexus.Device, scale_kernel: nexus.Kernel, runs: int) -> None:
+    """Device timestamps around a lone kernel (sent directly on its first
+    run on a stream, from its graph after), a graph of a fill and two
+    kernels, a copy to a pinned host buffer (a step of its own) and a
+    signal: every command gets a start and an end, in command order."""
+    n = 4096
+    x = dev.create_buffer(np.ones(n, np.float32))
+    host = dev.create_host_buffer(n, np.float32)
+    event = dev.create_event()
+    s = dev.create_schedule(profile=True)
+    scale_cmd(s, scale_kernel, x, 2.0, n)
+    s.create_signal_command(event, 1)
+    s.create_fill_command(x, 1.0)
+    scale_cmd(s, scale_kernel, x, 3.0, n)
+    scale_cmd(s, scale_kernel, x, 5.0, n)
+    s.create_copy_command(x, host)
+    s.create_signal_command(event, 2)
+    streams = [dev.create_stream(), dev.create_stream()]
+    for i in range(runs):
+        s.run(streams[i % 2])
+    assert event.get_value() == 2
+    np.testing.assert_array_equal(host.numpy(), np.full(n, 15, np.float32))
+    starts = [c.get_property_flt("StartTime") for c in s.get_commands()]
+    ends = [c.get_property_flt("EndTime") for c in s.get_commands()]
+    assert starts[0] == 0
+    assert starts == sorted(starts)
+    assert all(e >= st for st, e in zip(starts, ends))
+    assert all(nxt >= e for e, nxt in zip(ends, starts[1:]))
+    assert 0 < s.get_property_flt("ElapsedTime") < 1000
+
+
 def test_builtin_add_vectors_bounds(dev: nexus.Device) -> None:
     n = 1000  # not a multiple of the group size: the tail must be untouched
     a = np.random.default_rng(4).standard_normal(n + 24, dtype=np.float32)

@@ -9,6 +9,7 @@
 //! memory (signalled by stream writes, awaited by stream memory waits on
 //! queued signals; other waits are held on the host, see `common/queue.rs`).
 
+mod clock;
 mod device;
 mod ffi;
 mod library;
@@ -119,6 +120,8 @@ pub(crate) struct Gpu {
     pub(crate) staging: Mutex<Option<memory::Staging>>,
     /// Ordinals of the GPUs peer access was set up with (`connect_peer`).
     peers: Mutex<Vec<i32>>,
+    /// The timestamp kernel of profiled schedules, loaded on first use.
+    stamp: OnceLock<std::result::Result<clock::StampKernel, Error>>,
     properties: Value,
 }
 
@@ -158,6 +161,7 @@ impl Gpu {
             queues: Registry::default(),
             staging: Mutex::new(None),
             peers: Mutex::new(Vec::new()),
+            stamp: OnceLock::new(),
             properties,
         })
     }
@@ -205,6 +209,15 @@ impl Gpu {
         addresses
             .iter()
             .all(|&a| r::pointer_memory_type(self.d, a) == Some(sys::MEMORYTYPE_DEVICE))
+    }
+
+    /// The kernel that stamps profiled schedules' timestamps (loaded once;
+    /// a failure to load it is kept and reported to every profiled schedule).
+    pub(crate) fn stamp_kernel(&self) -> Result<safe::Function> {
+        match self.stamp.get_or_init(|| clock::StampKernel::load(self)) {
+            Ok(k) => Ok(k.function()),
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// The primary context, retained on first use.

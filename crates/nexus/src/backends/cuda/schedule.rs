@@ -4,10 +4,9 @@
 //! consecutive kernels, copies and fills of device memory is built into a
 //! CUDA graph at encode time (node by node: stream capture would be
 //! invalidated by another thread's implicitly synchronising call, such as a
-//! free) and replayed with one `cuGraphLaunch`; a lone kernel is launched
-//! directly (see `Encoder::flush`). A profiled schedule builds graphs for
-//! lone operations too, each node between two event-record nodes of timing
-//! events, so its run is one launch. A signal command on a CUDA
+//! free) and replayed with one `cuGraphLaunch`, from an exec of the stream's
+//! own (`GraphStep`). A profiled schedule's graphs stamp the device clock
+//! between their nodes (`clock.rs`), so its run is still one launch. A signal command on a CUDA
 //! event is a stream memory write (`cuStreamWriteValue64`) of the event's
 //! mapped value; a wait command is decided when it is about to be queued
 //! behind everything before it in its stream (`send`, with
@@ -18,17 +17,18 @@
 
 use std::sync::Arc;
 
+use super::clock::Stamps;
 use super::ffi::result as r;
-use super::ffi::safe::{self, Event, Function, Graph, GraphExec, KernelLaunch};
+use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
 use super::ffi::sys;
 use super::library::CudaKernel;
 use super::stream::{CudaDeviceStream, CudaStream, StreamQueue};
 use super::sync::{CudaEvent, Timeline};
 use super::Gpu;
-use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
 use crate::backends::common::queue::HeldRun;
 use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
+use crate::backends::common::{self, lock};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -94,23 +94,107 @@ impl Launch {
     }
 }
 
+/// Consecutive kernels, copies and fills of device memory as one CUDA
+/// graph, with an exec per stream it runs on: the driver orders every
+/// launch of one exec after the one before, whatever the stream, so one
+/// schedule run on two streams would not overlap with a shared exec.
+struct GraphStep {
+    /// (stream, its exec), at most `MAX_EXECS`. A lone operation's first
+    /// run on a stream is sent directly (`None`): a schedule run once pays
+    /// for no instantiation.
+    execs: std::sync::Mutex<Vec<(usize, Option<Arc<GraphExec>>)>>,
+    /// Instantiated again per stream; freed after the execs.
+    graph: Graph,
+    /// The operation (with its index), when the graph holds only it.
+    lone: Option<(usize, Node)>,
+}
+
+/// Streams beyond this many share the first stream's exec (their runs of
+/// the graph are then ordered after each other, still correct).
+const MAX_EXECS: usize = 8;
+/// The key of the exec made at encode time until a stream takes it.
+const UNCLAIMED: usize = 0;
+
+impl GraphStep {
+    /// The exec to launch on `stream`; `None`: send the lone operation.
+    fn exec_for(&self, stream: sys::CUstream) -> Result<Option<Arc<GraphExec>>> {
+        let key = stream as usize;
+        // Held while instantiating: the driver does not synchronise a graph.
+        let mut execs = lock(&self.execs);
+        let at = execs.iter().position(|(s, _)| *s == key);
+        match at {
+            Some(i) => {
+                if let Some(e) = &execs[i].1 {
+                    return Ok(Some(e.clone()));
+                }
+                let exec = Arc::new(self.instantiate()?);
+                execs[i].1 = Some(exec.clone());
+                Ok(Some(exec))
+            }
+            None if execs.len() >= MAX_EXECS => Ok(execs.iter().find_map(|(_, e)| e.clone())),
+            None if self.lone.is_some() => {
+                execs.push((key, None));
+                Ok(None)
+            }
+            None => {
+                // The exec made at encode time goes to the first stream.
+                if let Some(first) = execs.iter_mut().find(|(s, _)| *s == UNCLAIMED) {
+                    first.0 = key;
+                    return Ok(first.1.clone());
+                }
+                let exec = Arc::new(self.instantiate()?);
+                execs.push((key, Some(exec.clone())));
+                Ok(Some(exec))
+            }
+        }
+    }
+
+    fn instantiate(&self) -> Result<GraphExec> {
+        self.graph.instantiate()
+    }
+
+    /// Queues the graph on `stream` (the lone operation itself on its first
+    /// run there, stamped around when profiled).
+    fn send(&self, d: &sys::Driver, stream: sys::CUstream, stamps: Option<&Stamps>) -> Result<()> {
+        match (self.exec_for(stream)?, &self.lone) {
+            (Some(exec), _) => exec.launch(stream),
+            (None, Some((op, node))) => {
+                if let Some(st) = stamps {
+                    st.stamp(stream, st.start(*op), 0)?;
+                }
+                node.send(d, stream)?;
+                match stamps {
+                    Some(st) => st.stamp(stream, st.end(*op), 0),
+                    None => Ok(()),
+                }
+            }
+            (None, None) => Err(Error::new(
+                Status::DriverError,
+                "a CUDA graph step has no exec (nexus bug)",
+            )),
+        }
+    }
+}
+
 enum Step {
     /// A kernel, copy or fill on its own, in stream order.
     Single(Node),
-    Graph {
-        exec: GraphExec,
-        /// Kept beside its instantiation (freed after it).
-        _graph: Graph,
-    },
+    Graph(GraphStep),
     /// A stream write of a CUDA event's mapped value.
-    Signal { timeline: Arc<Timeline>, value: u64 },
+    Signal {
+        timeline: Arc<Timeline>,
+        value: u64,
+    },
     /// Signals an event of another runtime from a host function.
     HostSignal {
         event: Arc<dyn hal::Event>,
         value: u64,
     },
     /// Waits for a CUDA event's value (see `send` for how).
-    Wait { timeline: Arc<Timeline>, value: u64 },
+    Wait {
+        timeline: Arc<Timeline>,
+        value: u64,
+    },
     /// Waits for an event of another runtime (held on the host).
     HostWait {
         event: Arc<dyn hal::Event>,
@@ -123,14 +207,11 @@ enum Step {
 pub(crate) struct Steps {
     gpu: Arc<Gpu>,
     steps: Vec<Step>,
-    /// Profiled schedules: a start and an end timing event per operation,
-    /// in operation order.
-    timing: Option<Vec<(Event, Event)>>,
-    /// Per step of a profiled schedule, the operation whose events the
-    /// stream records around the step; `None` where the step is a graph
-    /// that records them itself, as event-record nodes around each node
-    /// (no calls on the host beside the graph's launch: a profiled run costs
-    /// about what a plain one does).
+    /// Profiled schedules: a start and an end timestamp per operation.
+    stamps: Option<Stamps>,
+    /// Per step of a profiled schedule, the operation the stream stamps
+    /// around the step; `None` where the step is a graph that stamps its
+    /// nodes itself.
     timed_on_stream: Vec<Option<usize>>,
     /// Keeps kernels, buffers and events alive while the schedule exists.
     _ops: Vec<hal::Op>,
@@ -143,18 +224,13 @@ pub struct CudaSchedule {
 impl CudaSchedule {
     pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         let _ctx = gpu.bind()?;
-        let timing = if profile {
-            let ctx = gpu.context()?;
-            let pair = || -> Result<(Event, Event)> {
-                Ok((Event::create_timed(&ctx)?, Event::create_timed(&ctx)?))
-            };
-            Some((0..ops.len()).map(|_| pair()).collect::<Result<Vec<_>>>()?)
-        } else {
-            None
+        let stamps = match profile {
+            true => Some(Stamps::new(gpu, ops.len())?),
+            false => None,
         };
         let mut enc = Encoder {
             gpu,
-            timing: timing.as_deref(),
+            stamps: stamps.as_ref(),
             steps: Vec::new(),
             timed_on_stream: Vec::new(),
             pending: Vec::new(),
@@ -286,7 +362,7 @@ impl CudaSchedule {
             steps: Arc::new(Steps {
                 gpu: gpu.clone(),
                 steps,
-                timing,
+                stamps,
                 timed_on_stream,
                 _ops: ops,
             }),
@@ -297,8 +373,8 @@ impl CudaSchedule {
 /// Turns a schedule's operations into steps.
 struct Encoder<'a> {
     gpu: &'a Arc<Gpu>,
-    /// The timing events of a profiled schedule, per operation.
-    timing: Option<&'a [(Event, Event)]>,
+    /// The timestamps of a profiled schedule.
+    stamps: Option<&'a Stamps>,
     steps: Vec<Step>,
     timed_on_stream: Vec<Option<usize>>,
     /// Graph-able operations (with their index) since the last other step.
@@ -310,60 +386,72 @@ impl Encoder<'_> {
     fn push(&mut self, index: usize, step: Step) -> Result<()> {
         self.flush()?;
         self.steps.push(step);
-        self.timed_on_stream.push(self.timing.map(|_| index));
+        self.timed_on_stream.push(self.stamps.map(|_| index));
         Ok(())
     }
 
-    /// Turns the pending operations into steps: several (or, profiled, any)
-    /// as one CUDA graph, a lone one unprofiled as itself. A one-node graph
-    /// launched faster on an H200 (7.4 vs 9.7 us a blocking run), but the
-    /// driver orders every launch of one graph exec after the one before,
-    /// whatever the stream: one schedule run on two streams would no
-    /// longer overlap (bench/RESULTS.md).
+    /// Turns the pending operations into one graph step (a driver without
+    /// graph nodes runs them one by one). A lone operation is a graph too:
+    /// a one-node graph's launch took 1.6 us on an H200 where
+    /// `cuLaunchKernel` took 4.7 (bench/RESULTS.md).
     fn flush(&mut self) -> Result<()> {
         let nodes = std::mem::take(&mut self.pending);
-        let d = self.gpu.d;
-        let graphed = match self.timing {
-            Some(_) => !nodes.is_empty() && r::graph_event_nodes_supported(d),
-            None => nodes.len() >= 2 && r::graph_nodes_supported(d),
-        };
-        if !graphed {
-            // A driver without graph nodes runs them one by one.
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        if !r::graph_nodes_supported(self.gpu.d) {
             for (index, node) in nodes {
                 self.steps.push(Step::Single(node));
-                self.timed_on_stream.push(self.timing.map(|_| index));
+                self.timed_on_stream.push(self.stamps.map(|_| index));
             }
             return Ok(());
         }
         let graph = Graph::create(&self.gpu.context()?)?;
         // A chain: each node depends on the one before, as in a stream;
-        // profiled, each between the records of its timing events.
+        // profiled, a stamp before each node and after the last (the end
+        // of one operation is the start of the next).
         let mut previous = None;
+        let mut last_op = None;
         for (k, (index, node)) in nodes.iter().enumerate() {
-            let timed = self.timing.map(|t| &t[*index]);
             let mut add = || -> Result<sys::CUgraphNode> {
-                if let Some((start, _)) = timed {
-                    previous = Some(graph.add_event_record(previous, start)?);
+                if let Some(st) = self.stamps {
+                    let end_before = last_op.map_or(0, |op| st.end(op));
+                    previous = Some(st.add_to(
+                        &graph,
+                        previous.as_slice(),
+                        st.start(*index),
+                        end_before,
+                    )?);
                 }
-                let mut last = node.add_to(&graph, previous)?;
-                if let Some((_, end)) = timed {
-                    last = graph.add_event_record(Some(last), end)?;
-                }
-                Ok(last)
+                node.add_to(&graph, previous)
             };
             previous = Some(add().map_err(|mut e| {
                 e.message = format!("operation {k} of {}: {}", nodes.len(), e.message);
                 e
             })?);
+            last_op = Some(*index);
         }
-        let exec = graph.instantiate().map_err(|mut e| {
-            e.message = format!("{} (a graph of {} operations)", e.message, nodes.len());
-            e
-        })?;
-        self.steps.push(Step::Graph {
-            exec,
-            _graph: graph,
-        });
+        if let (Some(st), Some(op)) = (self.stamps, last_op) {
+            st.add_to(&graph, previous.as_slice(), st.end(op), 0)?;
+        }
+        let count = nodes.len();
+        let mut lone = None;
+        let mut execs = Vec::new();
+        if count == 1 {
+            lone = nodes.into_iter().next();
+        } else {
+            // Instantiated now, so a graph the driver refuses fails here.
+            let exec = graph.instantiate().map_err(|mut e| {
+                e.message = format!("{} (a graph of {count} operations)", e.message);
+                e
+            })?;
+            execs.push((UNCLAIMED, Some(Arc::new(exec))));
+        }
+        self.steps.push(Step::Graph(GraphStep {
+            execs: std::sync::Mutex::new(execs),
+            graph,
+            lone,
+        }));
         self.timed_on_stream.push(None);
         Ok(())
     }
@@ -387,17 +475,18 @@ impl HeldRun<CudaDeviceStream> for Steps {
         let stream = on.raw();
         let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
-            let timing = match (&self.timing, self.timed_on_stream.get(i)) {
-                (Some(t), Some(Some(op))) => t.get(*op),
+            // The operation the stream stamps around this step, if any.
+            let timing = match (&self.stamps, self.timed_on_stream.get(i)) {
+                (Some(st), Some(Some(op))) => Some((st, *op)),
                 _ => None,
             };
             let waits = matches!(step, Step::Wait { .. } | Step::HostWait { .. });
-            if let (Some((start, _)), false) = (timing, waits) {
-                start.record(stream)?;
+            if let (Some((st, op)), false) = (timing, waits) {
+                st.stamp(stream, st.start(op), 0)?;
             }
             match step {
                 Step::Single(node) => node.send(d, stream)?,
-                Step::Graph { exec, .. } => exec.launch(stream)?,
+                Step::Graph(g) => g.send(d, stream, self.stamps.as_ref())?,
                 Step::Signal { timeline, value } => {
                     // The event's slot lives while the schedule does.
                     r::stream_write_value64(d, stream, timeline.device_address, *value)?;
@@ -436,12 +525,10 @@ impl HeldRun<CudaDeviceStream> for Steps {
                     safe::launch_host_fn(d, stream, Box::new(signal))?;
                 }
             }
-            if let Some((start, end)) = timing {
-                if waits {
-                    // A wait decided now: it took no device time after this.
-                    start.record(stream)?;
-                }
-                end.record(stream)?;
+            if let Some((st, op)) = timing {
+                // A wait decided now took no device time after this point.
+                let start = if waits { st.start(op) } else { 0 };
+                st.stamp(stream, st.end(op), start)?;
             }
             sent_any = true;
         }
@@ -471,13 +558,12 @@ impl HeldRun<CudaDeviceStream> for Steps {
 }
 
 /// A profiled wait that passed on the host took no device time: both its
-/// timing events at this point of the stream.
-fn record_passed(timing: Option<&(Event, Event)>, stream: sys::CUstream) -> Result<()> {
-    if let Some((start, end)) = timing {
-        start.record(stream)?;
-        end.record(stream)?;
+/// timestamps at this point of the stream.
+fn record_passed(timing: Option<(&Stamps, usize)>, stream: sys::CUstream) -> Result<()> {
+    match timing {
+        Some((st, op)) => st.stamp(stream, st.start(op), st.end(op)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl CudaSchedule {
@@ -511,17 +597,7 @@ impl CudaSchedule {
 
 impl hal::Schedule for CudaSchedule {
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
-        let timing = self.steps.timing.as_ref()?;
-        let origin = &timing.first()?.0;
-        let _ctx = self.steps.gpu.bind().ok()?;
-        timing
-            .iter()
-            .map(|(start, end)| {
-                let s = start.ms_since(origin).ok()? as f64;
-                let e = end.ms_since(origin).ok()? as f64;
-                Some((s, e))
-            })
-            .collect()
+        self.steps.stamps.as_ref()?.timings()
     }
 
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {

@@ -42,6 +42,19 @@ pub(crate) fn reserve_slots(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// A zeroed word from the event pool for other uses (profiled schedules'
+/// timestamps, `clock.rs`); returned with `give_back_slot` once no queued
+/// work writes it.
+pub(crate) fn take_slot(ctx: &Context) -> Result<Slot> {
+    let slot = SLOTS.take(|| slab(ctx))?;
+    slot.0.store(0, Ordering::Release);
+    Ok(slot)
+}
+
+pub(crate) fn give_back_slot(slot: Slot) {
+    SLOTS.give_back(slot);
+}
+
 /// The state of one event that queued work refers to: the mapped value,
 /// the epochs of host stores and GPU signals, and the GPUs that queued work
 /// on it.

@@ -302,27 +302,6 @@ pub fn event_create(d: &Driver) -> Result<CUevent> {
     Ok(e)
 }
 
-/// An event that records timestamps (for profiled schedules).
-pub fn event_create_timed(d: &Driver) -> Result<CUevent> {
-    let mut e = std::ptr::null_mut();
-    check(
-        d,
-        // SAFETY: out-pointer to a local; a context is current.
-        unsafe { (d.cuEventCreate)(&mut e, 0) },
-        || "cuEventCreate".into(),
-    )?;
-    Ok(e)
-}
-
-/// Milliseconds from `start` to `end` (both recorded and reached).
-pub fn event_elapsed_ms(d: &Driver, start: CUevent, end: CUevent) -> Result<f32> {
-    let mut ms = 0f32;
-    // SAFETY: out-pointer to a local; two live timing events.
-    let code = unsafe { (d.cuEventElapsedTime)(&mut ms, start, end) };
-    check(d, code, || "cuEventElapsedTime".into())?;
-    Ok(ms)
-}
-
 /// A module from an image (PTX text NUL-terminated, cubin or fatbin); the
 /// JIT's error log goes into the error message.
 pub fn module_load(d: &Driver, image: &[u8]) -> Result<CUmodule> {
@@ -539,11 +518,6 @@ pub fn graph_nodes_supported(d: &Driver) -> bool {
     d.cuGraphAddKernelNode.is_some()
 }
 
-/// Whether graphs can record timing events (profiled schedules).
-pub fn graph_event_nodes_supported(d: &Driver) -> bool {
-    graph_nodes_supported(d) && d.cuGraphAddEventRecordNode.is_some()
-}
-
 pub fn graph_create(d: &Driver) -> Result<CUgraph> {
     let mut g = std::ptr::null_mut();
     // SAFETY: out-pointer to a local; a context is current.
@@ -553,12 +527,12 @@ pub fn graph_create(d: &Driver) -> Result<CUgraph> {
     Ok(g)
 }
 
-/// Adds a kernel node after `previous` (none: a root) and returns it.
+/// Adds a kernel node after every node of `deps` (none: a root) and returns it.
 #[allow(clippy::too_many_arguments)]
 pub fn graph_add_kernel_node(
     d: &Driver,
     graph: CUgraph,
-    previous: Option<CUgraphNode>,
+    deps: &[CUgraphNode],
     f: CUfunction,
     grid: [u32; 3],
     block: [u32; 3],
@@ -578,7 +552,6 @@ pub fn graph_add_kernel_node(
         kern: std::ptr::null_mut(),
         ctx: std::ptr::null_mut(),
     };
-    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
     let mut node = std::ptr::null_mut();
     // SAFETY: a live graph and function; the dependency array holds
     // `deps.len()` nodes of this graph; the driver copies the parameters.
@@ -617,25 +590,6 @@ pub fn graph_add_memcpy_node(
     // this graph; the driver copies the parameters.
     let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), &p, ctx) };
     check(d, code, || format!("cuGraphAddMemcpyNode ({size} bytes)"))?;
-    Ok(node)
-}
-
-/// Adds a record of `event` (a timing event) after `previous`.
-pub fn graph_add_event_record_node(
-    d: &Driver,
-    graph: CUgraph,
-    previous: Option<CUgraphNode>,
-    event: CUevent,
-) -> Result<CUgraphNode> {
-    let add = d
-        .cuGraphAddEventRecordNode
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddEventRecordNode missing"))?;
-    let deps: Vec<CUgraphNode> = previous.into_iter().collect();
-    let mut node = std::ptr::null_mut();
-    // SAFETY: out-pointer to a local, `deps` outlives the call, and the
-    // event belongs to the graph's context (it outlives the graph's execs).
-    let code = unsafe { add(&mut node, graph, deps.as_ptr(), deps.len(), event) };
-    check(d, code, || "cuGraphAddEventRecordNode".into())?;
     Ok(node)
 }
 

@@ -160,8 +160,9 @@ owned_handle!(
 );
 
 /// An instantiated graph, launched whole. The driver does not synchronise
-/// a graph exec internally, so launches from several threads (one schedule
-/// run on two streams at once) take turns.
+/// a graph exec internally, so launches from several threads take turns
+/// (schedules give each stream an exec of its own, but streams beyond
+/// their limit share one).
 pub struct GraphExec {
     handle: GraphExecHandle,
     launching: std::sync::Mutex<()>,
@@ -220,21 +221,6 @@ impl Event {
             ctx: *ctx,
             raw: r::event_create(ctx.d)?,
         })
-    }
-
-    /// An event that records a timestamp, for profiling.
-    pub fn create_timed(ctx: &Context) -> Result<Event> {
-        let _bound = ctx.bind()?;
-        Ok(Event {
-            ctx: *ctx,
-            raw: r::event_create_timed(ctx.d)?,
-        })
-    }
-
-    /// Milliseconds from `start`'s timestamp to this event's (both timed
-    /// events, recorded and reached).
-    pub fn ms_since(&self, start: &Event) -> Result<f32> {
-        r::event_elapsed_ms(self.ctx.d, start.raw, self.raw)
     }
 
     pub fn record(&self, stream: CUstream) -> Result<()> {
@@ -316,10 +302,19 @@ impl Graph {
         previous: Option<CUgraphNode>,
         k: &KernelLaunch<'_>,
     ) -> Result<CUgraphNode> {
+        self.add_kernel_after(previous.as_slice(), k)
+    }
+
+    /// Adds a kernel node after every node of `deps` (none: a root).
+    pub fn add_kernel_after(
+        &self,
+        deps: &[CUgraphNode],
+        k: &KernelLaunch<'_>,
+    ) -> Result<CUgraphNode> {
         r::graph_add_kernel_node(
             self.ctx.d,
             self.raw,
-            previous,
+            deps,
             k.function.raw(),
             k.grid,
             k.block,
@@ -360,16 +355,6 @@ impl Graph {
             )?);
         }
         last.ok_or_else(|| Error::new(Status::InvalidSize, "an empty fill"))
-    }
-
-    /// Adds a record of `event` after `previous`; the event must outlive
-    /// every instantiation of the graph.
-    pub fn add_event_record(
-        &self,
-        previous: Option<CUgraphNode>,
-        event: &Event,
-    ) -> Result<CUgraphNode> {
-        r::graph_add_event_record_node(self.ctx.d, self.raw, previous, event.raw)
     }
 
     pub fn instantiate(&self) -> Result<GraphExec> {

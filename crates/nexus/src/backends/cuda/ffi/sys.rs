@@ -252,7 +252,6 @@ function_table! {
         cuEventQuery: fn(CUevent) -> CUresult;
         cuEventSynchronize: fn(CUevent) -> CUresult;
         cuEventDestroy_v2: fn(CUevent) -> CUresult;
-        cuEventElapsedTime: fn(*mut f32, CUevent, CUevent) -> CUresult;
         cuModuleLoadDataEx: fn(*mut CUmodule, *const c_void, c_uint, *mut c_int, *mut *mut c_void) -> CUresult;
         cuModuleUnload: fn(CUmodule) -> CUresult;
         cuModuleGetFunction: fn(*mut CUfunction, CUmodule, *const c_char) -> CUresult;
@@ -277,7 +276,6 @@ function_table! {
         cuGraphAddMemcpyNode ["cuGraphAddMemcpyNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMCPY3D, CUcontext) -> CUresult;
         cuGraphAddMemsetNode ["cuGraphAddMemsetNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMSET_NODE_PARAMS, CUcontext) -> CUresult;
         cuGraphAddKernelNode ["cuGraphAddKernelNode_v2", "cuGraphAddKernelNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_KERNEL_NODE_PARAMS) -> CUresult;
-        cuGraphAddEventRecordNode ["cuGraphAddEventRecordNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, CUevent) -> CUresult;
     }
 }
 

@@ -1,0 +1,167 @@
+//! Device-clock timestamps of profiled schedules.
+//!
+//! A one-thread kernel stores `%globaltimer`, the GPU's nanosecond clock,
+//! into words of mapped pinned memory: a start and an end word per
+//! operation. Inside a CUDA graph the stamps are kernel nodes in the chain
+//! (the end of one operation and the start of the next share one), so a
+//! profiled run is still one graph launch; steps outside graphs are
+//! stamped by launching the kernel on the stream around them.
+//!
+//! Why not CUDA events with timing: on an H200 an event-record node cost
+//! about 2.4 us of device time per timestamp, and `cuEventRecord` around a
+//! launch about 0.9 us of host time per pair plus ~1 us on the device
+//! (bench/RESULTS.md); a stamp node costs what a small kernel in a graph
+//! does. The words are read directly on the host (no copy, no driver
+//! call), which the trace does after every run.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::ffi::safe::{Function, Graph, KernelLaunch, Module};
+use super::ffi::sys::{CUgraphNode, CUstream};
+use super::sync;
+use super::Gpu;
+use crate::backends::common::args::ArgPack;
+use crate::backends::common::timeline::Slot;
+use crate::error::Result;
+
+/// `nexus_stamp(a, b)`: stores the global timer at `a`, and at `b` unless
+/// it is 0.
+const STAMP_PTX: &str = "\
+.version 6.0
+.target sm_50
+.address_size 64
+.visible .entry nexus_stamp(.param .u64 a, .param .u64 b)
+{
+    .reg .pred %p<2>;
+    .reg .b64 %rd<5>;
+    ld.param.u64 %rd1, [a];
+    ld.param.u64 %rd2, [b];
+    mov.u64 %rd3, %globaltimer;
+    cvta.to.global.u64 %rd4, %rd1;
+    st.global.u64 [%rd4], %rd3;
+    setp.eq.u64 %p1, %rd2, 0;
+    @%p1 bra DONE;
+    cvta.to.global.u64 %rd4, %rd2;
+    st.global.u64 [%rd4], %rd3;
+DONE:
+    ret;
+}
+\0";
+
+/// The stamp kernel of one GPU's context, loaded on first use.
+pub(crate) struct StampKernel {
+    function: Function,
+    _module: Module,
+}
+
+impl StampKernel {
+    pub(crate) fn function(&self) -> Function {
+        self.function
+    }
+
+    pub(crate) fn load(gpu: &Gpu) -> Result<StampKernel> {
+        let module = Module::load(&gpu.context()?, STAMP_PTX.as_bytes())?;
+        Ok(StampKernel {
+            function: module.function("nexus_stamp")?,
+            _module: module,
+        })
+    }
+}
+
+/// The timestamp words of one profiled schedule: `2 * op` is operation
+/// `op`'s start, `2 * op + 1` its end (0 until first written).
+pub(crate) struct Stamps {
+    gpu: Arc<Gpu>,
+    words: Vec<Slot>,
+}
+
+impl Stamps {
+    pub(crate) fn new(gpu: &Arc<Gpu>, ops: usize) -> Result<Stamps> {
+        gpu.stamp_kernel()?;
+        let ctx = gpu.context()?;
+        let mut stamps = Stamps {
+            gpu: gpu.clone(),
+            words: Vec::with_capacity(2 * ops),
+        };
+        for _ in 0..2 * ops {
+            stamps.words.push(sync::take_slot(&ctx)?);
+        }
+        Ok(stamps)
+    }
+
+    /// The device address of operation `op`'s start word.
+    pub(crate) fn start(&self, op: usize) -> u64 {
+        self.words.get(2 * op).map_or(0, |w| w.1)
+    }
+
+    /// The device address of operation `op`'s end word.
+    pub(crate) fn end(&self, op: usize) -> u64 {
+        self.words.get(2 * op + 1).map_or(0, |w| w.1)
+    }
+
+    /// Queues a stamp of `a` (and `b`, unless 0) on `stream`.
+    pub(crate) fn stamp(&self, stream: CUstream, a: u64, b: u64) -> Result<()> {
+        let args = pack(a, b);
+        KernelLaunch {
+            function: self.gpu.stamp_kernel()?,
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            shared: 0,
+            args: &args,
+        }
+        .launch(self.gpu.d, stream)
+    }
+
+    /// Adds a stamp of `a` (and `b`, unless 0) to `graph` after `deps`.
+    pub(crate) fn add_to(
+        &self,
+        graph: &Graph,
+        deps: &[CUgraphNode],
+        a: u64,
+        b: u64,
+    ) -> Result<CUgraphNode> {
+        let args = pack(a, b);
+        graph.add_kernel_after(
+            deps,
+            &KernelLaunch {
+                function: self.gpu.stamp_kernel()?,
+                grid: [1, 1, 1],
+                block: [1, 1, 1],
+                shared: 0,
+                args: &args,
+            },
+        )
+    }
+
+    /// Each operation's (start, end) in milliseconds from the first
+    /// operation's start, as of the last run; `None` before every word was
+    /// written once.
+    pub(crate) fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        let ns: Vec<u64> = self
+            .words
+            .iter()
+            .map(|w| w.0.load(Ordering::Acquire))
+            .collect();
+        if ns.contains(&0) {
+            return None;
+        }
+        let origin = *ns.first()?;
+        let ms = |t: u64| (t as i128 - origin as i128) as f64 / 1e6;
+        Some(ns.chunks(2).map(|p| (ms(p[0]), ms(p[1]))).collect())
+    }
+}
+
+fn pack(a: u64, b: u64) -> ArgPack {
+    ArgPack::new(&[a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec()])
+}
+
+impl Drop for Stamps {
+    fn drop(&mut self) {
+        // The schedule's runs are complete (they kept it alive): no stamp
+        // is queued on these words any more.
+        for w in self.words.drain(..) {
+            sync::give_back_slot(w);
+        }
+    }
+}
