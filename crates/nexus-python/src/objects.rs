@@ -21,14 +21,15 @@ macro_rules! releasable {
     ($($ty:ty),*) => {$(
         #[pymethods]
         impl $ty {
-            fn release(&self) {
-                self.inner.release()
+            // Without the GIL: freeing may wait for the driver.
+            fn release(&self, py: Python<'_>) {
+                py.detach(|| self.inner.release())
             }
             fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
                 slf
             }
-            fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-                self.inner.release();
+            fn __exit__(&self, py: Python<'_>, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
+                py.detach(|| self.inner.release());
                 false
             }
         }
@@ -343,13 +344,13 @@ impl PyDevice {
         ))
     }
     #[pyo3(signature = (event_type=None))]
-    fn create_event(&self, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {
+    fn create_event(&self, py: Python<'_>, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {
         let t = match event_type {
             Some(t) => EventType::from_code(strict_int(t, "event_type")?).py()?,
             None => EventType::Shared,
         };
         Ok(PyEvent {
-            inner: self.inner.create_event(t).py()?,
+            inner: py.detach(|| self.inner.create_event(t)).py()?,
         })
     }
     fn get_events(&self) -> Vec<PyEvent> {
@@ -376,9 +377,11 @@ impl PyDevice {
         })
     }
     /// The kernels nexus ships for this device (`add_vectors`, `empty`).
-    fn get_builtin_library(&self) -> PyResult<PyLibrary> {
+    fn get_builtin_library(&self, py: Python<'_>) -> PyResult<PyLibrary> {
         Ok(PyLibrary {
-            inner: self.inner.load_library(LibrarySource::Builtin).py()?,
+            inner: py
+                .detach(|| self.inner.load_library(LibrarySource::Builtin))
+                .py()?,
         })
     }
     /// `profile=True`: each run records its commands' times
@@ -393,9 +396,11 @@ impl PyDevice {
             },
         }
     }
-    fn create_stream(&self) -> PyResult<PyStream> {
+    // Driver calls run without the GIL (another thread's driver call
+    // may hold the driver's own locks for long).
+    fn create_stream(&self, py: Python<'_>) -> PyResult<PyStream> {
         Ok(PyStream {
-            inner: self.inner.create_stream().py()?,
+            inner: py.detach(|| self.inner.create_stream()).py()?,
         })
     }
     fn __repr__(&self) -> String {
