@@ -745,7 +745,8 @@ impl Schedule {
             }
         }
         let encoded = self.encoded()?;
-        let started = std::time::Instant::now();
+        // A clock read only for a profiled schedule's host-side time.
+        let started = self.inner.profile.as_ref().map(|_| std::time::Instant::now());
         let hal_stream = stream.map(Stream::hal).transpose()?;
         let fence = encoded.schedule.submit(hal_stream.as_deref(), blocking)?;
         for usage in &encoded.usages {
@@ -755,7 +756,7 @@ impl Schedule {
         if crate::trace::active() {
             self.trace_run(stream, &encoded, &fence);
         }
-        let profile = self.inner.profile.clone().map(|p| (p, started));
+        let profile = self.inner.profile.clone().zip(started);
         Ok(Run { fence, profile })
     }
 
