@@ -296,10 +296,32 @@ def test_views_bind_sub_buffers(ocl: nexus.Device) -> None:
         fill(buf[1:5], 4)
 
 
+def test_a_stream_turns_to_profiling_in_stream_order(ocl: nexus.Device) -> None:
+    """A stream's first profiled run moves it to a driver queue with
+    profiling; the run still follows the plain run before it, here held
+    behind a wait until the host signals (the other order would leave 1)."""
+    buf = ocl.create_buffer(np.zeros(4096, np.float32))
+    ev = ocl.create_event()
+    plain = ocl.create_schedule()
+    plain.create_wait_command(ev, 1)
+    plain.create_fill_command(buf, 1.0)
+    profiled = ocl.create_schedule(profile=True)
+    profiled.create_fill_command(buf, 2.0)
+    stream = ocl.create_stream()
+    plain.run(stream, blocking=False)
+    profiled.run(stream, blocking=False)
+    ev.signal(1)
+    stream.synchronize()
+    np.testing.assert_array_equal(buf.numpy(), np.full(4096, 2, np.float32))
+    assert profiled.get_commands()[0].get_property_flt("ElapsedTime") >= 0
+    plain.run(stream)  # and plain runs go on in order on the new queue
+    np.testing.assert_array_equal(buf.numpy(), np.full(4096, 1, np.float32))
+
+
 def test_profiled_schedule_reports_device_times(ocl: nexus.Device) -> None:
     """Profiled schedules read each command's start and end from its event
-    (queues are created with CL_QUEUE_PROFILING_ENABLE): times are ordered,
-    and a large fill takes longer than a tiny one."""
+    (their stream's queue turns to CL_QUEUE_PROFILING_ENABLE): times are
+    ordered, and a large fill takes longer than a tiny one."""
     lib = ocl.load_library(str(KERNELS / "kernels.cl"))
     small, big = ocl.zeros(64), ocl.zeros(1 << 22)
     ev = ocl.create_event()

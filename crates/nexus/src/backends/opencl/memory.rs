@@ -86,7 +86,7 @@ pub(super) fn probe_zero_copy(dev: &Dev, ctx: &Context) -> bool {
     };
     let probe = || -> Result<bool> {
         let mem = Mem::new(dev.a, ctx, ALIGNMENT, Some(host.ptr))?;
-        let q = super::ffi::result::Queue::new(dev.a, ctx, dev.id.0)?;
+        let q = super::ffi::result::Queue::new(dev.a, ctx, dev.id.0, false)?;
         let at = q.map_address(&mem, ALIGNMENT)?;
         Ok(at == host.ptr as usize)
     };

@@ -281,7 +281,7 @@ impl Dev {
         if let Some(q) = self.transfer.get() {
             return Ok(q);
         }
-        let q = Queue::new(self.a, self.ctx()?, self.id.0)?;
+        let q = Queue::new(self.a, self.ctx()?, self.id.0, false)?;
         let _g = lock(&self.setup_lock);
         if self.transfer.get().is_none() {
             let _ = self.transfer.set(q);

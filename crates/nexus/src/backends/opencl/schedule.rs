@@ -11,7 +11,7 @@
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use super::ffi::result::{Event, Kernel, Mem};
+use super::ffi::result::{Event, Kernel, Mem, Queue};
 use super::ffi::sys::{
     cl_event, CL_COMPLETE, CL_PROFILING_COMMAND_END, CL_PROFILING_COMMAND_START,
 };
@@ -74,6 +74,8 @@ pub(crate) struct Steps {
     steps: Vec<Step>,
     /// Some step waits for an event (so a run may wait for the host).
     pub(crate) has_waits: bool,
+    /// Some step runs on the host (it then needs the stream's last event).
+    pub(crate) has_host_steps: bool,
     /// A profiled schedule: per step, the event of its last enqueue (their
     /// profiling info gives the device times of the last run).
     profile: Option<Mutex<Vec<Option<Event>>>>,
@@ -339,11 +341,13 @@ impl OclSchedule {
             steps.push(Step::Host(Arc::new(host)));
         }
         let has_waits = steps.iter().any(|s| matches!(s, Step::Host(actions) if actions.iter().any(|a| matches!(a, Action::Wait(..)))));
+        let has_host_steps = steps.iter().any(|s| matches!(s, Step::Host(_)));
         let profile = profile.then(|| Mutex::new((0..steps.len()).map(|_| None).collect()));
         Ok(OclSchedule {
             steps: Arc::new(Steps {
                 dev: dev.clone(),
                 has_waits,
+                has_host_steps,
                 profile,
                 steps,
                 _ops: ops,
@@ -425,9 +429,15 @@ impl Steps {
     /// Enqueues every step on `q` after `prev` (the stream's last command);
     /// returns the run's last event, and the first failure (what was
     /// enqueued before it still runs).
+    pub(crate) fn is_profiled(&self) -> bool {
+        self.profile.is_some()
+    }
+
+    /// Enqueues one run on `q` after `prev` (the stream's last event);
+    /// returns the run's last event.
     pub(crate) fn enqueue(
         &self,
-        q: &StreamQueue,
+        q: &Queue,
         mut prev: Option<Event>,
     ) -> (Option<Event>, Result<()>) {
         let n = self.steps.len();
@@ -448,22 +458,20 @@ impl Steps {
                     global,
                     local,
                     ..
-                } => q.queue.ndrange(kernel, global, local, None, want(i)),
+                } => q.ndrange(kernel, global, local, None, want(i)),
                 Step::Copy {
                     src,
                     dst,
                     src_offset,
                     dst_offset,
                     size,
-                } => q
-                    .queue
-                    .copy(src, dst, *src_offset, *dst_offset, *size, want(i)),
+                } => q.copy(src, dst, *src_offset, *dst_offset, *size, want(i)),
                 Step::Fill {
                     mem,
                     pattern,
                     offset,
                     size,
-                } => q.queue.fill(mem, pattern, *offset, *size, want(i)),
+                } => q.fill(mem, pattern, *offset, *size, want(i)),
                 Step::Host(actions) => self.enqueue_host(q, actions, &mut prev).map(|_| None),
             };
             let result = result.map(|ev| {
@@ -488,7 +496,7 @@ impl Steps {
 
     fn enqueue_host(
         &self,
-        q: &StreamQueue,
+        q: &Queue,
         actions: &Arc<Vec<Action>>,
         prev: &mut Option<Event>,
     ) -> Result<()> {
@@ -529,7 +537,7 @@ impl Steps {
             None if prev.as_ref().is_some_and(|p| p.status() < 0) => {}
             None => run.resume(0),
         }
-        *prev = Some(q.queue.barrier(Some(&user))?);
+        *prev = Some(q.barrier(Some(&user))?);
         Ok(())
     }
 }

@@ -386,16 +386,19 @@ impl Context {
 }
 
 impl Queue {
-    pub fn new(a: &'static Api, ctx: &Context, device: cl_device_id) -> Result<Queue> {
-        // In order, with profiling (events then carry device timestamps;
-        // only profiled schedules ask for them). A device that refuses
-        // profiling gets a queue without.
+    /// An in-order queue; `profiling`: its events carry device timestamps
+    /// (a device that refuses profiling gets a queue without).
+    pub fn new(
+        a: &'static Api,
+        ctx: &Context,
+        device: cl_device_id,
+        profiling: bool,
+    ) -> Result<Queue> {
         let mut code = 0;
+        let props = if profiling { CL_QUEUE_PROFILING_ENABLE } else { 0 };
         // SAFETY: a live context and its device.
-        let mut raw = unsafe {
-            (a.clCreateCommandQueue)(ctx.raw, device, CL_QUEUE_PROFILING_ENABLE, &mut code)
-        };
-        if raw.is_null() {
+        let mut raw = unsafe { (a.clCreateCommandQueue)(ctx.raw, device, props, &mut code) };
+        if raw.is_null() && profiling {
             // SAFETY: as above, without profiling.
             raw = unsafe { (a.clCreateCommandQueue)(ctx.raw, device, 0, &mut code) };
         }
