@@ -11,7 +11,10 @@ Prints:
 - a vector add of 2^24 float32 with the same OpenCL C kernel and group size
   on both, as PyOpenCL time / nexus time (target >= 1.0), with the nexus CPU
   runtime's builtin add_vectors beside it.
-Needs `pip install .[bench]` (PyOpenCL).
+Needs `pip install .[bench]` (PyOpenCL). `POCL_DEVICES=basic` selects
+PoCL's device that runs commands on the calling thread: its round trip
+shows the libraries' own costs, where the default thread device's is
+mostly PoCL's hand-off to its workers (bench/RESULTS.md).
 """
 
 from __future__ import annotations
