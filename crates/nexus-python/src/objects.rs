@@ -344,7 +344,11 @@ impl PyDevice {
         ))
     }
     #[pyo3(signature = (event_type=None))]
-    fn create_event(&self, py: Python<'_>, event_type: Option<&Bound<'_, PyAny>>) -> PyResult<PyEvent> {
+    fn create_event(
+        &self,
+        py: Python<'_>,
+        event_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyEvent> {
         let t = match event_type {
             Some(t) => EventType::from_code(strict_int(t, "event_type")?).py()?,
             None => EventType::Shared,

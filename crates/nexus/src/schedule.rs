@@ -746,7 +746,11 @@ impl Schedule {
         }
         let encoded = self.encoded()?;
         // A clock read only for a profiled schedule's host-side time.
-        let started = self.inner.profile.as_ref().map(|_| std::time::Instant::now());
+        let started = self
+            .inner
+            .profile
+            .as_ref()
+            .map(|_| std::time::Instant::now());
         let hal_stream = stream.map(Stream::hal).transpose()?;
         let fence = encoded.schedule.submit(hal_stream.as_deref(), blocking)?;
         for usage in &encoded.usages {

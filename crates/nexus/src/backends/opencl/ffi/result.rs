@@ -395,7 +395,11 @@ impl Queue {
         profiling: bool,
     ) -> Result<Queue> {
         let mut code = 0;
-        let props = if profiling { CL_QUEUE_PROFILING_ENABLE } else { 0 };
+        let props = if profiling {
+            CL_QUEUE_PROFILING_ENABLE
+        } else {
+            0
+        };
         // SAFETY: a live context and its device.
         let mut raw = unsafe { (a.clCreateCommandQueue)(ctx.raw, device, props, &mut code) };
         if raw.is_null() && profiling {
