@@ -298,24 +298,38 @@ def test_views_bind_sub_buffers(ocl: nexus.Device) -> None:
 
 def test_a_stream_turns_to_profiling_in_stream_order(ocl: nexus.Device) -> None:
     """A stream's first profiled run moves it to a driver queue with
-    profiling; the run still follows the plain run before it, here held
-    behind a wait until the host signals (the other order would leave 1)."""
-    buf = ocl.create_buffer(np.zeros(4096, np.float32))
-    ev = ocl.create_event()
-    plain = ocl.create_schedule()
-    plain.create_wait_command(ev, 1)
-    plain.create_fill_command(buf, 1.0)
-    profiled = ocl.create_schedule(profile=True)
-    profiled.create_fill_command(buf, 2.0)
+    profiling. Runs keep stream order across the move: a plain run held
+    behind a wait on the old queue, then a profiled run (moving the
+    stream); a plain run held on the new queue, then another profiled run.
+    Each profiled fill must come second (any other order leaves 1 or 3)."""
+    a, b = (ocl.create_buffer(np.zeros(4096, np.float32)) for _ in range(2))
+    first, second, marks = ocl.create_event(), ocl.create_event(), ocl.create_event()
+
+    def held_fill(event: nexus.Event, buf: nexus.Buffer, value: float) -> nexus.Schedule:
+        s = ocl.create_schedule()
+        s.create_wait_command(event, 1)
+        s.create_fill_command(buf, value)
+        return s
+
+    def profiled_fill(buf: nexus.Buffer) -> nexus.Schedule:
+        s = ocl.create_schedule(profile=True)
+        s.create_fill_command(buf, 2.0)  # a device command first
+        s.create_signal_command(marks, 1)
+        return s
+
     stream = ocl.create_stream()
-    plain.run(stream, blocking=False)
-    profiled.run(stream, blocking=False)
-    ev.signal(1)
+    held_fill(first, a, 1.0).run(stream, blocking=False)  # on the plain queue
+    pa = profiled_fill(a)
+    pa.run(stream, blocking=False)  # moves the stream
+    held_fill(second, b, 3.0).run(stream, blocking=False)  # on the new queue
+    profiled_fill(b).run(stream, blocking=False)
+    first.signal(1)
+    second.signal(1)
     stream.synchronize()
-    np.testing.assert_array_equal(buf.numpy(), np.full(4096, 2, np.float32))
-    assert profiled.get_commands()[0].get_property_flt("ElapsedTime") >= 0
-    plain.run(stream)  # and plain runs go on in order on the new queue
-    np.testing.assert_array_equal(buf.numpy(), np.full(4096, 1, np.float32))
+    np.testing.assert_array_equal(a.numpy(), np.full(4096, 2, np.float32))
+    np.testing.assert_array_equal(b.numpy(), np.full(4096, 2, np.float32))
+    assert marks.get_value() == 1
+    assert pa.get_commands()[0].get_property_flt("ElapsedTime") >= 0
 
 
 def test_profiled_schedule_reports_device_times(ocl: nexus.Device) -> None:

@@ -361,6 +361,9 @@ impl OclSchedule {
 struct HostRun {
     actions: Arc<Vec<Action>>,
     user: Event,
+    /// The command before the step is this run's own: its failure fails
+    /// the step (an earlier run's failure is that run's, reported to it).
+    after_own: bool,
 }
 
 impl HostRun {
@@ -418,7 +421,7 @@ unsafe extern "C" fn host_step(_event: cl_event, status: i32, user: *mut c_void)
     }
     // SAFETY: `user` is the box `Steps::enqueue` leaked for this call.
     let run = *unsafe { Box::from_raw(user as *mut Arc<HostRun>) };
-    if status < 0 {
+    if status < 0 && run.after_own {
         let _ = run.user.set_status(status);
         return;
     }
@@ -426,15 +429,14 @@ unsafe extern "C" fn host_step(_event: cl_event, status: i32, user: *mut c_void)
 }
 
 impl Steps {
-    /// Enqueues every step on `q` after `prev` (the stream's last command);
-    /// returns the run's last event, and the first failure (what was
-    /// enqueued before it still runs).
     pub(crate) fn is_profiled(&self) -> bool {
         self.profile.is_some()
     }
 
-    /// Enqueues one run on `q` after `prev` (the stream's last event);
-    /// returns the run's last event.
+    /// Enqueues every step on `q` after `prev` (the stream's last command,
+    /// given when the schedule has host steps); returns the run's last
+    /// event, and the first failure (what was enqueued before it still
+    /// runs).
     pub(crate) fn enqueue(
         &self,
         q: &Queue,
@@ -447,6 +449,7 @@ impl Steps {
         let want = |i: usize| {
             profiled || i + 1 == n || matches!(self.steps.get(i + 1), Some(Step::Host(_)))
         };
+        let mut own_prev = false;
         let mut timed: Vec<Option<Event>> = match &self.profile {
             Some(_) => (0..n).map(|_| None).collect(),
             None => Vec::new(),
@@ -472,7 +475,11 @@ impl Steps {
                     offset,
                     size,
                 } => q.fill(mem, pattern, *offset, *size, want(i)),
-                Step::Host(actions) => self.enqueue_host(q, actions, &mut prev).map(|_| None),
+                Step::Host(actions) => {
+                    let own = own_prev;
+                    own_prev = true; // the step's barrier
+                    self.enqueue_host(q, actions, &mut prev, own).map(|_| None)
+                }
             };
             let result = result.map(|ev| {
                 if let (Some(slot), Some(e)) = (timed.get_mut(i), &ev) {
@@ -480,6 +487,7 @@ impl Steps {
                 }
                 if ev.is_some() {
                     prev = ev;
+                    own_prev = true;
                 }
             });
             if let Err(mut e) = result {
@@ -499,11 +507,13 @@ impl Steps {
         q: &Queue,
         actions: &Arc<Vec<Action>>,
         prev: &mut Option<Event>,
+        after_own: bool,
     ) -> Result<()> {
         let user = Event::user(self.dev.a, self.dev.ctx()?)?;
         let run = Arc::new(HostRun {
             actions: actions.clone(),
             user: user.clone(),
+            after_own,
         });
         // The step runs after everything before it in the stream: the
         // previous command's completion (a barrier waits for the previous
@@ -511,10 +521,10 @@ impl Steps {
         let pending = match prev.as_ref() {
             Some(p) => {
                 let s = p.status();
-                if s < 0 {
+                if s < 0 && after_own {
                     let _ = user.set_status(s);
                     None
-                } else if s == CL_COMPLETE {
+                } else if s < 0 || s == CL_COMPLETE {
                     None
                 } else {
                     Some(p)
@@ -534,7 +544,7 @@ impl Steps {
                     return Err(e);
                 }
             }
-            None if prev.as_ref().is_some_and(|p| p.status() < 0) => {}
+            None if after_own && prev.as_ref().is_some_and(|p| p.status() < 0) => {}
             None => run.resume(0),
         }
         *prev = Some(q.barrier(Some(&user))?);

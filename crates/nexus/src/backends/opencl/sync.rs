@@ -308,6 +308,10 @@ pub(crate) struct SState {
     /// command of a profiling queue, ~0.08 us of a 0.7 us round trip).
     pub queue: Queue,
     profiling: bool,
+    /// The queue before the switch to profiling, kept until the stream
+    /// goes: releasing a queue may wait for its commands, which can be
+    /// behind a host wait this thread is about to signal.
+    _before_profiling: Option<Queue>,
     /// What runs not yet known complete keep alive.
     inflight: VecDeque<(u64, Arc<Steps>)>,
 }
@@ -334,6 +338,7 @@ impl StreamQueue {
                 submitted: 0,
                 queue: new_queue(dev, false)?,
                 profiling: false,
+                _before_profiling: None,
                 inflight: VecDeque::new(),
             }),
             done: Arc::new(Done::default()),
@@ -343,16 +348,15 @@ impl StreamQueue {
     }
 
     /// Moves the stream to a queue with profiling, for good: its first
-    /// command waits for the old queue's last, which keeps stream order
-    /// (the old queue is released; the driver frees it once its commands
-    /// finish).
+    /// command is a barrier on a marker of everything the old queue holds
+    /// (commands without events of their own included), which keeps
+    /// stream order.
     fn start_profiling(&self, st: &mut SState) -> Result<()> {
         let queue = new_queue(&self.dev, true)?;
-        if let Some(last) = self.done.last_tail() {
-            st.queue.flush()?;
-            queue.barrier(Some(&last))?;
-        }
-        st.queue = queue;
+        let marker = st.queue.barrier(None)?;
+        st.queue.flush()?;
+        queue.barrier(Some(&marker))?;
+        st._before_profiling = Some(std::mem::replace(&mut st.queue, queue));
         st.profiling = true;
         Ok(())
     }
