@@ -402,6 +402,7 @@ def test_profiled_schedule_times_every_kind_of_step(dev: nexus.Device, scale_ker
     s.create_signal_command(event, 2)
     streams = [dev.create_stream(), dev.create_stream()]
     for i in range(runs):
+        time.sleep(0.05)  # the times below must be one run's, not span runs
         s.run(streams[i % 2])
     assert event.get_value() == 2
     np.testing.assert_array_equal(host.numpy(), np.full(n, 15, np.float32))
@@ -411,7 +412,7 @@ def test_profiled_schedule_times_every_kind_of_step(dev: nexus.Device, scale_ker
     assert starts == sorted(starts)
     assert all(e >= st for st, e in zip(starts, ends))
     assert all(nxt >= e for e, nxt in zip(ends, starts[1:]))
-    assert 0 < s.get_property_flt("ElapsedTime") < 1000
+    assert 0 < s.get_property_flt("ElapsedTime") < 50
 
 
 def test_builtin_add_vectors_bounds(dev: nexus.Device) -> None:

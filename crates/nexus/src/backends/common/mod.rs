@@ -43,9 +43,10 @@
 //!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
 //!    OpenCL `Steps::profile` (a profiled schedule's last run's events,
 //!    swapped whole, cloned out before the driver is asked), the binding's
-//!    log queue, a device's `Registry` of queues, CUDA `GraphStep::execs` (held
-//!    while the driver instantiates the graph for a new stream), then
-//!    CUDA/HIP `GraphExec::launching` (one graph launch), Vulkan
+//!    log queue, a device's `Registry` of queues, CUDA `GraphStep::execs`
+//!    (held longer: while the driver instantiates the graph for a new
+//!    stream; released before the launch), CUDA/HIP `GraphExec::launching`
+//!    (one graph launch), Vulkan
 //!    `Device::queue` (one submission) and `Device::graveyard` (never
 //!    taken together; burials run after it is released).
 //!

@@ -17,11 +17,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::ffi::result as r;
 use super::ffi::safe::{Function, Graph, KernelLaunch, Module};
 use super::ffi::sys::{CUgraphNode, CUstream};
 use super::sync;
 use super::Gpu;
 use crate::backends::common::args::ArgPack;
+use crate::backends::common::release;
 use crate::backends::common::timeline::Slot;
 use crate::error::Result;
 
@@ -136,14 +138,16 @@ impl Stamps {
 
     /// Each operation's (start, end) in milliseconds from the first
     /// operation's start, as of the last run; `None` before every word was
-    /// written once.
+    /// written once, or while the words mix two runs (another run of the
+    /// schedule is writing them: one run's stamps never decrease, in
+    /// stream order, and a later run's on one stream all come after).
     pub(crate) fn timings(&self) -> Option<Vec<(f64, f64)>> {
         let ns: Vec<u64> = self
             .words
             .iter()
             .map(|w| w.0.load(Ordering::Acquire))
             .collect();
-        if ns.contains(&0) {
+        if ns.contains(&0) || ns.windows(2).any(|p| p[1] < p[0]) {
             return None;
         }
         let origin = *ns.first()?;
@@ -158,10 +162,19 @@ fn pack(a: u64, b: u64) -> ArgPack {
 
 impl Drop for Stamps {
     fn drop(&mut self) {
-        // The schedule's runs are complete (they kept it alive): no stamp
-        // is queued on these words any more.
-        for w in self.words.drain(..) {
-            sync::give_back_slot(w);
-        }
+        // The schedule's runs are known complete (they kept it alive), but
+        // a failed device counts every run as complete: as for an event's
+        // word (`sync::Timeline`), the release thread waits for the GPU
+        // before the words go back to the pool.
+        let words = std::mem::take(&mut self.words);
+        let gpu = self.gpu.clone();
+        release::defer(Box::new(move || {
+            if let Ok(_ctx) = gpu.bind() {
+                let _ = r::ctx_synchronize(gpu.d);
+            }
+            for w in words {
+                sync::give_back_slot(w);
+            }
+        }));
     }
 }

@@ -99,58 +99,70 @@ impl Launch {
 /// launch of one exec after the one before, whatever the stream, so one
 /// schedule run on two streams would not overlap with a shared exec.
 struct GraphStep {
-    /// (stream, its exec), at most `MAX_EXECS`. A lone operation's first
-    /// run on a stream is sent directly (`None`): a schedule run once pays
-    /// for no instantiation.
+    /// (stream, its exec), least recently used first, at most `MAX_EXECS`.
+    /// A lone operation's first run on a stream is sent directly (`None`):
+    /// a schedule run once pays for no instantiation.
     execs: std::sync::Mutex<Vec<(usize, Option<Arc<GraphExec>>)>>,
     /// Instantiated again per stream; freed after the execs.
     graph: Graph,
     /// The operation (with its index), when the graph holds only it.
     lone: Option<(usize, Node)>,
+    /// A lone operation whose graph the driver would not instantiate is
+    /// sent directly from then on.
+    direct_only: std::sync::atomic::AtomicBool,
 }
 
-/// Streams beyond this many share the first stream's exec (their runs of
-/// the graph are then ordered after each other, still correct).
-const MAX_EXECS: usize = 8;
+/// Execs kept per graph step; the least recently used one goes (the
+/// driver frees an exec still in flight once its launch completes).
+const MAX_EXECS: usize = 16;
 /// The key of the exec made at encode time until a stream takes it.
 const UNCLAIMED: usize = 0;
 
 impl GraphStep {
     /// The exec to launch on `stream`; `None`: send the lone operation.
     fn exec_for(&self, stream: sys::CUstream) -> Result<Option<Arc<GraphExec>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.direct_only.load(Relaxed) {
+            return Ok(None);
+        }
         let key = stream as usize;
         // Held while instantiating: the driver does not synchronise a graph.
         let mut execs = lock(&self.execs);
-        let at = execs.iter().position(|(s, _)| *s == key);
-        match at {
-            Some(i) => {
-                if let Some(e) = &execs[i].1 {
-                    return Ok(Some(e.clone()));
-                }
-                let exec = Arc::new(self.instantiate()?);
-                execs[i].1 = Some(exec.clone());
-                Ok(Some(exec))
-            }
-            None if execs.len() >= MAX_EXECS => Ok(execs.iter().find_map(|(_, e)| e.clone())),
-            None if self.lone.is_some() => {
-                execs.push((key, None));
-                Ok(None)
-            }
-            None => {
-                // The exec made at encode time goes to the first stream.
-                if let Some(first) = execs.iter_mut().find(|(s, _)| *s == UNCLAIMED) {
-                    first.0 = key;
-                    return Ok(first.1.clone());
-                }
-                let exec = Arc::new(self.instantiate()?);
-                execs.push((key, Some(exec.clone())));
-                Ok(Some(exec))
-            }
+        if let Some(i) = execs.iter().position(|(s, _)| *s == key) {
+            let entry = execs.remove(i);
+            let exec = match entry.1 {
+                Some(e) => e,
+                None => match self.graph.instantiate() {
+                    Ok(e) => Arc::new(e),
+                    Err(e) if self.lone.is_some() => {
+                        log::warn!(
+                            "a lone operation's CUDA graph was not instantiated, it is sent directly: {}",
+                            e.message
+                        );
+                        self.direct_only.store(true, Relaxed);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            execs.push((key, Some(exec.clone())));
+            return Ok(Some(exec));
         }
-    }
-
-    fn instantiate(&self) -> Result<GraphExec> {
-        self.graph.instantiate()
+        if execs.len() >= MAX_EXECS {
+            execs.remove(0);
+        }
+        if self.lone.is_some() {
+            execs.push((key, None));
+            return Ok(None);
+        }
+        // The exec made at encode time goes to the first stream.
+        if let Some(first) = execs.iter_mut().find(|(s, _)| *s == UNCLAIMED) {
+            first.0 = key;
+            return Ok(first.1.clone());
+        }
+        let exec = Arc::new(self.graph.instantiate()?);
+        execs.push((key, Some(exec.clone())));
+        Ok(Some(exec))
     }
 
     /// Queues the graph on `stream` (the lone operation itself on its first
@@ -451,6 +463,7 @@ impl Encoder<'_> {
             execs: std::sync::Mutex::new(execs),
             graph,
             lone,
+            direct_only: std::sync::atomic::AtomicBool::new(false),
         }));
         self.timed_on_stream.push(None);
         Ok(())

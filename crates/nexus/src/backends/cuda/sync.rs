@@ -46,9 +46,7 @@ pub(crate) fn reserve_slots(ctx: &Context) -> Result<()> {
 /// timestamps, `clock.rs`); returned with `give_back_slot` once no queued
 /// work writes it.
 pub(crate) fn take_slot(ctx: &Context) -> Result<Slot> {
-    let slot = SLOTS.take(|| slab(ctx))?;
-    slot.0.store(0, Ordering::Release);
-    Ok(slot)
+    SLOTS.take(|| slab(ctx))
 }
 
 pub(crate) fn give_back_slot(slot: Slot) {
