@@ -6,6 +6,7 @@
 //! - `release`: frees that must wait for the device, done off the caller's
 //!   thread, with a way to wait for them (allocation retries);
 //! - `args`: kernel arguments packed as `void **` once per command;
+//! - `per_stream`: a bounded value per driver stream (CUDA graph execs);
 //! - `queue`: the host side of a driver stream (tickets, runs held behind
 //!   waits, completion by markers), generic over a small `DeviceStream`;
 //! - `timeline`: events in memory both host and GPU write (wait planning
@@ -64,6 +65,7 @@
 //! Drops that must wait for the device go through `release`.
 
 pub mod args;
+pub mod per_stream;
 pub mod queue;
 pub mod release;
 pub mod staging;

@@ -137,23 +137,29 @@ impl Stamps {
     }
 
     /// Each operation's (start, end) in milliseconds from the first
-    /// operation's start, as of the last run; `None` before every word was
-    /// written once, or while the words mix two runs (another run of the
-    /// schedule is writing them: one run's stamps never decrease, in
-    /// stream order, and a later run's on one stream all come after).
+    /// operation's start, as of the last run (see `timings_from_ns`).
     pub(crate) fn timings(&self) -> Option<Vec<(f64, f64)>> {
         let ns: Vec<u64> = self
             .words
             .iter()
             .map(|w| w.0.load(Ordering::Acquire))
             .collect();
-        if ns.contains(&0) || ns.windows(2).any(|p| p[1] < p[0]) {
-            return None;
-        }
-        let origin = *ns.first()?;
-        let ms = |t: u64| (t as i128 - origin as i128) as f64 / 1e6;
-        Some(ns.chunks(2).map(|p| (ms(p[0]), ms(p[1]))).collect())
+        timings_from_ns(&ns)
     }
+}
+
+/// (start, end) pairs in milliseconds from the first start, from stamps in
+/// nanoseconds; `None` before every word was written once, or while the
+/// words mix two runs (another run of the schedule is writing them: one
+/// run's stamps never decrease, in stream order, and a later run's on one
+/// stream all come after).
+fn timings_from_ns(ns: &[u64]) -> Option<Vec<(f64, f64)>> {
+    if ns.contains(&0) || ns.windows(2).any(|p| p[1] < p[0]) {
+        return None;
+    }
+    let origin = *ns.first()?;
+    let ms = |t: u64| (t - origin) as f64 / 1e6;
+    Some(ns.chunks_exact(2).map(|p| (ms(p[0]), ms(p[1]))).collect())
 }
 
 fn pack(a: u64, b: u64) -> ArgPack {
@@ -176,5 +182,24 @@ impl Drop for Stamps {
                 sync::give_back_slot(w);
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timings_from_ns;
+
+    #[test]
+    fn one_runs_stamps_give_times_from_the_first_start() {
+        let t = timings_from_ns(&[1_000_000, 3_000_000, 3_000_000, 7_500_000]);
+        assert_eq!(t, Some(vec![(0.0, 2.0), (2.0, 6.5)]));
+    }
+
+    #[test]
+    fn unwritten_or_mixed_runs_give_none() {
+        assert_eq!(timings_from_ns(&[5, 0]), None);
+        // The first operation restamped by a later run, the second not yet.
+        assert_eq!(timings_from_ns(&[900, 950, 100, 200]), None);
+        assert_eq!(timings_from_ns(&[]), None);
     }
 }

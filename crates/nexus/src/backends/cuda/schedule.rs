@@ -26,6 +26,7 @@ use super::stream::{CudaDeviceStream, CudaStream, StreamQueue};
 use super::sync::{CudaEvent, Timeline};
 use super::Gpu;
 use crate::backends::common::args::{self, ArgPack};
+use crate::backends::common::per_stream::PerStream;
 use crate::backends::common::queue::HeldRun;
 use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
 use crate::backends::common::{self, lock};
@@ -99,10 +100,10 @@ impl Launch {
 /// launch of one exec after the one before, whatever the stream, so one
 /// schedule run on two streams would not overlap with a shared exec.
 struct GraphStep {
-    /// (stream, its exec), least recently used first, at most `MAX_EXECS`.
-    /// A lone operation's first run on a stream is sent directly (`None`):
-    /// a schedule run once pays for no instantiation.
-    execs: std::sync::Mutex<Vec<(usize, Option<Arc<GraphExec>>)>>,
+    /// Per stream, its exec. A lone operation's first run on a stream is
+    /// sent directly (`None`): a schedule run once pays for no
+    /// instantiation.
+    execs: std::sync::Mutex<PerStream<Option<Arc<GraphExec>>>>,
     /// Instantiated again per stream; freed after the execs.
     graph: Graph,
     /// The operation (with its index), when the graph holds only it.
@@ -128,41 +129,37 @@ impl GraphStep {
         let key = stream as usize;
         // Held while instantiating: the driver does not synchronise a graph.
         let mut execs = lock(&self.execs);
-        if let Some(i) = execs.iter().position(|(s, _)| *s == key) {
-            let entry = execs.remove(i);
-            let exec = match entry.1 {
-                Some(e) => e,
-                None => match self.graph.instantiate() {
-                    Ok(e) => Arc::new(e),
-                    Err(e) if self.lone.is_some() => {
-                        log::warn!(
-                            "a lone operation's CUDA graph was not instantiated, it is sent directly: {}",
-                            e.message
-                        );
-                        self.direct_only.store(true, Relaxed);
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
-            execs.push((key, Some(exec.clone())));
-            return Ok(Some(exec));
+        let slot = match execs.get(key) {
+            Some(slot) => slot,
+            None if self.lone.is_some() => {
+                execs.insert(key, None);
+                return Ok(None);
+            }
+            // The exec made at encode time goes to the first stream.
+            None => match execs.rekey(UNCLAIMED, key) {
+                Some(slot) => slot,
+                None => execs.insert(key, None),
+            },
+        };
+        if let Some(exec) = slot {
+            return Ok(Some(exec.clone()));
         }
-        if execs.len() >= MAX_EXECS {
-            execs.remove(0);
+        match self.graph.instantiate() {
+            Ok(exec) => {
+                let exec = Arc::new(exec);
+                *slot = Some(exec.clone());
+                Ok(Some(exec))
+            }
+            Err(e) if self.lone.is_some() => {
+                log::warn!(
+                    "a lone operation's CUDA graph was not instantiated, it is sent directly: {}",
+                    e.message
+                );
+                self.direct_only.store(true, Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        if self.lone.is_some() {
-            execs.push((key, None));
-            return Ok(None);
-        }
-        // The exec made at encode time goes to the first stream.
-        if let Some(first) = execs.iter_mut().find(|(s, _)| *s == UNCLAIMED) {
-            first.0 = key;
-            return Ok(first.1.clone());
-        }
-        let exec = Arc::new(self.graph.instantiate()?);
-        execs.push((key, Some(exec.clone())));
-        Ok(Some(exec))
     }
 
     /// Queues the graph on `stream` (the lone operation itself on its first
@@ -459,7 +456,7 @@ impl Encoder<'_> {
         }
         let count = nodes.len();
         let mut lone = None;
-        let mut execs = Vec::new();
+        let mut execs = PerStream::new(MAX_EXECS);
         if count == 1 {
             lone = nodes.into_iter().next();
         } else {
@@ -468,7 +465,7 @@ impl Encoder<'_> {
                 e.message = format!("{} (a graph of {count} operations)", e.message);
                 e
             })?;
-            execs.push((UNCLAIMED, Some(Arc::new(exec))));
+            execs.insert(UNCLAIMED, Some(Arc::new(exec)));
         }
         self.steps.push(Step::Graph(GraphStep {
             execs: std::sync::Mutex::new(execs),
