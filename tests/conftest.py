@@ -141,11 +141,10 @@ def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
 # Helpers the runtime-specific test files share.
 
 
-def run_kernel(device: nexus.Device, kernel: nexus.Kernel, args, group, grid, stream=None, **kw) -> nexus.Schedule:
-    """Runs one kernel command, blocking: Buffers through set_buffer,
-    (value, data_type) pairs and plain numbers through set_arg."""
-    s = device.create_schedule()
-    cmd = s.create_command(kernel)
+def set_args(cmd, args) -> None:
+    """Sets a command's arguments in order: Buffers through set_buffer,
+    (value, data_type) pairs and plain numbers through set_arg. (Also
+    copied into test_execution_model's child processes.)"""
     for i, a in enumerate(args):
         if isinstance(a, nexus.Buffer):
             cmd.set_buffer(i, a)
@@ -153,6 +152,13 @@ def run_kernel(device: nexus.Device, kernel: nexus.Kernel, args, group, grid, st
             cmd.set_arg(i, a[0], data_type=a[1])
         else:
             cmd.set_arg(i, a)
+
+
+def run_kernel(device: nexus.Device, kernel: nexus.Kernel, args, group, grid, stream=None, **kw) -> nexus.Schedule:
+    """Runs one kernel command (arguments as `set_args` takes them), blocking."""
+    s = device.create_schedule()
+    cmd = s.create_command(kernel)
+    set_args(cmd, args)
     cmd.finalize(group, grid, **kw)
     s.run(stream)
     return s

@@ -29,6 +29,7 @@ import time
 import nexus
 import numpy as np
 import pytest
+from conftest import set_args
 
 HANG_GUARD = 60  # seconds a child process or a blocking call may take: only a hang gets near it
 WAIT = 30  # seconds an event wait may take where the work is queued and bound to finish
@@ -45,13 +46,7 @@ def command(schedule, kernel, *args, grid, group=256, shared_memory=0):
     """Records a kernel command: Buffers through set_buffer, (value,
     data_type) pairs and plain ints/floats through set_arg, then finalize."""
     cmd = schedule.create_command(kernel)
-    for i, a in enumerate(args):
-        if isinstance(a, nexus.Buffer):
-            cmd.set_buffer(i, a)
-        elif isinstance(a, tuple):
-            cmd.set_arg(i, a[0], data_type=a[1])
-        else:
-            cmd.set_arg(i, a)
+    set_args(cmd, args)
     if isinstance(grid, int) and isinstance(group, int):
         group = min(group, grid)
     cmd.finalize(group, grid, shared_memory=shared_memory)
@@ -159,7 +154,7 @@ IS_CUDA = device.get_property_str("Runtime") == "cuda"
 ARGS = sys.argv[4:]
 """
 
-_CHILD_HELPERS = "\n\n".join(inspect.getsource(f) for f in [command, fill_cmd, spin_cmd, finish, cuda_library])
+_CHILD_HELPERS = "\n\n".join(inspect.getsource(f) for f in [set_args, command, fill_cmd, spin_cmd, finish, cuda_library])
 
 
 def _device_index(device: nexus.Device) -> int:

@@ -14,7 +14,7 @@ import sys
 import nexus
 import numpy as np
 import pytest
-from conftest import devices_of
+from conftest import devices_of, run_kernel
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 
@@ -138,17 +138,7 @@ def test_arguments_are_checked_against_the_kernel(ocl: nexus.Device) -> None:
     a = ocl.create_buffer(np.ones(n, np.float32))
 
     def run(*args) -> None:
-        s = ocl.create_schedule()
-        cmd = s.create_command(vadd)
-        for i, v in enumerate(args):
-            if isinstance(v, nexus.Buffer):
-                cmd.set_buffer(i, v)
-            elif isinstance(v, tuple):
-                cmd.set_arg(i, v[0], data_type=v[1])
-            else:
-                cmd.set_arg(i, v)
-        cmd.finalize(64, n)
-        s.run()
+        run_kernel(ocl, vadd, args, 64, n)
 
     with pytest.raises(ValueError, match=r"vadd.*argument 3.*8 bytes.*4 bytes"):
         run(a, a, a, (n, nexus.data_type.I64))
