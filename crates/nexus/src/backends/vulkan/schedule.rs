@@ -24,28 +24,26 @@ use crate::types::LaunchDims;
 
 pub(super) enum Step {
     Gpu(ffi::CommandBuffer),
-    /// A signal of an event of this device (a timeline semaphore signal).
-    Signal {
+    /// A signal or wait command on `event` (see `EventStep`).
+    Event {
+        kind: EventStep,
         event: Arc<dyn hal::Event>,
         value: u64,
     },
-    /// A wait for an event of this device (a timeline semaphore wait).
-    Wait {
-        event: Arc<dyn hal::Event>,
-        value: u64,
-    },
-    /// A signal of another device's or runtime's event, given from the host
-    /// once the work before it has completed.
-    HostSignal {
-        event: Arc<dyn hal::Event>,
-        value: u64,
-    },
-    /// A wait for another device's or runtime's event, decided on the host
-    /// once the work before it has completed; later work is submitted after.
-    HostWait {
-        event: Arc<dyn hal::Event>,
-        value: u64,
-    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventStep {
+    /// Of an event of this device: a timeline semaphore signal.
+    Signal,
+    /// Of an event of this device: a timeline semaphore wait.
+    Wait,
+    /// Of another device's or runtime's event: given from the host once the
+    /// work before it has completed.
+    HostSignal,
+    /// Of another device's or runtime's event: decided on the host once the
+    /// work before it has completed; later work is submitted after.
+    HostWait,
 }
 
 /// What a run submits, and everything its command buffers use.
@@ -467,12 +465,13 @@ impl VkSchedule {
                     }
                     let (event, value) = (event.clone(), *value);
                     let own = sync::is_event_of(&event, gpu);
-                    steps.push(match (op, own) {
-                        (hal::Op::Signal { .. }, true) => Step::Signal { event, value },
-                        (hal::Op::Signal { .. }, false) => Step::HostSignal { event, value },
-                        (_, true) => Step::Wait { event, value },
-                        (_, false) => Step::HostWait { event, value },
-                    });
+                    let kind = match (op, own) {
+                        (hal::Op::Signal { .. }, true) => EventStep::Signal,
+                        (hal::Op::Signal { .. }, false) => EventStep::HostSignal,
+                        (_, true) => EventStep::Wait,
+                        (_, false) => EventStep::HostWait,
+                    };
+                    steps.push(Step::Event { kind, event, value });
                     if matches!(op, hal::Op::Wait { .. }) {
                         stamp(&mut launches, 2 * i);
                         stamp(&mut launches, 2 * i + 1);
@@ -488,9 +487,16 @@ impl VkSchedule {
         Ok(VkSchedule {
             gpu: gpu.clone(),
             encoded: Arc::new(Encoded {
-                may_block: steps
-                    .iter()
-                    .any(|s| !matches!(s, Step::Gpu(_) | Step::Signal { .. })),
+                may_block: steps.iter().any(|s| {
+                    !matches!(
+                        s,
+                        Step::Gpu(_)
+                            | Step::Event {
+                                kind: EventStep::Signal,
+                                ..
+                            }
+                    )
+                }),
                 steps,
                 _resources: resources,
                 _ops: ops,

@@ -59,7 +59,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::ffi;
-use super::schedule::{Encoded, Step};
+use super::schedule::{Encoded, EventStep, Step};
 use super::Gpu;
 use crate::backends::common::{self, lock};
 use crate::error::{Error, Result, Status};
@@ -562,7 +562,12 @@ impl StreamShared {
             self.gpu.dev.submit(&list)?;
             for b in batches.iter() {
                 for (epoch, raw, step) in &b.signals {
-                    if let Step::Signal { event, .. } = &steps[*step] {
+                    if let Step::Event {
+                        kind: EventStep::Signal,
+                        event,
+                        ..
+                    } = &steps[*step]
+                    {
                         event_of(event)?.submitted(epoch, *raw);
                     }
                 }
@@ -573,13 +578,21 @@ impl StreamShared {
         for (i, step) in steps.iter().enumerate() {
             match step {
                 Step::Gpu(cb) => current.commands.push(cb.raw()),
-                Step::Signal { event, value } => {
+                Step::Event {
+                    kind: EventStep::Signal,
+                    event,
+                    value,
+                } => {
                     let (epoch, raw) = event_of(event)?.plan_signal(*value)?;
                     epochs.push(epoch.clone());
                     current.signals.push((epoch, raw, i));
                     batches.push(std::mem::take(&mut current));
                 }
-                Step::Wait { event, value } => {
+                Step::Event {
+                    kind: EventStep::Wait,
+                    event,
+                    value,
+                } => {
                     if !current.commands.is_empty() || !current.waits.is_empty() {
                         batches.push(std::mem::take(&mut current));
                     }
@@ -599,7 +612,8 @@ impl StreamShared {
                         }
                     }
                 }
-                Step::HostSignal { event, value } | Step::HostWait { event, value } => {
+                // HostSignal or HostWait.
+                Step::Event { kind, event, value } => {
                     // The step executes after everything before it: submit
                     // that with a host point, and wait for the point.
                     let points = self.host_points()?;
@@ -608,7 +622,7 @@ impl StreamShared {
                     batches.push(std::mem::take(&mut current));
                     flush(&mut batches, false)?;
                     while !ffi::Semaphore::wait_any(&[(points, point)], Duration::from_secs(1))? {}
-                    if matches!(step, Step::HostSignal { .. }) {
+                    if *kind == EventStep::HostSignal {
                         event.signal(*value)?;
                     } else {
                         common::timeline::wait_for_foreign(event.as_ref(), *value);
