@@ -105,14 +105,7 @@ impl Stamps {
     /// Queues a stamp of `a` (and `b`, unless 0) on `stream`.
     pub(crate) fn stamp(&self, stream: CUstream, a: u64, b: u64) -> Result<()> {
         let args = pack(a, b);
-        KernelLaunch {
-            function: self.gpu.stamp_kernel()?,
-            grid: [1, 1, 1],
-            block: [1, 1, 1],
-            shared: 0,
-            args: &args,
-        }
-        .launch(self.gpu.d, stream)
+        self.launch(&args)?.launch(self.gpu.d, stream)
     }
 
     /// Adds a stamp of `a` (and `b`, unless 0) to `graph` after `deps`.
@@ -124,16 +117,18 @@ impl Stamps {
         b: u64,
     ) -> Result<CUgraphNode> {
         let args = pack(a, b);
-        graph.add_kernel_after(
-            deps,
-            &KernelLaunch {
-                function: self.gpu.stamp_kernel()?,
-                grid: [1, 1, 1],
-                block: [1, 1, 1],
-                shared: 0,
-                args: &args,
-            },
-        )
+        graph.add_kernel_after(deps, &self.launch(&args)?)
+    }
+
+    /// One thread of the stamp kernel with `args` (from `pack`).
+    fn launch<'a>(&self, args: &'a ArgPack) -> Result<KernelLaunch<'a>> {
+        Ok(KernelLaunch {
+            function: self.gpu.stamp_kernel()?,
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            shared: 0,
+            args,
+        })
     }
 
     /// Each operation's (start, end) in milliseconds from the first
