@@ -6,6 +6,7 @@ from __future__ import annotations
 import nexus
 import numpy as np
 import pytest
+from conftest import set_args
 
 # Runtimes whose schedules do not take copy and fill commands yet.
 NO_TRANSFER_COMMANDS: set = set()
@@ -127,6 +128,41 @@ def test_a_profiled_schedule_reports_elapsed_times(device: nexus.Device, lib_pat
     assert plain.get_property_int("Profile") == 0
     with pytest.raises(nexus.Error, match="ElapsedTime"):
         plain.get_property_flt("ElapsedTime")
+
+
+def test_profiled_commands_keep_their_order(device: nexus.Device, lib_path: str) -> None:
+    """Timestamps between a profiled schedule's commands (on CUDA, kernels
+    linked to their stamps by programmatic edges) do not loosen the order:
+    each command reads what a slow kernel before it wrote (many groups that
+    spin, then write; one started early would see the fill's zeros), across
+    fills and a copy, run by run on two streams. A spinning command's
+    ElapsedTime covers its spin."""
+    needs_transfers(device)
+    kernels = device.load_library(lib_path)
+    n, spin_us = 4096, 300
+
+    def kernel(name: str, *args) -> None:
+        cmd = s.create_command(kernels.get_kernel(name))
+        set_args(cmd, args)
+        cmd.finalize(64, n)
+
+    a, b = device.zeros(n), device.zeros(n)
+    s = device.create_schedule(profile=True)
+    s.create_fill_command(a, 0.0)
+    s.create_fill_command(b, 0.0)
+    kernel("spin_fill_f32", a, 1.0, n, spin_us)   # a = 1, late
+    kernel("affine_f32", a, 2.0, 1.0, n)          # a = 3
+    kernel("spin_fill_f32", b, 5.0, n, 50)        # b = 5
+    s.create_copy_command(a, b)                   # b = 3
+    kernel("affine_f32", b, 10.0, 0.0, n)         # b = 30
+    streams = [device.create_stream(), device.create_stream()]
+    for i in range(4):
+        s.run(streams[i % 2])
+        np.testing.assert_array_equal(a.numpy(), np.full(n, 3, np.float32), err_msg=f"run {i}")
+        np.testing.assert_array_equal(b.numpy(), np.full(n, 30, np.float32), err_msg=f"run {i}")
+        spin = s.get_commands()[2].get_property_flt("ElapsedTime")
+        assert spin >= 0.9 * spin_us / 1e3, f"run {i}: the spin took {spin} ms"
+        assert s.get_property_flt("ElapsedTime") >= spin
 
 
 def test_host_buffers_take_part_in_copy_commands(device: nexus.Device) -> None:

@@ -5,7 +5,13 @@
 //! operation. Inside a CUDA graph the stamps are kernel nodes in the chain
 //! (the end of one operation and the start of the next share one), so a
 //! profiled run is still one graph launch; steps outside graphs are
-//! stamped by launching the kernel on the stream around them.
+//! stamped by launching the kernel on the stream around them. On sm_90
+//! the chain's edges between stamps and kernels are programmatic: a stamp
+//! after a kernel is launched while that kernel runs and waits for its end
+//! on the GPU, and the kernel after a stamp launches as soon as the stamp
+//! is written, so the stamps' launch latency hides behind the kernels (a
+//! profiled 1-kernel run went from +1.8-2.4 us to +0.3-1.5 us on an H200,
+//! bench/RESULTS.md).
 //!
 //! Why not CUDA events with timing: on an H200 an event-record node cost
 //! about 2.4 us of device time per timestamp, and `cuEventRecord` around a
@@ -18,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::ffi::result as r;
-use super::ffi::safe::{Function, Graph, KernelLaunch, Module};
+use super::ffi::safe::{Function, Graph, KernelLaunch, LaunchWhen, Module};
 use super::ffi::sys::{CUgraphNode, CUstream};
 use super::sync;
 use super::Gpu;
@@ -28,17 +34,31 @@ use crate::backends::common::timeline::Slot;
 use crate::error::Result;
 
 /// `nexus_stamp(a, b)`: stores the global timer at `a`, and at `b` unless
-/// it is 0.
-const STAMP_PTX: &str = "\
-.version 6.0
-.target sm_50
+/// it is 0. The programmatic variant (sm_90) first waits for the kernel
+/// before it in the graph to complete (`griddepcontrol.wait`), and after
+/// its stores lets the kernel after it launch: linked by programmatic
+/// edges, the stamps' launches overlap the stamped kernel instead of
+/// following it (`Stamps::add_to`).
+fn stamp_ptx(programmatic: bool) -> String {
+    let (header, wait, release) = if programmatic {
+        (
+            ".version 7.8\n.target sm_90",
+            "griddepcontrol.wait;",
+            "griddepcontrol.launch_dependents;",
+        )
+    } else {
+        (".version 6.0\n.target sm_50", "", "")
+    };
+    format!(
+        "{header}
 .address_size 64
 .visible .entry nexus_stamp(.param .u64 a, .param .u64 b)
-{
+{{
     .reg .pred %p<2>;
     .reg .b64 %rd<5>;
     ld.param.u64 %rd1, [a];
     ld.param.u64 %rd2, [b];
+    {wait}
     mov.u64 %rd3, %globaltimer;
     cvta.to.global.u64 %rd4, %rd1;
     st.global.u64 [%rd4], %rd3;
@@ -47,27 +67,43 @@ const STAMP_PTX: &str = "\
     cvta.to.global.u64 %rd4, %rd2;
     st.global.u64 [%rd4], %rd3;
 DONE:
+    {release}
     ret;
+}}
+\0"
+    )
 }
-\0";
 
 /// The stamp kernel of one GPU's context, loaded on first use.
 pub(crate) struct StampKernel {
     function: Function,
+    /// Built with `griddepcontrol`, for programmatic edges.
+    programmatic: bool,
     _module: Module,
 }
 
 impl StampKernel {
-    pub(crate) fn function(&self) -> Function {
-        self.function
-    }
-
     pub(crate) fn load(gpu: &Gpu) -> Result<StampKernel> {
-        let module = Module::load(&gpu.context()?, STAMP_PTX.as_bytes())?;
-        Ok(StampKernel {
-            function: module.function("nexus_stamp")?,
-            _module: module,
-        })
+        let ctx = gpu.context()?;
+        let load = |programmatic: bool| -> Result<StampKernel> {
+            let module = Module::load(&ctx, stamp_ptx(programmatic).as_bytes())?;
+            Ok(StampKernel {
+                function: module.function("nexus_stamp")?,
+                programmatic,
+                _module: module,
+            })
+        };
+        if gpu.compute_major >= 9 && r::programmatic_edges_supported(gpu.d) {
+            match load(true) {
+                Ok(k) => return Ok(k),
+                Err(e) => log::debug!(
+                    "{}: programmatic stamp kernel not loaded, stamps follow kernels: {}",
+                    gpu.label(),
+                    e.message
+                ),
+            }
+        }
+        load(false)
     }
 }
 
@@ -108,22 +144,52 @@ impl Stamps {
         self.launch(&args)?.launch(self.gpu.d, stream)
     }
 
-    /// Adds a stamp of `a` (and `b`, unless 0) to `graph` after `deps`.
+    /// Adds a stamp of `a` (and `b`, unless 0) to `graph` after
+    /// `previous`. After a kernel node (`previous_is_kernel`) the edge is
+    /// programmatic where the kernel allows it: the stamp launches once
+    /// every block of that kernel began and waits on the GPU for its end.
     pub(crate) fn add_to(
         &self,
         graph: &Graph,
-        deps: &[CUgraphNode],
+        previous: Option<CUgraphNode>,
+        previous_is_kernel: bool,
         a: u64,
         b: u64,
     ) -> Result<CUgraphNode> {
         let args = pack(a, b);
-        graph.add_kernel_after(deps, &self.launch(&args)?)
+        let launch = self.launch(&args)?;
+        match previous {
+            Some(p) if previous_is_kernel && self.programmatic()? => {
+                let stamp = graph.add_kernel_after(&[], &launch)?;
+                graph.add_programmatic_edge(p, stamp, LaunchWhen::AllBlocksBegan)?;
+                Ok(stamp)
+            }
+            _ => graph.add_kernel_after(previous.as_slice(), &launch),
+        }
+    }
+
+    /// Whether a kernel node after a stamp may be linked to it with
+    /// `link_kernel` (the stamp kernel is programmatic).
+    pub(crate) fn programmatic(&self) -> Result<bool> {
+        Ok(self.gpu.stamp_kernel()?.programmatic)
+    }
+
+    /// Orders kernel node `kernel` (added without dependencies) after
+    /// `stamp`: it launches once the stamp is written, not once the stamp
+    /// kernel has retired. The stamp itself waited for everything before.
+    pub(crate) fn link_kernel(
+        &self,
+        graph: &Graph,
+        stamp: CUgraphNode,
+        kernel: CUgraphNode,
+    ) -> Result<()> {
+        graph.add_programmatic_edge(stamp, kernel, LaunchWhen::Triggered)
     }
 
     /// One thread of the stamp kernel with `args` (from `pack`).
     fn launch<'a>(&self, args: &'a ArgPack) -> Result<KernelLaunch<'a>> {
         Ok(KernelLaunch {
-            function: self.gpu.stamp_kernel()?,
+            function: self.gpu.stamp_kernel()?.function,
             grid: [1, 1, 1],
             block: [1, 1, 1],
             shared: 0,
@@ -182,7 +248,23 @@ impl Drop for Stamps {
 
 #[cfg(test)]
 mod tests {
-    use super::timings_from_ns;
+    use super::{stamp_ptx, timings_from_ns};
+
+    #[test]
+    fn only_the_programmatic_stamp_uses_griddepcontrol() {
+        let plain = stamp_ptx(false);
+        assert!(plain.starts_with(".version 6.0\n.target sm_50\n"));
+        assert!(!plain.contains("griddepcontrol"));
+        let programmatic = stamp_ptx(true);
+        assert!(programmatic.starts_with(".version 7.8\n.target sm_90\n"));
+        // The wait comes before the clock is read, the release after the
+        // stores; both kernels end in the NUL the driver's loader needs.
+        let at = |s: &str| programmatic.find(s).unwrap_or(usize::MAX);
+        assert!(at("griddepcontrol.wait;") < at("%globaltimer"));
+        assert!(at("DONE:") < at("griddepcontrol.launch_dependents;"));
+        assert!(at("griddepcontrol.launch_dependents;") < at("ret;"));
+        assert!(plain.ends_with("}\n\0") && programmatic.ends_with("}\n\0"));
+    }
 
     #[test]
     fn one_runs_stamps_give_times_from_the_first_start() {

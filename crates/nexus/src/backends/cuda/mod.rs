@@ -108,6 +108,8 @@ pub(crate) struct Gpu {
     pub dev: CUdevice,
     pub name: String,
     pub arch: String,
+    /// The compute capability's major number (9 on Hopper).
+    pub compute_major: i32,
     /// Stream memory operations (`cuStreamWaitValue64` ...) usable.
     pub mem_ops: bool,
     /// Groups per axis a launch may have.
@@ -153,6 +155,7 @@ impl Gpu {
             dev,
             name,
             arch,
+            compute_major: major,
             mem_ops,
             max_grid,
             ctx: OnceLock::new(),
@@ -213,11 +216,11 @@ impl Gpu {
 
     /// The kernel that stamps profiled schedules' timestamps (loaded once;
     /// a failure to load it is kept and reported to every profiled schedule).
-    pub(crate) fn stamp_kernel(&self) -> Result<safe::Function> {
-        match self.stamp.get_or_init(|| clock::StampKernel::load(self)) {
-            Ok(k) => Ok(k.function()),
-            Err(e) => Err(e.clone()),
-        }
+    pub(crate) fn stamp_kernel(&self) -> Result<&clock::StampKernel> {
+        self.stamp
+            .get_or_init(|| clock::StampKernel::load(self))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The primary context, retained on first use.

@@ -429,30 +429,36 @@ impl Encoder<'_> {
         let graph = Graph::create(&self.gpu.context()?)?;
         // A chain: each node depends on the one before, as in a stream;
         // profiled, a stamp before each node and after the last (the end
-        // of one operation is the start of the next).
+        // of one operation is the start of the next), with programmatic
+        // edges between stamps and kernels where the GPU has them.
         let mut previous = None;
-        let mut last_op = None;
+        let mut last_op: Option<(usize, bool)> = None;
         for (k, (index, node)) in nodes.iter().enumerate() {
-            let mut add = || -> Result<sys::CUgraphNode> {
-                if let Some(st) = self.stamps {
-                    let end_before = last_op.map_or(0, |op| st.end(op));
-                    previous = Some(st.add_to(
-                        &graph,
-                        previous.as_slice(),
-                        st.start(*index),
-                        end_before,
-                    )?);
+            let is_kernel = matches!(node, Node::Kernel(_));
+            let add = || -> Result<sys::CUgraphNode> {
+                let Some(st) = self.stamps else {
+                    return node.add_to(&graph, previous);
+                };
+                let end_before = last_op.map_or(0, |(op, _)| st.end(op));
+                let after_kernel = last_op.is_some_and(|(_, kernel)| kernel);
+                let stamp =
+                    st.add_to(&graph, previous, after_kernel, st.start(*index), end_before)?;
+                if is_kernel && st.programmatic()? {
+                    let added = node.add_to(&graph, None)?;
+                    st.link_kernel(&graph, stamp, added)?;
+                    Ok(added)
+                } else {
+                    node.add_to(&graph, Some(stamp))
                 }
-                node.add_to(&graph, previous)
             };
             previous = Some(add().map_err(|mut e| {
                 e.message = format!("operation {k} of {}: {}", nodes.len(), e.message);
                 e
             })?);
-            last_op = Some(*index);
+            last_op = Some((*index, is_kernel));
         }
-        if let (Some(st), Some(op)) = (self.stamps, last_op) {
-            st.add_to(&graph, previous.as_slice(), st.end(op), 0)?;
+        if let (Some(st), Some((op, kernel))) = (self.stamps, last_op) {
+            st.add_to(&graph, previous, kernel, st.end(op), 0)?;
         }
         let count = nodes.len();
         let mut lone = None;

@@ -562,6 +562,35 @@ pub fn graph_add_kernel_node(
     Ok(node)
 }
 
+/// Whether graph edges may be programmatic (CUDA 12.3 drivers).
+pub fn programmatic_edges_supported(d: &Driver) -> bool {
+    d.cuGraphAddDependencies_v2.is_some()
+}
+
+/// Adds a programmatic edge from kernel node `from` to kernel node `to`,
+/// firing at `from_port` (`GRAPH_KERNEL_NODE_PORT_*`).
+pub fn graph_add_programmatic_edge(
+    d: &Driver,
+    graph: CUgraph,
+    from: CUgraphNode,
+    to: CUgraphNode,
+    from_port: u8,
+) -> Result<()> {
+    let add = d
+        .cuGraphAddDependencies_v2
+        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddDependencies_v2 missing"))?;
+    let edge = CUgraphEdgeData {
+        from_port,
+        type_: GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC,
+        ..Default::default()
+    };
+    // SAFETY: a live graph; one node of it on each side and one edge datum.
+    let code = unsafe { add(graph, &from, &to, &edge, 1) };
+    check(d, code, || {
+        format!("cuGraphAddDependencies_v2 (programmatic edge, port {from_port})")
+    })
+}
+
 /// Adds a copy of `size` bytes between unified addresses after `previous`.
 pub fn graph_add_memcpy_node(
     d: &Driver,

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use super::result as r;
 use super::sys::{
-    CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraph, CUgraphExec, CUgraphNode,
+    self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraph, CUgraphExec, CUgraphNode,
     CUmodule, CUstream, Driver,
 };
 use crate::backends::common::args::ArgPack;
@@ -287,6 +287,15 @@ impl KernelLaunch<'_> {
     }
 }
 
+/// When a programmatic edge lets its downstream kernel launch.
+#[derive(Clone, Copy, Debug)]
+pub enum LaunchWhen {
+    /// Every block of the upstream kernel ran `griddepcontrol.launch_dependents` or exited.
+    Triggered,
+    /// Every block of the upstream kernel began.
+    AllBlocksBegan,
+}
+
 impl Graph {
     pub fn create(ctx: &Context) -> Result<Graph> {
         let _bound = ctx.bind()?;
@@ -321,6 +330,22 @@ impl Graph {
             k.shared,
             k.args,
         )
+    }
+
+    /// Orders kernel node `to` after kernel node `from` programmatically:
+    /// `to` may launch once `from` reaches `when`, and its
+    /// `griddepcontrol.wait` waits for `from` to complete.
+    pub fn add_programmatic_edge(
+        &self,
+        from: CUgraphNode,
+        to: CUgraphNode,
+        when: LaunchWhen,
+    ) -> Result<()> {
+        let port = match when {
+            LaunchWhen::Triggered => sys::GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC,
+            LaunchWhen::AllBlocksBegan => sys::GRAPH_KERNEL_NODE_PORT_LAUNCH_ORDER,
+        };
+        r::graph_add_programmatic_edge(self.ctx.d, self.raw, from, to, port)
     }
 
     /// Adds a copy between unified addresses after `previous`.

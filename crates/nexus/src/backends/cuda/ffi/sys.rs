@@ -37,6 +37,24 @@ pub struct CUDA_KERNEL_NODE_PARAMS {
     /// The context of `kern`; null when `func` is set.
     pub ctx: CUcontext,
 }
+/// `CUgraphEdgeData` (CUDA 12.3): when an edge fires and what it orders;
+/// all zero is a full dependency.
+#[repr(C)]
+#[derive(Default)]
+pub struct CUgraphEdgeData {
+    pub from_port: u8,
+    pub to_port: u8,
+    pub type_: u8,
+    pub reserved: [u8; 5],
+}
+/// Fires when every block of the upstream kernel has triggered
+/// (`griddepcontrol.launch_dependents`) or exited.
+pub const GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC: u8 = 1;
+/// Fires when every block of the upstream kernel has begun.
+pub const GRAPH_KERNEL_NODE_PORT_LAUNCH_ORDER: u8 = 2;
+/// The downstream kernel may start early; `griddepcontrol.wait` in it
+/// waits for the upstream kernel's completion and memory.
+pub const GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC: u8 = 1;
 /// `CUDA_MEMCPY3D`: a 1-D copy uses `WidthInBytes` with `Height` and
 /// `Depth` 1.
 #[repr(C)]
@@ -276,6 +294,7 @@ function_table! {
         cuGraphAddMemcpyNode ["cuGraphAddMemcpyNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMCPY3D, CUcontext) -> CUresult;
         cuGraphAddMemsetNode ["cuGraphAddMemsetNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_MEMSET_NODE_PARAMS, CUcontext) -> CUresult;
         cuGraphAddKernelNode ["cuGraphAddKernelNode_v2", "cuGraphAddKernelNode"]: fn(*mut CUgraphNode, CUgraph, *const CUgraphNode, usize, *const CUDA_KERNEL_NODE_PARAMS) -> CUresult;
+        cuGraphAddDependencies_v2 ["cuGraphAddDependencies_v2"]: fn(CUgraph, *const CUgraphNode, *const CUgraphNode, *const CUgraphEdgeData, usize) -> CUresult;
     }
 }
 
