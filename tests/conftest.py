@@ -141,6 +141,19 @@ def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
 # Helpers the runtime-specific test files share.
 
 
+# A CUDA/HIP kernel for overlap tests: each run counts itself in, then spins
+# until two runs are in (or ~1 s of clock cycles pass) and records in `ok`
+# whether it saw the other one.
+GATE_SOURCE = r"""
+extern "C" __global__ void gate(unsigned *count, unsigned *ok) {
+    unsigned me = atomicAdd(count, 1u);
+    long long start = clock64();
+    while (atomicAdd(count, 0u) < 2u && clock64() - start < 2000000000LL) {}
+    if (me < 2u) ok[me] = atomicAdd(count, 0u) >= 2u ? 1u : 0u;
+}
+"""
+
+
 def set_args(cmd, args) -> None:
     """Sets a command's arguments in order: Buffers through set_buffer,
     (value, data_type) pairs and plain numbers through set_arg. (Also

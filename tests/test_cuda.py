@@ -13,6 +13,7 @@ import time
 import nexus
 import numpy as np
 import pytest
+from conftest import GATE_SOURCE
 
 CUDA = nexus.get_runtime("cuda")
 if len(CUDA.get_devices()) == 0:
@@ -345,25 +346,13 @@ def test_graph_replay_of_a_multi_kernel_schedule(dev: nexus.Device, kernels: nex
     assert s.get_property_int("Runs") == 100
 
 
-# Each run counts itself in, then spins until two runs are in (or ~1 s of
-# clock cycles pass) and records in `ok` whether it saw the other one.
-GATE_CU = r"""
-extern "C" __global__ void gate(unsigned *count, unsigned *ok) {
-    unsigned me = atomicAdd(count, 1u);
-    long long start = clock64();
-    while (atomicAdd(count, 0u) < 2u && clock64() - start < 2000000000LL) {}
-    if (me < 2u) ok[me] = atomicAdd(count, 0u) >= 2u ? 1u : 0u;
-}
-"""
-
-
 def test_one_schedule_overlaps_itself_on_two_streams(dev: nexus.Device) -> None:
     """The driver orders every launch of one CUDA graph exec after the one
     before, whatever the stream: each stream must get an exec of its own,
     or one schedule run on two streams could not overlap. Here each run
     waits on the device for the other one to start, so both report seeing
     the other only when they ran at the same time."""
-    gate = dev.load_library(GATE_CU.encode()).get_kernel("gate")
+    gate = dev.load_library(GATE_SOURCE.encode()).get_kernel("gate")
     count = dev.create_buffer(np.zeros(1, np.uint32))
     ok = dev.create_buffer(np.zeros(2, np.uint32))
     y = dev.create_buffer(np.zeros(16, np.float32))

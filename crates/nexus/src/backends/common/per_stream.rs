@@ -5,6 +5,14 @@
 //! their raw handle; a handle reused by a later stream only inherits a
 //! value that was valid for any stream.
 
+/// Graph execs a schedule step keeps, one per stream; the least recently
+/// used one goes (the drivers free an exec still in flight once its launch
+/// completes).
+pub const EXECS_PER_GRAPH: usize = 16;
+/// The key of the exec made at encode time until a stream takes it
+/// (`rekey`).
+pub const UNCLAIMED: usize = 0;
+
 /// At most `cap` (stream, value) pairs, least recently used first.
 pub struct PerStream<V> {
     entries: Vec<(usize, V)>,

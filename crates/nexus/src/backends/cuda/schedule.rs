@@ -26,7 +26,7 @@ use super::stream::{CudaDeviceStream, CudaStream, StreamQueue};
 use super::sync::{CudaEvent, Timeline};
 use super::Gpu;
 use crate::backends::common::args::{self, ArgPack};
-use crate::backends::common::per_stream::PerStream;
+use crate::backends::common::per_stream::{PerStream, EXECS_PER_GRAPH, UNCLAIMED};
 use crate::backends::common::queue::HeldRun;
 use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
 use crate::backends::common::{self, lock};
@@ -112,12 +112,6 @@ struct GraphStep {
     /// sent directly from then on.
     direct_only: std::sync::atomic::AtomicBool,
 }
-
-/// Execs kept per graph step; the least recently used one goes (the
-/// driver frees an exec still in flight once its launch completes).
-const MAX_EXECS: usize = 16;
-/// The key of the exec made at encode time until a stream takes it.
-const UNCLAIMED: usize = 0;
 
 impl GraphStep {
     /// The exec to launch on `stream`; `None`: send the lone operation.
@@ -462,7 +456,7 @@ impl Encoder<'_> {
         }
         let count = nodes.len();
         let mut lone = None;
-        let mut execs = PerStream::new(MAX_EXECS);
+        let mut execs = PerStream::new(EXECS_PER_GRAPH);
         if count == 1 {
             lone = nodes.into_iter().next();
         } else {

@@ -4,8 +4,9 @@
 //! or more consecutive kernels is built into a HIP graph at encode time
 //! (node by node: stream capture would be invalidated by another thread's
 //! implicitly synchronising call, such as a free)
-//! and replayed with one `hipGraphLaunch`; a lone kernel is launched
-//! directly (cheaper than a one-node graph). A signal command on a CUDA
+//! and replayed with one `hipGraphLaunch`, from an exec of the stream's own
+//! (`GraphStep`); a lone kernel is launched directly (cheaper than a
+//! one-node graph). A signal command on a CUDA
 //! event is a stream memory write (`hipStreamWriteValue64`) of the event's
 //! mapped value; a wait command is decided when it is about to be queued
 //! behind everything before it in its stream (`send`, with
@@ -14,7 +15,7 @@
 //! else held on the host (`common/queue.rs`). Signals of other runtimes' events
 //! are host functions.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::ffi::result as r;
 use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
@@ -23,10 +24,11 @@ use super::library::HipKernel;
 use super::stream::{HipDeviceStream, HipStream, StreamQueue};
 use super::sync::{HipEvent, Timeline};
 use super::Gpu;
-use crate::backends::common;
 use crate::backends::common::args::{self, ArgPack};
+use crate::backends::common::per_stream::{PerStream, EXECS_PER_GRAPH, UNCLAIMED};
 use crate::backends::common::queue::HeldRun;
 use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
+use crate::backends::common::{self, lock};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -50,13 +52,38 @@ impl Launch {
     }
 }
 
+/// Consecutive kernels as one HIP graph, with an exec per stream it runs
+/// on: the driver orders every launch of one exec after the one before,
+/// whatever the stream, so one schedule run on two streams would not
+/// overlap with a shared exec.
+struct GraphStep {
+    /// Per stream, its exec (the one made at encode time goes to the first).
+    execs: Mutex<PerStream<Arc<GraphExec>>>,
+    /// Instantiated again per stream; freed after the execs.
+    graph: Graph,
+}
+
+impl GraphStep {
+    /// The exec to launch on `stream`, instantiated on the stream's first run.
+    fn exec_for(&self, stream: sys::hipStream_t) -> Result<Arc<GraphExec>> {
+        let key = stream as usize;
+        // Held while instantiating: the driver does not synchronise a graph.
+        let mut execs = lock(&self.execs);
+        if let Some(exec) = execs.get(key) {
+            return Ok(exec.clone());
+        }
+        if let Some(exec) = execs.rekey(UNCLAIMED, key) {
+            return Ok(exec.clone());
+        }
+        let exec = Arc::new(self.graph.instantiate()?);
+        execs.insert(key, exec.clone());
+        Ok(exec)
+    }
+}
+
 enum Step {
     Launch(Launch),
-    Graph {
-        exec: GraphExec,
-        /// Kept beside its instantiation (freed after it).
-        _graph: Graph,
-    },
+    Graph(GraphStep),
     /// A stream write of a HIP event's mapped value.
     Signal {
         timeline: Arc<Timeline>,
@@ -241,10 +268,14 @@ impl HipSchedule {
                     return Ok(());
                 }
                 match Self::build_graph(gpu, &launches) {
-                    Ok((exec, graph)) => steps.push(Step::Graph {
-                        exec,
-                        _graph: graph,
-                    }),
+                    Ok((exec, graph)) => {
+                        let mut execs = PerStream::new(EXECS_PER_GRAPH);
+                        execs.insert(UNCLAIMED, Arc::new(exec));
+                        steps.push(Step::Graph(GraphStep {
+                            execs: Mutex::new(execs),
+                            graph,
+                        }))
+                    }
                     Err(e) => {
                         // Graph nodes of module kernels are not accepted by
                         // every ROCm release: launched one by one instead.
@@ -303,7 +334,7 @@ impl HeldRun<HipDeviceStream> for Steps {
         for (i, step) in self.steps.iter().enumerate().skip(from) {
             match step {
                 Step::Launch(l) => l.params().launch(d, stream)?,
-                Step::Graph { exec, .. } => exec.launch(stream)?,
+                Step::Graph(g) => g.exec_for(stream)?.launch(stream)?,
                 // The buffers live while the schedule does (its ops).
                 Step::Copy { dst, src, size } => {
                     r::memcpy_dtod_async(d, *dst, *src, *size, stream)?
