@@ -57,7 +57,7 @@ def test_trace_records_runs_commands_copies_and_arrows(device: nexus.Device, lib
     names = " ".join(e["name"] for e in boxes)
     assert "device to host" in names
     runtime = device.get_property_str("Runtime")
-    if runtime in ("cpu", "cuda", "vulkan", "opencl"):  # device timestamps per command
+    if runtime in ("cpu", "cuda", "hip", "vulkan", "opencl"):  # device timestamps per command
         assert "kernel 'fill_f32'" in names and "kernel 'affine_f32'" in names
         assert "signal 1" in names and "wait 1" in names
         flows = [e for e in events if e["ph"] in ("s", "f")]

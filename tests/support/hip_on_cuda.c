@@ -125,6 +125,7 @@ typedef struct {
     X(cuEventCreate, CUresult, (CUevent *, unsigned))                                      \
     X(cuEventRecord, CUresult, (CUevent, CUstream))                                        \
     X(cuEventQuery, CUresult, (CUevent))                                                   \
+    X(cuEventElapsedTime, CUresult, (float *, CUevent, CUevent))                           \
     X(cuEventDestroy_v2, CUresult, (CUevent))                                              \
     X(cuModuleLoadData, CUresult, (CUmodule *, const void *))                              \
     X(cuModuleUnload, CUresult, (CUmodule))                                                \
@@ -547,6 +548,11 @@ EXPORT hipError_t hipEventRecord(CUevent e, CUstream s) {
 EXPORT hipError_t hipEventQuery(CUevent e) {
     BIND();
     return p_cuEventQuery(e);
+}
+
+EXPORT hipError_t hipEventElapsedTime(float *ms, CUevent start, CUevent end) {
+    BIND();
+    return p_cuEventElapsedTime(ms, start, end);
 }
 
 EXPORT hipError_t hipEventDestroy(CUevent e) {

@@ -177,7 +177,15 @@ impl hal::Device for HipDevice {
     }
 
     fn encode(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
-        Ok(Arc::new(schedule::HipSchedule::encode(&self.gpu, ops)?))
+        Ok(Arc::new(schedule::HipSchedule::encode(
+            &self.gpu, ops, false,
+        )?))
+    }
+
+    fn encode_profiled(&self, ops: Vec<hal::Op>) -> Result<Arc<dyn hal::Schedule>> {
+        Ok(Arc::new(schedule::HipSchedule::encode(
+            &self.gpu, ops, true,
+        )?))
     }
 
     fn wrap_device_memory(

@@ -13,12 +13,13 @@
 //! `Timeline::plan`): a stream memory wait when a signal reaching it is
 //! queued, passed on an idle stream when the host already set the value,
 //! else held on the host (`common/queue.rs`). Signals of other runtimes' events
-//! are host functions.
+//! are host functions. A profiled schedule sends every operation as a step
+//! of its own between two timing events (`hipEventRecord`), without graphs.
 
 use std::sync::{Arc, Mutex};
 
 use super::ffi::result as r;
-use super::ffi::safe::{self, Function, Graph, GraphExec, KernelLaunch};
+use super::ffi::safe::{self, Event, Function, Graph, GraphExec, KernelLaunch};
 use super::ffi::sys;
 use super::library::HipKernel;
 use super::stream::{HipDeviceStream, HipStream, StreamQueue};
@@ -122,6 +123,9 @@ enum Step {
 pub(crate) struct Steps {
     gpu: Arc<Gpu>,
     steps: Vec<Step>,
+    /// Profiled schedules: a start and an end timing event per step, which
+    /// is then one operation.
+    timing: Option<Vec<(Event, Event)>>,
     /// Keeps kernels, buffers and events alive while the schedule exists.
     _ops: Vec<hal::Op>,
 }
@@ -131,8 +135,18 @@ pub struct HipSchedule {
 }
 
 impl HipSchedule {
-    pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>) -> Result<Self> {
+    pub(crate) fn encode(gpu: &Arc<Gpu>, ops: Vec<hal::Op>, profile: bool) -> Result<Self> {
         let _ctx = gpu.bind()?;
+        // Timing events need a step per operation: no graphs then.
+        let timing = match profile {
+            true if gpu.d.hipEventElapsedTime.is_some() => {
+                let ctx = gpu.context()?;
+                let pair = || Ok((Event::create_timed(&ctx)?, Event::create_timed(&ctx)?));
+                Some((0..ops.len()).map(|_| pair()).collect::<Result<Vec<_>>>()?)
+            }
+            _ => None,
+        };
+        let graphs = timing.is_none() && r::graph_nodes_supported(gpu.d);
         let mut steps = Vec::new();
         let mut pending: Vec<Launch> = Vec::new();
         for op in &ops {
@@ -204,7 +218,7 @@ impl HipSchedule {
                     dst_offset,
                     size,
                 } => {
-                    Self::flush(gpu, &mut pending, &mut steps)?;
+                    Self::flush(gpu, graphs, &mut pending, &mut steps)?;
                     steps.push(Step::Copy {
                         dst: dst.address() + *dst_offset as u64,
                         src: src.address() + *src_offset as u64,
@@ -212,7 +226,7 @@ impl HipSchedule {
                     });
                 }
                 hal::Op::Fill { buffer, pattern } => {
-                    Self::flush(gpu, &mut pending, &mut steps)?;
+                    Self::flush(gpu, graphs, &mut pending, &mut steps)?;
                     steps.push(Step::Fill {
                         dst: buffer.address(),
                         size: buffer.size(),
@@ -220,7 +234,7 @@ impl HipSchedule {
                     });
                 }
                 hal::Op::Signal { event, value } | hal::Op::Wait { event, value } => {
-                    Self::flush(gpu, &mut pending, &mut steps)?;
+                    Self::flush(gpu, graphs, &mut pending, &mut steps)?;
                     let value = *value;
                     let timeline = event
                         .as_any()
@@ -241,19 +255,33 @@ impl HipSchedule {
                 }
             }
         }
-        Self::flush(gpu, &mut pending, &mut steps)?;
+        Self::flush(gpu, graphs, &mut pending, &mut steps)?;
+        if timing.is_some() && steps.len() != ops.len() {
+            return Err(Error::new(
+                Status::DriverError,
+                "a profiled HIP schedule has not one step per operation (nexus bug)",
+            ));
+        }
         Ok(HipSchedule {
             steps: Arc::new(Steps {
                 gpu: gpu.clone(),
                 steps,
+                timing,
                 _ops: ops,
             }),
         })
     }
 
-    /// Turns the launches recorded since the last signal/wait into a step:
-    /// one direct launch, or a HIP graph of all of them.
-    fn flush(gpu: &Arc<Gpu>, pending: &mut Vec<Launch>, steps: &mut Vec<Step>) -> Result<()> {
+    /// Turns the launches recorded since the last signal/wait into steps:
+    /// a HIP graph of all of them where there are two or more and `graphs`
+    /// (a runtime with graph nodes, an unprofiled schedule), else a direct
+    /// launch each.
+    fn flush(
+        gpu: &Arc<Gpu>,
+        graphs: bool,
+        pending: &mut Vec<Launch>,
+        steps: &mut Vec<Step>,
+    ) -> Result<()> {
         match pending.len() {
             0 => Ok(()),
             1 => {
@@ -262,8 +290,7 @@ impl HipSchedule {
             }
             _ => {
                 let launches = std::mem::take(pending);
-                if !r::graph_nodes_supported(gpu.d) {
-                    // A runtime without graph nodes: launched one by one.
+                if !graphs {
                     steps.extend(launches.into_iter().map(Step::Launch));
                     return Ok(());
                 }
@@ -332,6 +359,11 @@ impl HeldRun<HipDeviceStream> for Steps {
         let stream = on.raw();
         let mut sent_any = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
+            let timing = self.timing.as_ref().and_then(|t| t.get(i));
+            let waits = matches!(step, Step::Wait { .. } | Step::HostWait { .. });
+            if let (Some((start, _)), false) = (timing, waits) {
+                start.record(stream)?;
+            }
             match step {
                 Step::Launch(l) => l.params().launch(d, stream)?,
                 Step::Graph(g) => g.exec_for(stream)?.launch(stream)?,
@@ -354,6 +386,7 @@ impl HeldRun<HipDeviceStream> for Steps {
                         if timeline.value() < *value {
                             return Ok(Some(i));
                         }
+                        record_passed(timing, stream)?;
                         continue;
                     }
                     WaitPlan::PassWhenDrained | WaitPlan::Hold => return Ok(Some(i)),
@@ -363,6 +396,7 @@ impl HeldRun<HipDeviceStream> for Steps {
                     if !(there && !sent_any && stream_idle()) {
                         return Ok(Some(i));
                     }
+                    record_passed(timing, stream)?;
                     continue;
                 }
                 Step::HostSignal { event, value } => {
@@ -377,6 +411,13 @@ impl HeldRun<HipDeviceStream> for Steps {
                     };
                     safe::launch_host_fn(d, stream, Box::new(signal))?;
                 }
+            }
+            if let Some((start, end)) = timing {
+                if waits {
+                    // A wait decided now: it took no device time after this.
+                    start.record(stream)?;
+                }
+                end.record(stream)?;
             }
             sent_any = true;
         }
@@ -405,6 +446,16 @@ impl HeldRun<HipDeviceStream> for Steps {
     }
 }
 
+/// A profiled wait that passed on the host took no device time: both its
+/// timing events at this point of the stream.
+fn record_passed(timing: Option<&(Event, Event)>, stream: sys::hipStream_t) -> Result<()> {
+    if let Some((start, end)) = timing {
+        start.record(stream)?;
+        end.record(stream)?;
+    }
+    Ok(())
+}
+
 impl HipSchedule {
     /// The queue of the stream a run goes to, with this GPU's context current.
     fn queue_for(&self, stream: Option<&dyn hal::Stream>) -> Result<Arc<StreamQueue>> {
@@ -431,6 +482,19 @@ impl HipSchedule {
 }
 
 impl hal::Schedule for HipSchedule {
+    /// From the timing events, relative to the first operation's start;
+    /// `None` until every event of the last run is reached.
+    fn timings(&self) -> Option<Vec<(f64, f64)>> {
+        let timing = self.steps.timing.as_ref()?;
+        let origin = &timing.first()?.0;
+        let _ctx = self.steps.gpu.bind().ok()?;
+        let ms = |e: &Event| e.ms_since(origin).ok().flatten().map(f64::from);
+        timing
+            .iter()
+            .map(|(start, end)| Some((ms(start)?, ms(end)?)))
+            .collect()
+    }
+
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {
         let _ctx = self.steps.gpu.bind()?;
         let queue = self.queue_for(stream)?;

@@ -322,15 +322,33 @@ pub fn stream_create(d: &Hip) -> Result<hipStream_t> {
     Ok(s)
 }
 
-pub fn event_create(d: &Hip) -> Result<hipEvent_t> {
+/// An event; `timed` events also record when they were reached
+/// (`event_elapsed_ms`).
+pub fn event_create(d: &Hip, timed: bool) -> Result<hipEvent_t> {
+    let flags = if timed { 0 } else { EVENT_DISABLE_TIMING };
     let mut e = std::ptr::null_mut();
     check(
         d,
         // SAFETY: out-pointer to a local; the device is current.
-        unsafe { (d.hipEventCreateWithFlags)(&mut e, EVENT_DISABLE_TIMING) },
+        unsafe { (d.hipEventCreateWithFlags)(&mut e, flags) },
         || "hipEventCreateWithFlags".into(),
     )?;
     Ok(e)
+}
+
+/// Milliseconds from timed event `start` to timed event `end`; `None`
+/// while either is not reached yet.
+pub fn event_elapsed_ms(d: &Hip, start: hipEvent_t, end: hipEvent_t) -> Result<Option<f32>> {
+    let elapsed = d
+        .hipEventElapsedTime
+        .ok_or_else(|| Error::new(Status::NotSupported, "hipEventElapsedTime missing"))?;
+    let mut ms = 0f32;
+    // SAFETY: out-pointer to a local; two event handles HIP only reads.
+    match unsafe { elapsed(&mut ms, start, end) } {
+        hipSuccess => Ok(Some(ms)),
+        hipErrorNotReady => Ok(None),
+        code => check(d, code, || "hipEventElapsedTime".into()).map(|_| None),
+    }
 }
 
 /// A module from an image: a code object (ELF), an offload bundle or a

@@ -200,11 +200,26 @@ pub fn launch_host_fn(d: &Hip, stream: hipStream_t, f: Box<dyn FnOnce() + Send>)
 
 impl Event {
     pub fn create(ctx: &Context) -> Result<Event> {
+        Self::create_with(ctx, false)
+    }
+
+    /// An event that records when it is reached, for `ms_since`.
+    pub fn create_timed(ctx: &Context) -> Result<Event> {
+        Self::create_with(ctx, true)
+    }
+
+    fn create_with(ctx: &Context, timed: bool) -> Result<Event> {
         let _bound = ctx.bind()?;
         Ok(Event {
             ctx: *ctx,
-            raw: r::event_create(ctx.d)?,
+            raw: r::event_create(ctx.d, timed)?,
         })
+    }
+
+    /// Milliseconds from timed event `origin` to this one (both timed);
+    /// `None` until both are reached.
+    pub fn ms_since(&self, origin: &Event) -> Result<Option<f32>> {
+        r::event_elapsed_ms(self.ctx.d, origin.raw, self.raw)
     }
 
     pub fn record(&self, stream: hipStream_t) -> Result<()> {

@@ -266,6 +266,7 @@ function_table! {
         hipStreamWriteValue64 ["hipStreamWriteValue64"]: fn(hipStream_t, *mut c_void, u64, c_uint) -> hipError_t;
         hipStreamWaitValue64 ["hipStreamWaitValue64"]: fn(hipStream_t, *mut c_void, u64, c_uint, u64) -> hipError_t;
         hipGraphAddKernelNode ["hipGraphAddKernelNode"]: fn(*mut hipGraphNode_t, hipGraph_t, *const hipGraphNode_t, usize, *const hipKernelNodeParams) -> hipError_t;
+        hipEventElapsedTime ["hipEventElapsedTime"]: fn(*mut f32, hipEvent_t, hipEvent_t) -> hipError_t;
     }
 }
 
