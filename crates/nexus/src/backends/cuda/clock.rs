@@ -9,8 +9,9 @@
 //! the chain's edges between stamps and kernels are programmatic: a stamp
 //! after a kernel is launched while that kernel runs and waits for its end
 //! on the GPU, and the kernel after a stamp launches as soon as the stamp
-//! is written, so the stamps' launch latency hides behind the kernels (a
-//! profiled 1-kernel run went from +1.8-2.4 us to +0.3-1.5 us on an H200,
+//! has begun (or, if it waits for a kernel, has written the time), so the
+//! stamps' launch latency hides behind the kernels (a profiled 1-kernel
+//! run went from +2.1-2.2 us to +1.0-1.3 us over a plain one on an H200,
 //! bench/RESULTS.md).
 //!
 //! Why not CUDA events with timing: on an H200 an event-record node cost
@@ -175,15 +176,22 @@ impl Stamps {
     }
 
     /// Orders kernel node `kernel` (added without dependencies) after
-    /// `stamp`: it launches once the stamp is written, not once the stamp
-    /// kernel has retired. The stamp itself waited for everything before.
+    /// `stamp`. A stamp that waits for a kernel before it (`stamp_waits`)
+    /// lets `kernel` launch once it has written the time; one that waits
+    /// for nothing on the GPU (a graph's first node, or after a copy or
+    /// fill, by a full edge) once it has begun, as it reads the clock first.
     pub(crate) fn link_kernel(
         &self,
         graph: &Graph,
         stamp: CUgraphNode,
+        stamp_waits: bool,
         kernel: CUgraphNode,
     ) -> Result<()> {
-        graph.add_programmatic_edge(stamp, kernel, LaunchWhen::Triggered)
+        let when = match stamp_waits {
+            true => LaunchWhen::Triggered,
+            false => LaunchWhen::AllBlocksBegan,
+        };
+        graph.add_programmatic_edge(stamp, kernel, when)
     }
 
     /// One thread of the stamp kernel with `args` (from `pack`).

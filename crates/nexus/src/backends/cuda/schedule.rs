@@ -439,7 +439,7 @@ impl Encoder<'_> {
                     st.add_to(&graph, previous, after_kernel, st.start(*index), end_before)?;
                 if is_kernel && st.programmatic()? {
                     let added = node.add_to(&graph, None)?;
-                    st.link_kernel(&graph, stamp, added)?;
+                    st.link_kernel(&graph, stamp, after_kernel, added)?;
                     Ok(added)
                 } else {
                     node.add_to(&graph, Some(stamp))
