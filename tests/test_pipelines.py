@@ -167,6 +167,17 @@ def test_profiled_commands_keep_their_order(device: nexus.Device, lib_path: str)
         if device.get_property_str("Runtime") in WALL_CLOCK_SPIN:
             assert spin >= 0.9 * spin_us / 1e3, f"run {i}: the spin took {spin} ms"
         assert 0 < spin <= s.get_property_flt("ElapsedTime")
+    # A profiled schedule that starts with a kernel (on CUDA, a stamp with
+    # nothing before it in the graph) still follows the stream's earlier work.
+    slow, then = device.create_schedule(), device.create_schedule(profile=True)
+    s = slow
+    kernel("spin_fill_f32", a, 1.0, n, spin_us)   # a = 1, late
+    s = then
+    kernel("affine_f32", a, 4.0, 1.0, n)          # a = 5
+    for stream in streams:
+        slow.run(stream, blocking=False)
+        then.run(stream)
+        np.testing.assert_array_equal(a.numpy(), np.full(n, 5, np.float32))
 
 
 def test_host_buffers_take_part_in_copy_commands(device: nexus.Device) -> None:

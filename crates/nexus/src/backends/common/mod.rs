@@ -116,6 +116,19 @@ pub fn downcast<'a, T: 'static>(
     })
 }
 
+/// A profiled schedule's (start, end) times per operation, if they are one
+/// run's: in stream order no time comes before the one listed before it,
+/// so times that go back mix two runs (a later run rewriting some of the
+/// marks, or a run held part-way). `None` then.
+pub fn one_run(times: Vec<(f64, f64)>) -> Option<Vec<(f64, f64)>> {
+    let in_order = times
+        .iter()
+        .flat_map(|&(start, end)| [start, end])
+        .try_fold(f64::NEG_INFINITY, |last, t| (t >= last).then_some(t))
+        .is_some();
+    in_order.then_some(times)
+}
+
 /// Locks `m`, ignoring poison: every state guarded in nexus is left
 /// consistent between statements (counters, queues), so a panic elsewhere
 /// must not turn later calls into panics too.
@@ -160,5 +173,21 @@ pub mod builtin {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_run;
+
+    #[test]
+    fn times_of_one_run_never_go_back() {
+        let run = vec![(0.0, 1.5), (1.5, 1.5), (2.0, 4.0)];
+        assert_eq!(one_run(run.clone()), Some(run));
+        // The second operation's marks are a later run's.
+        assert_eq!(one_run(vec![(0.0, 1.0), (9.0, 9.5), (2.0, 3.0)]), None);
+        // An end before its start.
+        assert_eq!(one_run(vec![(0.0, 2.0), (3.0, 2.5)]), None);
+        assert_eq!(one_run(vec![]), Some(vec![]));
     }
 }

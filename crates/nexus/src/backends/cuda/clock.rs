@@ -21,7 +21,7 @@
 //! does. The words are read directly on the host (no copy, no driver
 //! call), which the trace does after every run.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::ffi::result as r;
@@ -30,8 +30,8 @@ use super::ffi::sys::{CUgraphNode, CUstream};
 use super::sync;
 use super::Gpu;
 use crate::backends::common::args::ArgPack;
-use crate::backends::common::release;
 use crate::backends::common::timeline::Slot;
+use crate::backends::common::{self, release};
 use crate::error::Result;
 
 /// `nexus_stamp(a, b)`: stores the global timer at `a`, and at `b` unless
@@ -78,8 +78,9 @@ DONE:
 /// The stamp kernel of one GPU's context, loaded on first use.
 pub(crate) struct StampKernel {
     function: Function,
-    /// Built with `griddepcontrol`, for programmatic edges.
-    programmatic: bool,
+    /// Built with `griddepcontrol`, for programmatic edges; cleared for
+    /// good if the driver refuses a graph with them.
+    programmatic: AtomicBool,
     _module: Module,
 }
 
@@ -90,7 +91,7 @@ impl StampKernel {
             let module = Module::load(&ctx, stamp_ptx(programmatic).as_bytes())?;
             Ok(StampKernel {
                 function: module.function("nexus_stamp")?,
-                programmatic,
+                programmatic: AtomicBool::new(programmatic),
                 _module: module,
             })
         };
@@ -105,6 +106,12 @@ impl StampKernel {
             }
         }
         load(false)
+    }
+
+    /// From now on, stamps are tied to kernels by full edges (the
+    /// programmatic kernel still stamps correctly without them).
+    pub(crate) fn stop_programmatic(&self) {
+        self.programmatic.store(false, Ordering::Relaxed);
     }
 }
 
@@ -172,7 +179,11 @@ impl Stamps {
     /// Whether a kernel node after a stamp may be linked to it with
     /// `link_kernel` (the stamp kernel is programmatic).
     pub(crate) fn programmatic(&self) -> Result<bool> {
-        Ok(self.gpu.stamp_kernel()?.programmatic)
+        Ok(self
+            .gpu
+            .stamp_kernel()?
+            .programmatic
+            .load(Ordering::Relaxed))
     }
 
     /// Orders kernel node `kernel` (added without dependencies) after
@@ -223,12 +234,12 @@ impl Stamps {
 /// run's stamps never decrease, in stream order, and a later run's on one
 /// stream all come after).
 fn timings_from_ns(ns: &[u64]) -> Option<Vec<(f64, f64)>> {
-    if ns.contains(&0) || ns.windows(2).any(|p| p[1] < p[0]) {
+    if ns.contains(&0) {
         return None;
     }
     let origin = *ns.first()?;
-    let ms = |t: u64| (t - origin) as f64 / 1e6;
-    Some(ns.chunks_exact(2).map(|p| (ms(p[0]), ms(p[1]))).collect())
+    let ms = |t: u64| (t as f64 - origin as f64) / 1e6;
+    common::one_run(ns.chunks_exact(2).map(|p| (ms(p[0]), ms(p[1]))).collect())
 }
 
 fn pack(a: u64, b: u64) -> ArgPack {

@@ -420,11 +420,52 @@ impl Encoder<'_> {
             }
             return Ok(());
         }
+        let count = nodes.len();
+        let (graph, exec) = match self.chain(&nodes) {
+            Err(e)
+                if self
+                    .stamps
+                    .is_some_and(|st| st.programmatic().unwrap_or(false)) =>
+            {
+                // The driver took the entry point but not this use of it.
+                log::warn!(
+                    "{}: a profiled CUDA graph with programmatic edges was refused, \
+                     stamps follow kernels from now on: {}",
+                    self.gpu.label(),
+                    e.message
+                );
+                self.gpu.stamp_kernel()?.stop_programmatic();
+                self.chain(&nodes)?
+            }
+            built => built?,
+        };
+        let mut execs = PerStream::new(EXECS_PER_GRAPH);
+        if let Some(exec) = exec {
+            execs.insert(UNCLAIMED, Some(Arc::new(exec)));
+        }
+        let lone = if count == 1 {
+            nodes.into_iter().next()
+        } else {
+            None
+        };
+        self.steps.push(Step::Graph(GraphStep {
+            execs: std::sync::Mutex::new(execs),
+            graph,
+            lone,
+            direct_only: std::sync::atomic::AtomicBool::new(false),
+        }));
+        self.timed_on_stream.push(None);
+        Ok(())
+    }
+
+    /// The graph of `nodes`: a chain, each node after the one before, as in
+    /// a stream; profiled, a stamp before each node and after the last (the
+    /// end of one operation is the start of the next), with programmatic
+    /// edges between stamps and kernels where the GPU has them. Two or more
+    /// operations are instantiated now, so a graph the driver refuses fails
+    /// here; a lone one on its stream's first run (`GraphStep::exec_for`).
+    fn chain(&self, nodes: &[(usize, Node)]) -> Result<(Graph, Option<GraphExec>)> {
         let graph = Graph::create(&self.gpu.context()?)?;
-        // A chain: each node depends on the one before, as in a stream;
-        // profiled, a stamp before each node and after the last (the end
-        // of one operation is the start of the next), with programmatic
-        // edges between stamps and kernels where the GPU has them.
         let mut previous = None;
         let mut last_op: Option<(usize, bool)> = None;
         for (k, (index, node)) in nodes.iter().enumerate() {
@@ -454,27 +495,14 @@ impl Encoder<'_> {
         if let (Some(st), Some((op, kernel))) = (self.stamps, last_op) {
             st.add_to(&graph, previous, kernel, st.end(op), 0)?;
         }
-        let count = nodes.len();
-        let mut lone = None;
-        let mut execs = PerStream::new(EXECS_PER_GRAPH);
-        if count == 1 {
-            lone = nodes.into_iter().next();
-        } else {
-            // Instantiated now, so a graph the driver refuses fails here.
-            let exec = graph.instantiate().map_err(|mut e| {
-                e.message = format!("{} (a graph of {count} operations)", e.message);
-                e
-            })?;
-            execs.insert(UNCLAIMED, Some(Arc::new(exec)));
+        if nodes.len() == 1 {
+            return Ok((graph, None));
         }
-        self.steps.push(Step::Graph(GraphStep {
-            execs: std::sync::Mutex::new(execs),
-            graph,
-            lone,
-            direct_only: std::sync::atomic::AtomicBool::new(false),
-        }));
-        self.timed_on_stream.push(None);
-        Ok(())
+        let exec = graph.instantiate().map_err(|mut e| {
+            e.message = format!("{} (a graph of {} operations)", e.message, nodes.len());
+            e
+        })?;
+        Ok((graph, Some(exec)))
     }
 }
 

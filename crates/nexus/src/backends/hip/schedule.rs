@@ -29,7 +29,7 @@ use crate::backends::common::args::{self, ArgPack};
 use crate::backends::common::per_stream::{PerStream, EXECS_PER_GRAPH, UNCLAIMED};
 use crate::backends::common::queue::HeldRun;
 use crate::backends::common::timeline::{wait_for_foreign, wait_until_moved, WaitPlan};
-use crate::backends::common::{self, lock};
+use crate::backends::common::{self, lock, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -59,26 +59,82 @@ impl Launch {
 /// overlap with a shared exec.
 struct GraphStep {
     /// Per stream, its exec (the one made at encode time goes to the first).
-    execs: Mutex<PerStream<Arc<GraphExec>>>,
-    /// Instantiated again per stream; freed after the execs.
-    graph: Graph,
+    execs: Mutex<PerStream<Arc<KeptExec>>>,
+    /// Instantiated again per stream; each exec keeps it (freed after them).
+    graph: Arc<Graph>,
+}
+
+/// A graph exec destroyed on the release thread once the GPU is idle: not
+/// every ROCm release lets `hipGraphExecDestroy` free an exec whose launch
+/// is still running (CUDA does), and an exec goes while its last launch may
+/// be in flight (evicted for a newer stream, or its schedule dropped).
+struct KeptExec {
+    exec: Option<GraphExec>,
+    graph: Arc<Graph>,
+    gpu: Arc<Gpu>,
+}
+
+impl KeptExec {
+    fn new(gpu: &Arc<Gpu>, graph: &Arc<Graph>, exec: GraphExec) -> Arc<KeptExec> {
+        Arc::new(KeptExec {
+            exec: Some(exec),
+            graph: graph.clone(),
+            gpu: gpu.clone(),
+        })
+    }
+}
+
+impl Drop for KeptExec {
+    fn drop(&mut self) {
+        let (exec, graph, gpu) = (self.exec.take(), self.graph.clone(), self.gpu.clone());
+        release::defer(Box::new(move || {
+            if let Ok(_ctx) = gpu.bind() {
+                let _ = r::device_synchronize(gpu.d);
+            }
+            drop(exec);
+            drop(graph);
+        }));
+    }
 }
 
 impl GraphStep {
-    /// The exec to launch on `stream`, instantiated on the stream's first run.
-    fn exec_for(&self, stream: sys::hipStream_t) -> Result<Arc<GraphExec>> {
+    fn new(gpu: &Arc<Gpu>, graph: Graph, exec: GraphExec) -> GraphStep {
+        let graph = Arc::new(graph);
+        let mut execs = PerStream::new(EXECS_PER_GRAPH);
+        execs.insert(UNCLAIMED, KeptExec::new(gpu, &graph, exec));
+        GraphStep {
+            execs: Mutex::new(execs),
+            graph,
+        }
+    }
+
+    /// Queues the graph on `stream`, from the stream's own exec
+    /// (instantiated on the stream's first run).
+    fn launch(&self, gpu: &Arc<Gpu>, stream: sys::hipStream_t) -> Result<()> {
         let key = stream as usize;
-        // Held while instantiating: the driver does not synchronise a graph.
-        let mut execs = lock(&self.execs);
-        if let Some(exec) = execs.get(key) {
-            return Ok(exec.clone());
+        let kept = {
+            // Held while instantiating: the driver does not synchronise a graph.
+            let mut execs = lock(&self.execs);
+            match execs.get(key) {
+                Some(kept) => kept.clone(),
+                None => match execs.rekey(UNCLAIMED, key) {
+                    Some(kept) => kept.clone(),
+                    None => execs
+                        .insert(
+                            key,
+                            KeptExec::new(gpu, &self.graph, self.graph.instantiate()?),
+                        )
+                        .clone(),
+                },
+            }
+        };
+        match &kept.exec {
+            Some(exec) => exec.launch(stream),
+            None => Err(Error::new(
+                Status::DriverError,
+                "a HIP graph exec is gone (nexus bug)",
+            )),
         }
-        if let Some(exec) = execs.rekey(UNCLAIMED, key) {
-            return Ok(exec.clone());
-        }
-        let exec = Arc::new(self.graph.instantiate()?);
-        execs.insert(key, exec.clone());
-        Ok(exec)
     }
 }
 
@@ -295,14 +351,7 @@ impl HipSchedule {
                     return Ok(());
                 }
                 match Self::build_graph(gpu, &launches) {
-                    Ok((exec, graph)) => {
-                        let mut execs = PerStream::new(EXECS_PER_GRAPH);
-                        execs.insert(UNCLAIMED, Arc::new(exec));
-                        steps.push(Step::Graph(GraphStep {
-                            execs: Mutex::new(execs),
-                            graph,
-                        }))
-                    }
+                    Ok((exec, graph)) => steps.push(Step::Graph(GraphStep::new(gpu, graph, exec))),
                     Err(e) => {
                         // Graph nodes of module kernels are not accepted by
                         // every ROCm release: launched one by one instead.
@@ -366,7 +415,7 @@ impl HeldRun<HipDeviceStream> for Steps {
             }
             match step {
                 Step::Launch(l) => l.params().launch(d, stream)?,
-                Step::Graph(g) => g.exec_for(stream)?.launch(stream)?,
+                Step::Graph(g) => g.launch(&self.gpu, stream)?,
                 // The buffers live while the schedule does (its ops).
                 Step::Copy { dst, src, size } => {
                     r::memcpy_dtod_async(d, *dst, *src, *size, stream)?
@@ -483,16 +532,18 @@ impl HipSchedule {
 
 impl hal::Schedule for HipSchedule {
     /// From the timing events, relative to the first operation's start;
-    /// `None` until every event of the last run is reached.
+    /// `None` until every event of the last run is reached, or while the
+    /// events mix two runs (see `common::one_run`).
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
         let timing = self.steps.timing.as_ref()?;
         let origin = &timing.first()?.0;
         let _ctx = self.steps.gpu.bind().ok()?;
         let ms = |e: &Event| e.ms_since(origin).ok().flatten().map(f64::from);
-        timing
+        let pairs = timing
             .iter()
             .map(|(start, end)| Some((ms(start)?, ms(end)?)))
-            .collect()
+            .collect::<Option<Vec<_>>>()?;
+        common::one_run(pairs)
     }
 
     fn submit(&self, stream: Option<&dyn hal::Stream>, _blocking: bool) -> Result<hal::Fence> {

@@ -123,7 +123,7 @@ owned_handle!(
     r::stream_destroy
 );
 owned_handle!(
-    /// An event without timing, for completion queries.
+    /// An event: for completion queries, or timed (`Event::create_timed`).
     Event(hipEvent_t),
     r::event_destroy
 );
