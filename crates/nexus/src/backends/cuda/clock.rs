@@ -153,21 +153,22 @@ impl Stamps {
     }
 
     /// Adds a stamp of `a` (and `b`, unless 0) to `graph` after
-    /// `previous`. After a kernel node (`previous_is_kernel`) the edge is
-    /// programmatic where the kernel allows it: the stamp launches once
-    /// every block of that kernel began and waits on the GPU for its end.
+    /// `previous`. With `programmatic_after` (`previous` is a kernel node
+    /// and the stamp kernel is `programmatic`) the edge is programmatic:
+    /// the stamp launches once every block of that kernel began and waits
+    /// on the GPU for its end.
     pub(crate) fn add_to(
         &self,
         graph: &Graph,
         previous: Option<CUgraphNode>,
-        previous_is_kernel: bool,
+        programmatic_after: bool,
         a: u64,
         b: u64,
     ) -> Result<CUgraphNode> {
         let args = pack(a, b);
         let launch = self.launch(&args)?;
         match previous {
-            Some(p) if previous_is_kernel && self.programmatic()? => {
+            Some(p) if programmatic_after => {
                 let stamp = graph.add_kernel_after(&[], &launch)?;
                 graph.add_programmatic_edge(p, stamp, LaunchWhen::AllBlocksBegan)?;
                 Ok(stamp)
@@ -176,8 +177,9 @@ impl Stamps {
         }
     }
 
-    /// Whether a kernel node after a stamp may be linked to it with
-    /// `link_kernel` (the stamp kernel is programmatic).
+    /// Whether stamps may be tied to kernels by programmatic edges
+    /// (`add_to`, `link_kernel`): the stamp kernel is the programmatic one
+    /// and no graph with such edges was refused.
     pub(crate) fn programmatic(&self) -> Result<bool> {
         Ok(self
             .gpu

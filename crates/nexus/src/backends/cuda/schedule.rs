@@ -421,13 +421,15 @@ impl Encoder<'_> {
             return Ok(());
         }
         let count = nodes.len();
-        let (graph, exec) = match self.chain(&nodes) {
-            Err(e)
-                if self
-                    .stamps
-                    .is_some_and(|st| st.programmatic().unwrap_or(false)) =>
-            {
-                // The driver took the entry point but not this use of it.
+        let programmatic = match self.stamps {
+            Some(st) => st.programmatic()?,
+            None => false,
+        };
+        let (graph, exec) = match self.chain(&nodes, programmatic) {
+            Err(e) if programmatic => {
+                // The driver took the entry point but not this use of it;
+                // an error without programmatic edges is the real one.
+                let built = self.chain(&nodes, false)?;
                 log::warn!(
                     "{}: a profiled CUDA graph with programmatic edges was refused, \
                      stamps follow kernels from now on: {}",
@@ -435,7 +437,7 @@ impl Encoder<'_> {
                     e.message
                 );
                 self.gpu.stamp_kernel()?.stop_programmatic();
-                self.chain(&nodes)?
+                built
             }
             built => built?,
         };
@@ -461,10 +463,14 @@ impl Encoder<'_> {
     /// The graph of `nodes`: a chain, each node after the one before, as in
     /// a stream; profiled, a stamp before each node and after the last (the
     /// end of one operation is the start of the next), with programmatic
-    /// edges between stamps and kernels where the GPU has them. Two or more
+    /// edges between stamps and kernels if `programmatic`. Two or more
     /// operations are instantiated now, so a graph the driver refuses fails
     /// here; a lone one on its stream's first run (`GraphStep::exec_for`).
-    fn chain(&self, nodes: &[(usize, Node)]) -> Result<(Graph, Option<GraphExec>)> {
+    fn chain(
+        &self,
+        nodes: &[(usize, Node)],
+        programmatic: bool,
+    ) -> Result<(Graph, Option<GraphExec>)> {
         let graph = Graph::create(&self.gpu.context()?)?;
         let mut previous = None;
         let mut last_op: Option<(usize, bool)> = None;
@@ -475,12 +481,13 @@ impl Encoder<'_> {
                     return node.add_to(&graph, previous);
                 };
                 let end_before = last_op.map_or(0, |(op, _)| st.end(op));
-                let after_kernel = last_op.is_some_and(|(_, kernel)| kernel);
+                // The stamp waits on the GPU for the kernel before it.
+                let stamp_waits = programmatic && last_op.is_some_and(|(_, kernel)| kernel);
                 let stamp =
-                    st.add_to(&graph, previous, after_kernel, st.start(*index), end_before)?;
-                if is_kernel && st.programmatic()? {
+                    st.add_to(&graph, previous, stamp_waits, st.start(*index), end_before)?;
+                if is_kernel && programmatic {
                     let added = node.add_to(&graph, None)?;
-                    st.link_kernel(&graph, stamp, after_kernel, added)?;
+                    st.link_kernel(&graph, stamp, stamp_waits, added)?;
                     Ok(added)
                 } else {
                     node.add_to(&graph, Some(stamp))
@@ -493,7 +500,7 @@ impl Encoder<'_> {
             last_op = Some((*index, is_kernel));
         }
         if let (Some(st), Some((op, kernel))) = (self.stamps, last_op) {
-            st.add_to(&graph, previous, kernel, st.end(op), 0)?;
+            st.add_to(&graph, previous, programmatic && kernel, st.end(op), 0)?;
         }
         if nodes.len() == 1 {
             return Ok((graph, None));
