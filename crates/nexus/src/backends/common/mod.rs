@@ -40,14 +40,15 @@
 //!    semaphore is signalled), `Gpu::buffers`, a library's `pipelines`.
 //! 5. The timeline wake-up `timeline::MOVED`, then `Epochs::last_queued`
 //!    (`wait_until_moved` re-plans a wait under `MOVED`).
-//! 6. Leaves, held for a few instructions: the release queue (`sender`,
+//! 6. CUDA/HIP `GraphStep::execs`: held while the driver instantiates the
+//!    graph for a new stream, released before the launch; a HIP exec it
+//!    evicts is handed to the release queue under it.
+//! 7. Leaves, held for a few instructions: the release queue (`sender`,
 //!    then `pending`), `SlotPool::free`, the CPU thread pool slot `POOL`,
 //!    OpenCL `Steps::profile` (a profiled schedule's last run's events,
 //!    swapped whole, cloned out before the driver is asked), the binding's
-//!    log queue, a device's `Registry` of queues, CUDA `GraphStep::execs`
-//!    (held longer: while the driver instantiates the graph for a new
-//!    stream; released before the launch), CUDA/HIP `GraphExec::launching`
-//!    (one graph launch), Vulkan
+//!    log queue, a device's `Registry` of queues, CUDA/HIP
+//!    `GraphExec::launching` (one graph launch), Vulkan
 //!    `Device::queue` (one submission) and `Device::graveyard` (never
 //!    taken together; burials run after it is released).
 //!
