@@ -123,9 +123,9 @@ def profiling_overhead(dev: nexus.Device, kernel: nexus.Kernel, buffers, n: int,
     # Interleaved, so both see the same GPU clock and host noise, in
     # alternating order; the extra is the median of the pairs' differences.
     def pair(i: int) -> tuple:
-        first, second = (plain, profiled) if i % 2 == 0 else (profiled, plain)
-        t = {id(first): median(loop(first), 1), id(second): median(loop(second), 1)}
-        return t[id(plain)] / count, t[id(profiled)] / count
+        order = [plain, profiled][:: 1 if i % 2 == 0 else -1]
+        t = {s: median(loop(s), 1) / count for s in order}
+        return t[plain], t[profiled]
     pairs = [pair(i) for i in range(10)]
     t_plain = statistics.median(p for p, _ in pairs)
     t_prof = statistics.median(q for _, q in pairs)

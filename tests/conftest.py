@@ -141,9 +141,9 @@ def spec_library_path(device: nexus.Device, build_dir: pathlib.Path) -> str:
 # Helpers the runtime-specific test files share.
 
 
-# A CUDA/HIP kernel for overlap tests: each run counts itself in, then spins
-# until two runs are in (or ~1 s of clock cycles pass) and records in `ok`
-# whether it saw the other one.
+# A CUDA/HIP kernel: each run counts itself in, then spins until two runs
+# are in (or ~1 s of clock cycles pass) and records in `ok` whether it saw
+# the other one.
 GATE_SOURCE = r"""
 extern "C" __global__ void gate(unsigned *count, unsigned *ok) {
     unsigned me = atomicAdd(count, 1u);
@@ -152,6 +152,29 @@ extern "C" __global__ void gate(unsigned *count, unsigned *ok) {
     if (me < 2u) ok[me] = atomicAdd(count, 0u) >= 2u ? 1u : 0u;
 }
 """
+
+
+def assert_runs_overlap_on_two_streams(device: nexus.Device, then_fill) -> None:
+    """Runs one schedule (the gate kernel, then `then_fill(schedule, y)`,
+    which sets the 16 floats of `y` to 7: together one graph) on two streams
+    at once. Each run's gate waits on the device for the other's, so both
+    see the other only if the runs overlapped."""
+    gate = device.load_library(GATE_SOURCE.encode()).get_kernel("gate")
+    count = device.create_buffer(np.zeros(1, np.uint32))
+    ok = device.create_buffer(np.zeros(2, np.uint32))
+    y = device.zeros(16)
+    s = device.create_schedule()
+    cmd = s.create_command(gate)
+    set_args(cmd, [count, ok])
+    cmd.finalize(1, 1)
+    then_fill(s, y)
+    a, b = device.create_stream(), device.create_stream()
+    s.run(a, blocking=False)
+    s.run(b, blocking=False)
+    a.synchronize()
+    b.synchronize()
+    np.testing.assert_array_equal(ok.numpy(), [1, 1])
+    np.testing.assert_array_equal(y.numpy(), np.full(16, 7, np.float32))
 
 
 def set_args(cmd, args) -> None:

@@ -13,7 +13,7 @@ import time
 import nexus
 import numpy as np
 import pytest
-from conftest import GATE_SOURCE
+from conftest import assert_runs_overlap_on_two_streams
 
 CUDA = nexus.get_runtime("cuda")
 if len(CUDA.get_devices()) == 0:
@@ -352,23 +352,8 @@ def test_one_schedule_overlaps_itself_on_two_streams(dev: nexus.Device) -> None:
     or one schedule run on two streams could not overlap. Here each run
     waits on the device for the other one to start, so both report seeing
     the other only when they ran at the same time."""
-    gate = dev.load_library(GATE_SOURCE.encode()).get_kernel("gate")
-    count = dev.create_buffer(np.zeros(1, np.uint32))
-    ok = dev.create_buffer(np.zeros(2, np.uint32))
-    y = dev.create_buffer(np.zeros(16, np.float32))
-    s = dev.create_schedule()
-    cmd = s.create_command(gate)
-    cmd.set_buffer(0, count)
-    cmd.set_buffer(1, ok)
-    cmd.finalize(1, 1)
-    s.create_fill_command(y, 7.0)  # two operations: one CUDA graph
-    a, b = dev.create_stream(), dev.create_stream()
-    s.run(a, blocking=False)
-    s.run(b, blocking=False)
-    a.synchronize()
-    b.synchronize()
-    np.testing.assert_array_equal(ok.numpy(), [1, 1])
-    np.testing.assert_array_equal(y.numpy(), np.full(16, 7, np.float32))
+    # A kernel and a fill: one CUDA graph.
+    assert_runs_overlap_on_two_streams(dev, lambda s, y: s.create_fill_command(y, 7.0))
 
 
 @pytest.mark.parametrize("runs", [1, 3])

@@ -10,7 +10,7 @@
 /// completes).
 pub const EXECS_PER_GRAPH: usize = 16;
 /// The key of the exec made at encode time until a stream takes it
-/// (`rekey`).
+/// (`claim`).
 pub const UNCLAIMED: usize = 0;
 
 /// At most `cap` (stream, value) pairs, least recently used first.
@@ -46,9 +46,14 @@ impl<V> PerStream<V> {
         &mut self.entries[last].1
     }
 
-    /// Moves the value kept for `from` (a placeholder key) to `stream`.
-    pub fn rekey(&mut self, from: usize, stream: usize) -> Option<&mut V> {
-        let at = self.entries.iter().position(|(s, _)| *s == from)?;
+    /// The value of `stream`, else the `UNCLAIMED` one (made before any
+    /// stream ran), which is `stream`'s from now on.
+    pub fn claim(&mut self, stream: usize) -> Option<&mut V> {
+        let key = match self.entries.iter().any(|(s, _)| *s == stream) {
+            true => stream,
+            false => UNCLAIMED,
+        };
+        let at = self.entries.iter().position(|(s, _)| *s == key)?;
         self.entries[at].0 = stream;
         self.get(stream)
     }
@@ -61,7 +66,7 @@ impl<V> PerStream<V> {
 
 #[cfg(test)]
 mod tests {
-    use super::PerStream;
+    use super::{PerStream, UNCLAIMED};
 
     #[test]
     fn keeps_one_value_per_stream_and_drops_the_least_recently_used() {
@@ -77,13 +82,15 @@ mod tests {
     }
 
     #[test]
-    fn a_placeholder_value_goes_to_the_first_stream() {
+    fn the_unclaimed_value_goes_to_the_first_stream() {
         let mut m = PerStream::new(4);
-        m.insert(0, 10);
-        assert_eq!(m.rekey(0, 7).copied(), Some(10));
-        assert_eq!(m.get(0), None);
-        assert_eq!(m.rekey(0, 8), None);
-        assert_eq!(m.get(7).copied(), Some(10));
+        m.insert(UNCLAIMED, 10);
+        assert_eq!(m.claim(7).copied(), Some(10));
+        assert_eq!(m.get(UNCLAIMED), None);
+        assert_eq!(m.claim(8), None);
+        assert_eq!(m.claim(7).copied(), Some(10));
+        m.insert(8, 20);
+        assert_eq!(m.claim(8).copied(), Some(20));
     }
 
     #[test]

@@ -123,17 +123,13 @@ impl GraphStep {
         let key = stream as usize;
         // Held while instantiating: the driver does not synchronise a graph.
         let mut execs = lock(&self.execs);
-        let slot = match execs.get(key) {
+        let slot = match execs.claim(key) {
             Some(slot) => slot,
             None if self.lone.is_some() => {
                 execs.insert(key, None);
                 return Ok(None);
             }
-            // The exec made at encode time goes to the first stream.
-            None => match execs.rekey(UNCLAIMED, key) {
-                Some(slot) => slot,
-                None => execs.insert(key, None),
-            },
+            None => execs.insert(key, None),
         };
         if let Some(exec) = slot {
             return Ok(Some(exec.clone()));

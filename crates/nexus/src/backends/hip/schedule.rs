@@ -115,17 +115,14 @@ impl GraphStep {
         let kept = {
             // Held while instantiating: the driver does not synchronise a graph.
             let mut execs = lock(&self.execs);
-            match execs.get(key) {
+            match execs.claim(key) {
                 Some(kept) => kept.clone(),
-                None => match execs.rekey(UNCLAIMED, key) {
-                    Some(kept) => kept.clone(),
-                    None => execs
-                        .insert(
-                            key,
-                            KeptExec::new(gpu, &self.graph, self.graph.instantiate()?),
-                        )
-                        .clone(),
-                },
+                None => execs
+                    .insert(
+                        key,
+                        KeptExec::new(gpu, &self.graph, self.graph.instantiate()?),
+                    )
+                    .clone(),
             }
         };
         match &kept.exec {
