@@ -85,7 +85,9 @@ pub(crate) struct Profile {
 
 impl Profile {
     fn timings(&self) -> Option<Vec<(f64, f64)>> {
-        lock(&self.encoded).as_ref().and_then(|s| s.timings())
+        // Cloned out: reading device timestamps may be a driver copy.
+        let encoded = lock(&self.encoded).clone();
+        encoded.and_then(|s| s.timings())
     }
 }
 

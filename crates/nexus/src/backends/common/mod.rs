@@ -7,6 +7,8 @@
 //!   thread, with a way to wait for them (allocation retries);
 //! - `args`: kernel arguments packed as `void **` once per command;
 //! - `per_stream`: a bounded value per driver stream (CUDA graph execs);
+//! - `poll`: the one way a host thread polls the device (yield, then sleeps
+//!   that grow with the wait);
 //! - `queue`: the host side of a driver stream (tickets, runs held behind
 //!   waits, completion by markers), generic over a small `DeviceStream`;
 //! - `timeline`: events in memory both host and GPU write (wait planning
@@ -67,6 +69,7 @@
 
 pub mod args;
 pub mod per_stream;
+pub mod poll;
 pub mod queue;
 pub mod release;
 pub mod staging;

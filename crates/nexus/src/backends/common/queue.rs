@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{lock, release};
+use super::{lock, poll, release};
 use crate::error::{Error, Result, Status};
 use crate::hal;
 
@@ -340,7 +340,7 @@ impl<S: DeviceStream> StreamQueue<S> {
                 // that resets the event waited on, say).
                 let target = self.lock().sent;
                 self.wait_device(target, None);
-                wait_until(None, || {
+                poll::poll_until(None, poll::GPU_BUSY, || {
                     let st = self.lock();
                     st.held.front().is_none_or(|h| self.sent_done(&h.sent))
                 });
@@ -432,7 +432,7 @@ impl<S: DeviceStream> StreamQueue<S> {
                 };
             }
         }
-        wait_until(deadline, || {
+        poll::poll_until(deadline, poll::GPU_BUSY, || {
             self.completed.load(Ordering::Acquire) >= ticket || self.poll(ticket)
         })
     }
@@ -457,30 +457,6 @@ impl<S: DeviceStream> StreamQueue<S> {
     pub fn reclaim(&self, timeout: Duration) {
         let target = self.lock().sent;
         self.wait_device(target, Some(Instant::now() + timeout));
-    }
-}
-
-/// Waits until `ready()` (`true`), or `deadline` passes first (`false`).
-/// Spins briefly (most runs end within microseconds of the query that
-/// finds them), then sleeps up to 200 us between checks.
-fn wait_until(deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
-    const SPIN: Duration = Duration::from_micros(100);
-    const MAX_SLEEP: Duration = Duration::from_micros(200);
-    let start = Instant::now();
-    let mut sleep = Duration::from_micros(5);
-    loop {
-        if ready() {
-            return true;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        if start.elapsed() < SPIN {
-            std::hint::spin_loop();
-            continue;
-        }
-        std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(MAX_SLEEP);
     }
 }
 

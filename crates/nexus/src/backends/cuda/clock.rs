@@ -1,36 +1,35 @@
 //! Device-clock timestamps of profiled schedules.
 //!
 //! A one-thread kernel stores `%globaltimer`, the GPU's nanosecond clock,
-//! into words of mapped pinned memory: a start and an end word per
-//! operation. Inside a CUDA graph the stamps are kernel nodes in the chain
-//! (the end of one operation and the start of the next share one), so a
-//! profiled run is still one graph launch; steps outside graphs are
-//! stamped by launching the kernel on the stream around them. On sm_90
-//! the chain's edges between stamps and kernels are programmatic: a stamp
-//! after a kernel is launched while that kernel runs and waits for its end
-//! on the GPU, and the kernel after a stamp launches as soon as the stamp
-//! has begun (or, if it waits for a kernel, has written the time), so the
-//! stamps' launch latency hides behind the kernels (a profiled 1-kernel
-//! run went from +2.1-2.2 us to +1.0-1.3 us over a plain one on an H200,
-//! bench/RESULTS.md).
+//! into words of device memory: a start and an end word per operation.
+//! Inside a CUDA graph the stamps are kernel nodes in the chain (the end of
+//! one operation and the start of the next share one), so a profiled run is
+//! still one graph launch; steps outside graphs are stamped by launching
+//! the kernel on the stream around them. On sm_90 the chain's edges between
+//! stamps and kernels are programmatic: a stamp after a kernel is launched
+//! while that kernel runs and waits for its end on the GPU, and the kernel
+//! after a stamp launches as soon as the stamp has begun (or, if it waits
+//! for a kernel, has written the time), so the stamps' launch latency hides
+//! behind the kernels (bench/RESULTS.md).
 //!
-//! Why not CUDA events with timing: on an H200 an event-record node cost
-//! about 2.4 us of device time per timestamp, and `cuEventRecord` around a
-//! launch about 0.9 us of host time per pair plus ~1 us on the device
-//! (bench/RESULTS.md); a stamp node costs what a small kernel in a graph
-//! does. The words are read directly on the host (no copy, no driver
-//! call), which the trace does after every run.
+//! Why device memory: a kernel that stores to mapped host memory completes
+//! later, by about 1 us per profiled run on some hosts (two-H100 host,
+//! seventh session: +2.1 us over a plain run with the words in host memory,
+//! +1.1 us in device memory); the words are copied to the host only when
+//! timings are asked for. Why not CUDA events with timing: on an H200 an
+//! event-record node cost about 2.4 us of device time per timestamp, and
+//! `cuEventRecord` around a launch about 0.9 us of host time per pair plus
+//! ~1 us on the device; a stamp node costs what a small kernel in a graph
+//! does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::ffi::result as r;
-use super::ffi::safe::{Function, Graph, KernelLaunch, LaunchWhen, Module};
+use super::ffi::safe::{DeviceMemory, Function, Graph, KernelLaunch, LaunchWhen, Module, Stream};
 use super::ffi::sys::{CUgraphNode, CUstream};
-use super::sync;
 use super::Gpu;
 use crate::backends::common::args::ArgPack;
-use crate::backends::common::timeline::Slot;
 use crate::backends::common::{self, release};
 use crate::error::Result;
 
@@ -119,31 +118,47 @@ impl StampKernel {
 /// `op`'s start, `2 * op + 1` its end (0 until first written).
 pub(crate) struct Stamps {
     gpu: Arc<Gpu>,
-    words: Vec<Slot>,
+    count: usize,
+    /// The words and the stream they are zeroed and read on, which is
+    /// ordered after nothing else; taken by `drop`.
+    memory: Option<(DeviceMemory, Stream)>,
 }
 
 impl Stamps {
     pub(crate) fn new(gpu: &Arc<Gpu>, ops: usize) -> Result<Stamps> {
         gpu.stamp_kernel()?;
         let ctx = gpu.context()?;
-        let mut stamps = Stamps {
-            gpu: gpu.clone(),
-            words: Vec::with_capacity(2 * ops),
-        };
-        for _ in 0..2 * ops {
-            stamps.words.push(sync::take_slot(&ctx)?);
+        let count = 2 * ops;
+        let words = DeviceMemory::allocate(&ctx, 8 * count.max(1))?;
+        let reader = Stream::create(&ctx)?;
+        {
+            let _bound = ctx.bind()?;
+            r::memset_async(gpu.d, words.raw(), &[0], 8 * count, reader.raw())?;
+            reader.synchronize()?;
         }
-        Ok(stamps)
+        Ok(Stamps {
+            gpu: gpu.clone(),
+            count,
+            memory: Some((words, reader)),
+        })
+    }
+
+    /// The device address of word `i`, 0 past the end.
+    fn word(&self, i: usize) -> u64 {
+        match &self.memory {
+            Some((words, _)) if i < self.count => words.raw() + 8 * i as u64,
+            _ => 0,
+        }
     }
 
     /// The device address of operation `op`'s start word.
     pub(crate) fn start(&self, op: usize) -> u64 {
-        self.words.get(2 * op).map_or(0, |w| w.1)
+        self.word(2 * op)
     }
 
     /// The device address of operation `op`'s end word.
     pub(crate) fn end(&self, op: usize) -> u64 {
-        self.words.get(2 * op + 1).map_or(0, |w| w.1)
+        self.word(2 * op + 1)
     }
 
     /// Queues a stamp of `a` (and `b`, unless 0) on `stream`.
@@ -219,14 +234,43 @@ impl Stamps {
     }
 
     /// Each operation's (start, end) in milliseconds from the first
-    /// operation's start, as of the last run (see `timings_from_ns`).
+    /// operation's start, as of the last run (see `timings_from_ns`);
+    /// `None` also where the words cannot be read (the context broke).
     pub(crate) fn timings(&self) -> Option<Vec<(f64, f64)>> {
-        let ns: Vec<u64> = self
-            .words
-            .iter()
-            .map(|w| w.0.load(Ordering::Acquire))
-            .collect();
-        timings_from_ns(&ns)
+        match self.read() {
+            Ok(ns) => timings_from_ns(&ns),
+            Err(e) => {
+                log::debug!("{}: timestamps not read: {}", self.gpu.label(), e.message);
+                None
+            }
+        }
+    }
+
+    /// The words as they are now in device memory (a run still in flight
+    /// may be writing them; `timings_from_ns` tells).
+    fn read(&self) -> Result<Vec<u64>> {
+        let Some((words, reader)) = &self.memory else {
+            return Ok(Vec::new());
+        };
+        let mut ns = vec![0u64; self.count];
+        let _bound = self.gpu.bind()?;
+        // SAFETY: `ns` holds `count` words and outlives the copy: a copy to
+        // pageable memory returns once it is done, and the stream is
+        // synchronised below; on a failure `ns` is leaked, not freed.
+        unsafe {
+            r::memcpy_dtoh_async(
+                self.gpu.d,
+                ns.as_mut_ptr().cast(),
+                words.raw(),
+                8 * self.count,
+                reader.raw(),
+            )?;
+        }
+        if let Err(e) = reader.synchronize() {
+            std::mem::forget(ns);
+            return Err(e);
+        }
+        Ok(ns)
     }
 }
 
@@ -251,18 +295,15 @@ fn pack(a: u64, b: u64) -> ArgPack {
 impl Drop for Stamps {
     fn drop(&mut self) {
         // The schedule's runs are known complete (they kept it alive), but
-        // a failed device counts every run as complete: as for an event's
-        // word (`sync::Timeline`), the release thread waits for the GPU
-        // before the words go back to the pool.
-        let words = std::mem::take(&mut self.words);
+        // a failed device counts every run as complete: the release thread
+        // waits for the GPU before the words are freed.
+        let memory = self.memory.take();
         let gpu = self.gpu.clone();
         release::defer(Box::new(move || {
             if let Ok(_ctx) = gpu.bind() {
                 let _ = r::ctx_synchronize(gpu.d);
             }
-            for w in words {
-                sync::give_back_slot(w);
-            }
+            drop(memory);
         }));
     }
 }

@@ -14,7 +14,7 @@ use super::ffi::safe::{self, Context};
 use super::ffi::sys::{self, CUstream};
 use super::Gpu;
 use crate::backends::common::timeline::{Epochs, Slot, SlotPool, WaitPlan};
-use crate::backends::common::{lock, release};
+use crate::backends::common::{lock, poll, release};
 use crate::error::Result;
 use crate::hal;
 
@@ -40,17 +40,6 @@ fn slab(ctx: &Context) -> Result<Vec<Slot>> {
 pub(crate) fn reserve_slots(ctx: &Context) -> Result<()> {
     SLOTS.add(slab(ctx)?);
     Ok(())
-}
-
-/// A zeroed word from the event pool for other uses (profiled schedules'
-/// timestamps, `clock.rs`); returned with `give_back_slot` once no queued
-/// work writes it.
-pub(crate) fn take_slot(ctx: &Context) -> Result<Slot> {
-    SLOTS.take(|| slab(ctx))
-}
-
-pub(crate) fn give_back_slot(slot: Slot) {
-    SLOTS.give_back(slot);
 }
 
 /// The state of one event that queued work refers to: the mapped value,
@@ -158,38 +147,14 @@ impl hal::Event for CudaEvent {
         Ok(self.timeline.value())
     }
 
-    /// A short spin (a GPU signal usually lands within tens of
-    /// microseconds, and a sleep costs at least the kernel's 50 us timer
-    /// slack), then sleeps growing to 500 us, so long waits cost almost no CPU.
+    /// Polls the value word (`poll::poll_until`: yield, then sleeps that
+    /// grow with the wait, so long waits cost almost no CPU).
     fn wait(&self, value: u64, timeout: Option<Duration>) -> Result<bool> {
         self.gpu.check_process()?;
-        const SPIN: Duration = Duration::from_micros(200);
-        const MAX_SLEEP: Duration = Duration::from_micros(500);
-        let start = Instant::now();
-        let mut sleep = Duration::from_micros(10);
-        loop {
-            if self.timeline.value() >= value {
-                return Ok(true);
-            }
-            let elapsed = start.elapsed();
-            if let Some(t) = timeout {
-                if elapsed >= t {
-                    return Ok(false);
-                }
-            }
-            if elapsed < SPIN {
-                std::hint::spin_loop();
-                continue;
-            }
-            let mut s = sleep;
-            if let Some(t) = timeout {
-                s = s
-                    .min(t.saturating_sub(elapsed))
-                    .max(Duration::from_micros(1));
-            }
-            std::thread::sleep(s);
-            sleep = (sleep * 2).min(MAX_SLEEP);
-        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        Ok(poll::poll_until(deadline, poll::GPU_BUSY, || {
+            self.timeline.value() >= value
+        }))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -223,7 +223,7 @@ impl Gpu {
     /// Allocates the device's pinned host memory (event values, staging)
     /// while the new context is idle: allocating it later synchronises the
     /// device, stalling behind whatever is queued. Failures leave the lazy
-    /// paths (`sync::take_slot`, `memory::staging`) to try again.
+    /// paths (the event word pool, `memory::staging`) to try again.
     fn prepare(&self, ctx: &Context) {
         if let Err(e) = sync::reserve_slots(ctx) {
             log::warn!(

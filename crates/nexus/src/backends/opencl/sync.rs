@@ -25,7 +25,7 @@ use super::ffi::result::{Event, Queue};
 use super::ffi::sys::{cl_event, CL_COMPLETE};
 use super::schedule::Steps;
 use super::Dev;
-use crate::backends::common::lock;
+use crate::backends::common::{lock, poll};
 use crate::error::{Error, Result, Status};
 use crate::hal::{self, Submissions};
 
@@ -231,11 +231,10 @@ impl Done {
 
     /// Blocks in the driver when the run is bounded (the waiting thread
     /// then leaves the cores to the implementation's workers, which a
-    /// polling loop would compete with), else polls: briefly spinning,
-    /// then sleeping up to 1 ms between polls.
+    /// polling loop would compete with), else polls (`poll::poll_until`),
+    /// yielding only briefly for the same reason.
     fn wait_until(&self, ticket: u64, deadline: Option<Instant>) -> bool {
-        const SPIN: Duration = Duration::from_micros(20);
-        const MAX_SLEEP: Duration = Duration::from_millis(1);
+        const BUSY: Duration = Duration::from_micros(20);
         if self.is_complete(ticket) {
             return true;
         }
@@ -256,27 +255,7 @@ impl Done {
                 self.advance();
             }
         }
-        let start = Instant::now();
-        let mut sleep = Duration::from_micros(10);
-        loop {
-            if self.poll(ticket) {
-                return true;
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return false;
-            }
-            if now - start < SPIN {
-                std::thread::yield_now();
-                continue;
-            }
-            let mut s = sleep;
-            if let Some(d) = deadline {
-                s = s.min(d - now).max(Duration::from_micros(1));
-            }
-            std::thread::sleep(s);
-            sleep = (sleep * 2).min(MAX_SLEEP);
-        }
+        poll::poll_until(deadline, BUSY, || self.poll(ticket))
     }
 }
 
