@@ -131,7 +131,7 @@ impl Stamps {
         let count = 2 * ops;
         let words = DeviceMemory::allocate(&ctx, 8 * count.max(1))?;
         let reader = Stream::create(&ctx)?;
-        {
+        if count > 0 {
             let _bound = ctx.bind()?;
             r::memset_async(gpu.d, words.raw(), &[0], 8 * count, reader.raw())?;
             reader.synchronize()?;
@@ -249,7 +249,7 @@ impl Stamps {
     /// The words as they are now in device memory (a run still in flight
     /// may be writing them; `timings_from_ns` tells).
     fn read(&self) -> Result<Vec<u64>> {
-        let Some((words, reader)) = &self.memory else {
+        let Some((words, reader)) = self.memory.as_ref().filter(|_| self.count > 0) else {
             return Ok(Vec::new());
         };
         let mut ns = vec![0u64; self.count];
