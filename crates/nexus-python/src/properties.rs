@@ -17,51 +17,75 @@ pub struct PyProperties {
 /// Gives a class the six `get_property_*` getters over its `properties()`.
 macro_rules! property_getters {
     ($ty:ty) => {
+        impl $ty {
+            /// The properties, built without the GIL: a profiled schedule's
+            /// may be read from the device (a copy of its timestamps).
+            fn properties_detached(&self, py: Python<'_>) -> nexus::Properties {
+                py.detach(|| self.properties_for_query())
+            }
+        }
+
         #[pymethods]
         impl $ty {
-            fn get_property_str(&self, key: &Bound<'_, PyAny>) -> PyResult<String> {
-                self.properties_for_query()
+            fn get_property_str(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
+                self.properties_detached(py)
                     .get_str(&crate::convert::property_path(key)?)
                     .py()
             }
-            fn get_property_int(&self, key: &Bound<'_, PyAny>) -> PyResult<i64> {
-                self.properties_for_query()
+            fn get_property_int(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
+                self.properties_detached(py)
                     .get_int(&crate::convert::property_path(key)?)
                     .py()
             }
-            fn get_property_flt(&self, key: &Bound<'_, PyAny>) -> PyResult<f64> {
-                self.properties_for_query()
+            fn get_property_flt(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<f64> {
+                self.properties_detached(py)
                     .get_flt(&crate::convert::property_path(key)?)
                     .py()
             }
-            fn get_property_str_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-                self.properties_for_query()
+            fn get_property_str_vec(
+                &self,
+                py: Python<'_>,
+                key: &Bound<'_, PyAny>,
+            ) -> PyResult<Vec<String>> {
+                self.properties_detached(py)
                     .get_str_vec(&crate::convert::property_path(key)?)
                     .py()
             }
-            fn get_property_int_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-                self.properties_for_query()
+            fn get_property_int_vec(
+                &self,
+                py: Python<'_>,
+                key: &Bound<'_, PyAny>,
+            ) -> PyResult<Vec<i64>> {
+                self.properties_detached(py)
                     .get_int_vec(&crate::convert::property_path(key)?)
                     .py()
             }
-            fn get_property_flt_vec(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-                self.properties_for_query()
+            fn get_property_flt_vec(
+                &self,
+                py: Python<'_>,
+                key: &Bound<'_, PyAny>,
+            ) -> PyResult<Vec<f64>> {
+                self.properties_detached(py)
                     .get_flt_vec(&crate::convert::property_path(key)?)
                     .py()
             }
             /// Top-level property names, or those under `path`.
             #[pyo3(signature = (path=None))]
-            fn get_property_keys(&self, path: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+            fn get_property_keys(
+                &self,
+                py: Python<'_>,
+                path: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Vec<String>> {
                 let path = match path {
                     Some(p) => crate::convert::property_path(p)?,
                     None => Vec::new(),
                 };
-                self.properties_for_query().keys(&path).py()
+                self.properties_detached(py).keys(&path).py()
             }
             /// All properties as a `Properties` object.
-            fn get_properties(&self) -> crate::properties::PyProperties {
+            fn get_properties(&self, py: Python<'_>) -> crate::properties::PyProperties {
                 crate::properties::PyProperties {
-                    inner: self.properties_for_query(),
+                    inner: self.properties_detached(py),
                 }
             }
         }

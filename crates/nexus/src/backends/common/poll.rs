@@ -9,6 +9,7 @@
 //! sleeps of up to 200 us cost a 1 GiB peer copy (2.7 ms) 5-7 % of its
 //! bandwidth (bench/RESULTS.md, seventh session).
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// How long waits on a GPU (stream markers, event words) yield before
@@ -22,20 +23,35 @@ const MAX_SLEEP: Duration = Duration::from_micros(500);
 /// The shortest one (shorter sleeps are rounded up to the timer slack).
 const MIN_SLEEP: Duration = Duration::from_micros(10);
 
+/// A poll that starts within this long of the same thread's last timed-out
+/// one continues that wait (see `poll_until`).
+const CONTINUATION: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// When this thread's last poll timed out, and when that wait began.
+    static TIMED_OUT: Cell<Option<(Instant, Instant)>> = const { Cell::new(None) };
+}
+
 /// Checks `ready()` until it is `true` (returns `true`) or `deadline`
 /// passes (returns `false`), yielding for `busy`, then sleeping.
+///
+/// Long waits are often made of slices (the Python binding waits 50 ms at a
+/// time to check for Ctrl-C): a poll that starts right after the same
+/// thread's last one timed out counts from that wait's beginning, so it
+/// does not yield and sleep briefly again at every slice.
 pub fn poll_until(
     deadline: Option<Instant>,
     busy: Duration,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
-    let start = Instant::now();
+    let start = wait_began(Instant::now());
     loop {
         if ready() {
             return true;
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
+            TIMED_OUT.set(Some((now, start)));
             return false;
         }
         let waited = now - start;
@@ -48,6 +64,15 @@ pub fn poll_until(
             sleep = sleep.min(d - now);
         }
         std::thread::sleep(sleep);
+    }
+}
+
+/// When a poll starting at `now` counts its wait from: the beginning of
+/// this thread's last wait if that timed out less than `CONTINUATION` ago.
+fn wait_began(now: Instant) -> Instant {
+    match TIMED_OUT.take() {
+        Some((at, began)) if now.saturating_duration_since(at) < CONTINUATION => began,
+        _ => now,
     }
 }
 
@@ -87,5 +112,22 @@ mod tests {
         assert!(Instant::now() >= deadline);
         // A deadline already passed still checks once.
         assert!(poll_until(Some(Instant::now()), Duration::ZERO, || true));
+    }
+
+    #[test]
+    fn a_slice_right_after_a_timed_out_one_continues_its_wait() {
+        let first = Instant::now();
+        assert!(!poll_until(Some(first), Duration::ZERO, || false));
+        let (at, began) = TIMED_OUT.get().expect("a timed-out poll is remembered");
+        assert!(began >= first && at >= began);
+        // The next slice, started right after, counts from the same start;
+        // one started later, or after a wait that ended ready, does not.
+        assert_eq!(wait_began(at + Duration::from_micros(10)), began);
+        TIMED_OUT.set(Some((at, began)));
+        let later = at + CONTINUATION;
+        assert_eq!(wait_began(later), later);
+        TIMED_OUT.set(Some((at, began)));
+        assert!(poll_until(None, Duration::ZERO, || true));
+        assert_eq!(TIMED_OUT.get(), None);
     }
 }

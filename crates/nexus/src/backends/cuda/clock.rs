@@ -119,34 +119,53 @@ impl StampKernel {
 pub(crate) struct Stamps {
     gpu: Arc<Gpu>,
     count: usize,
-    /// The words and the stream they are zeroed and read on, which is
-    /// ordered after nothing else; taken by `drop`.
-    memory: Option<(DeviceMemory, Stream)>,
+    /// The words; `None` for a schedule with no operations. Freed by
+    /// `drop` on the release thread (an inline `cuMemFree` may wait for
+    /// the device).
+    words: Option<DeviceMemory>,
+    /// The stream the words are zeroed and read on, ordered after nothing
+    /// else.
+    reader: Option<Stream>,
 }
 
 impl Stamps {
     pub(crate) fn new(gpu: &Arc<Gpu>, ops: usize) -> Result<Stamps> {
         gpu.stamp_kernel()?;
         let ctx = gpu.context()?;
-        let count = 2 * ops;
-        let words = DeviceMemory::allocate(&ctx, 8 * count.max(1))?;
-        let reader = Stream::create(&ctx)?;
-        if count > 0 {
-            let _bound = ctx.bind()?;
-            r::memset_async(gpu.d, words.raw(), &[0], 8 * count, reader.raw())?;
-            reader.synchronize()?;
-        }
-        Ok(Stamps {
+        let mut stamps = Stamps {
             gpu: gpu.clone(),
-            count,
-            memory: Some((words, reader)),
-        })
+            count: 2 * ops,
+            words: None,
+            reader: None,
+        };
+        if ops == 0 {
+            return Ok(stamps);
+        }
+        // From here on a failure drops `stamps`, which frees what it holds
+        // on the release thread.
+        let words = stamps
+            .words
+            .insert(DeviceMemory::allocate(&ctx, 8 * stamps.count)?)
+            .raw();
+        let reader = stamps.reader.insert(Stream::create(&ctx)?);
+        // Zeroed by a copy (a copy engine), not a memset (a kernel, which
+        // could queue behind kernels filling the GPU).
+        let zeros = vec![0u8; 8 * stamps.count];
+        let _bound = ctx.bind()?;
+        // SAFETY: `zeros` outlives the copy: the stream is synchronised
+        // below, and `zeros` is leaked if that fails.
+        unsafe { r::memcpy_htod_async(gpu.d, words, zeros.as_ptr(), zeros.len(), reader.raw())? };
+        if let Err(e) = reader.synchronize() {
+            std::mem::forget(zeros);
+            return Err(e);
+        }
+        Ok(stamps)
     }
 
     /// The device address of word `i`, 0 past the end.
     fn word(&self, i: usize) -> u64 {
-        match &self.memory {
-            Some((words, _)) if i < self.count => words.raw() + 8 * i as u64,
+        match &self.words {
+            Some(words) if i < self.count => words.raw() + 8 * i as u64,
             _ => 0,
         }
     }
@@ -249,14 +268,14 @@ impl Stamps {
     /// The words as they are now in device memory (a run still in flight
     /// may be writing them; `timings_from_ns` tells).
     fn read(&self) -> Result<Vec<u64>> {
-        let Some((words, reader)) = self.memory.as_ref().filter(|_| self.count > 0) else {
+        let (Some(words), Some(reader)) = (&self.words, &self.reader) else {
             return Ok(Vec::new());
         };
         let mut ns = vec![0u64; self.count];
         let _bound = self.gpu.bind()?;
-        // SAFETY: `ns` holds `count` words and outlives the copy: a copy to
-        // pageable memory returns once it is done, and the stream is
-        // synchronised below; on a failure `ns` is leaked, not freed.
+        // SAFETY: `ns` holds `count` words and outlives the copy: the stream
+        // is synchronised below, and `ns` is leaked if that fails (if
+        // queueing the copy fails, nothing was queued).
         unsafe {
             r::memcpy_dtoh_async(
                 self.gpu.d,
@@ -297,13 +316,16 @@ impl Drop for Stamps {
         // The schedule's runs are known complete (they kept it alive), but
         // a failed device counts every run as complete: the release thread
         // waits for the GPU before the words are freed.
-        let memory = self.memory.take();
+        let (words, reader) = (self.words.take(), self.reader.take());
+        if words.is_none() && reader.is_none() {
+            return;
+        }
         let gpu = self.gpu.clone();
         release::defer(Box::new(move || {
             if let Ok(_ctx) = gpu.bind() {
                 let _ = r::ctx_synchronize(gpu.d);
             }
-            drop(memory);
+            drop((words, reader));
         }));
     }
 }
