@@ -79,3 +79,9 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An optional driver entry point, or `NotSupported` naming it (the
+/// installed driver predates the call).
+pub fn entry_point<T>(f: Option<T>, name: &str) -> Result<T> {
+    f.ok_or_else(|| Error::new(Status::NotSupported, format!("{name} is missing")))
+}

@@ -11,7 +11,7 @@ use std::ffi::{c_int, c_uint, c_void, CStr, CString};
 
 use super::sys::{self, *};
 use crate::backends::common::args::ArgPack;
-use crate::error::{Error, Result, Status};
+use crate::error::{entry_point, Error, Result, Status};
 
 /// "CUDA_ERROR_OUT_OF_MEMORY (out of memory)".
 pub fn error_name(d: &Driver, code: CUresult) -> String {
@@ -144,9 +144,7 @@ pub fn device_pci_bus_id(d: &Driver, dev: CUdevice) -> Result<String> {
 
 /// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it.
 pub fn device_uuid(d: &Driver, dev: CUdevice) -> Result<String> {
-    let f = d
-        .cuDeviceGetUuid
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuDeviceGetUuid is missing"))?;
+    let f = entry_point(d.cuDeviceGetUuid, "cuDeviceGetUuid")?;
     let mut b = [0u8; 16];
     // SAFETY: CUuuid is 16 bytes.
     check(d, unsafe { f(b.as_mut_ptr(), dev) }, || {
@@ -539,9 +537,7 @@ pub fn graph_add_kernel_node(
     shared: u32,
     args: &ArgPack,
 ) -> Result<CUgraphNode> {
-    let add = d
-        .cuGraphAddKernelNode
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddKernelNode missing"))?;
+    let add = entry_point(d.cuGraphAddKernelNode, "cuGraphAddKernelNode")?;
     let params = CUDA_KERNEL_NODE_PARAMS {
         func: f,
         grid_dim: grid,
@@ -576,9 +572,7 @@ pub fn graph_add_programmatic_edge(
     to: CUgraphNode,
     from_port: u8,
 ) -> Result<()> {
-    let add = d
-        .cuGraphAddDependencies_v2
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddDependencies_v2 missing"))?;
+    let add = entry_point(d.cuGraphAddDependencies_v2, "cuGraphAddDependencies_v2")?;
     let edge = CUgraphEdgeData {
         from_port,
         type_: GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC,
@@ -601,9 +595,7 @@ pub fn graph_add_memcpy_node(
     src: CUdeviceptr,
     size: usize,
 ) -> Result<CUgraphNode> {
-    let add = d
-        .cuGraphAddMemcpyNode
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddMemcpyNode missing"))?;
+    let add = entry_point(d.cuGraphAddMemcpyNode, "cuGraphAddMemcpyNode")?;
     // SAFETY: an all-zero CUDA_MEMCPY3D is valid (null pointers, zero sizes).
     let mut p: CUDA_MEMCPY3D = unsafe { std::mem::zeroed() };
     p.srcMemoryType = MEMORYTYPE_UNIFIED;
@@ -631,9 +623,7 @@ pub fn graph_add_memset_node(
     dst: CUdeviceptr,
     m: Memset,
 ) -> Result<CUgraphNode> {
-    let add = d
-        .cuGraphAddMemsetNode
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuGraphAddMemsetNode missing"))?;
+    let add = entry_point(d.cuGraphAddMemsetNode, "cuGraphAddMemsetNode")?;
     let p = CUDA_MEMSET_NODE_PARAMS {
         dst,
         pitch: m.pitch,
@@ -697,9 +687,7 @@ pub fn stream_write_value64(
     address: CUdeviceptr,
     value: u64,
 ) -> Result<()> {
-    let f = d
-        .cuStreamWriteValue64
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWriteValue64 missing"))?;
+    let f = entry_point(d.cuStreamWriteValue64, "cuStreamWriteValue64")?;
     // SAFETY: `address` is mapped memory that outlives the queued write
     // (its owner is kept alive by the run that queues it).
     check(
@@ -716,9 +704,7 @@ pub fn stream_wait_value64(
     address: CUdeviceptr,
     value: u64,
 ) -> Result<()> {
-    let f = d
-        .cuStreamWaitValue64
-        .ok_or_else(|| Error::new(Status::NotSupported, "cuStreamWaitValue64 missing"))?;
+    let f = entry_point(d.cuStreamWaitValue64, "cuStreamWaitValue64")?;
     // SAFETY: as for the write: mapped memory that outlives the wait.
     check(
         d,

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use super::sys::{self, *};
 use crate::backends::common::args::ArgPack;
-use crate::error::{Error, Result, Status};
+use crate::error::{entry_point, Error, Result, Status};
 
 fn static_str(p: *const c_char) -> Option<String> {
     if p.is_null() {
@@ -158,9 +158,7 @@ pub fn device_pci_bus_id(d: &Hip, ordinal: i32) -> Result<String> {
 
 /// The device's UUID as 32 hex digits in the usual 8-4-4-4-12 groups.
 pub fn device_uuid(d: &Hip, dev: hipDevice_t) -> Result<String> {
-    let f = d
-        .hipDeviceGetUuid
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipDeviceGetUuid is missing"))?;
+    let f = entry_point(d.hipDeviceGetUuid, "hipDeviceGetUuid")?;
     let mut b = [0u8; 16];
     // SAFETY: hipUUID is 16 bytes.
     check(d, unsafe { f(b.as_mut_ptr(), dev) }, || {
@@ -205,9 +203,7 @@ pub fn find_gfx_name(buf: &[u8]) -> Option<String> {
 /// (the field `gcnArchName`) is taken, wherever it sits. The marketing
 /// name (`name`) never starts with "gfx".
 pub fn device_arch(d: &Hip, ordinal: i32) -> Result<String> {
-    let f = d
-        .hipGetDeviceProperties
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipGetDeviceProperties is missing"))?;
+    let f = entry_point(d.hipGetDeviceProperties, "hipGetDeviceProperties")?;
     let mut buf = vec![0u8; 64 * 1024];
     // SAFETY: the buffer is 64 KiB, more than every release's
     // hipDeviceProp_t (under 2 KiB); HIP writes only the struct.
@@ -339,9 +335,7 @@ pub fn event_create(d: &Hip, timed: bool) -> Result<hipEvent_t> {
 /// Milliseconds from timed event `start` to timed event `end`; `None`
 /// while either is not reached yet.
 pub fn event_elapsed_ms(d: &Hip, start: hipEvent_t, end: hipEvent_t) -> Result<Option<f32>> {
-    let elapsed = d
-        .hipEventElapsedTime
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipEventElapsedTime missing"))?;
+    let elapsed = entry_point(d.hipEventElapsedTime, "hipEventElapsedTime")?;
     let mut ms = 0f32;
     // SAFETY: out-pointer to a local; two event handles HIP only reads.
     match unsafe { elapsed(&mut ms, start, end) } {
@@ -534,9 +528,7 @@ pub fn graph_add_kernel_node(
     shared: u32,
     args: &ArgPack,
 ) -> Result<hipGraphNode_t> {
-    let add = d
-        .hipGraphAddKernelNode
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipGraphAddKernelNode missing"))?;
+    let add = entry_point(d.hipGraphAddKernelNode, "hipGraphAddKernelNode")?;
     let dim = |v: [u32; 3]| dim3 {
         x: v[0],
         y: v[1],
@@ -599,9 +591,7 @@ pub fn graph_exec_destroy(d: &Hip, exec: hipGraphExec_t) {
 
 /// Queues a 64-bit write of `value` to `address` on `s`.
 pub fn stream_write_value64(d: &Hip, s: hipStream_t, address: u64, value: u64) -> Result<()> {
-    let f = d
-        .hipStreamWriteValue64
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipStreamWriteValue64 missing"))?;
+    let f = entry_point(d.hipStreamWriteValue64, "hipStreamWriteValue64")?;
     // SAFETY: `address` is mapped memory that outlives the queued write
     // (its owner is kept alive by the run that queues it).
     check(
@@ -613,9 +603,7 @@ pub fn stream_write_value64(d: &Hip, s: hipStream_t, address: u64, value: u64) -
 
 /// Queues on `s` a wait until the 64-bit value at `address` is >= `value`.
 pub fn stream_wait_value64(d: &Hip, s: hipStream_t, address: u64, value: u64) -> Result<()> {
-    let f = d
-        .hipStreamWaitValue64
-        .ok_or_else(|| Error::new(Status::NotSupported, "hipStreamWaitValue64 missing"))?;
+    let f = entry_point(d.hipStreamWaitValue64, "hipStreamWaitValue64")?;
     // SAFETY: as for the write: mapped memory that outlives the wait.
     check(
         d,
